@@ -1,0 +1,60 @@
+"""`lmforge <command> [hydra overrides]`: dispatch to one Hydra app per command.
+
+Kept free of torch/lightning/transformers imports so that `--help` and dispatch are instant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+
+# command -> (module under lmforge.commands, one-line summary)
+COMMANDS = {
+    "train": ("train", "train any experiment (MLP, pretraining, fine-tuning), then test it"),
+    "eval": ("eval", "test a checkpoint or run directory; writes metrics.json (and predictions)"),
+    "generate": ("generate", "sample text from a checkpoint, run directory or exported model"),
+    "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer on a corpus"),
+    "export": ("export", "write a checkpoint as a Hugging Face model directory"),
+    "report": ("report", "compare runs and sweeps: a table of their metrics and configs"),
+}
+
+USAGE = """usage: lmforge <command> [hydra overrides] [--help] [--cfg job] [-m]
+
+commands:
+{commands}
+
+examples:
+  lmforge train experiment=mnist_mlp
+  lmforge train experiment=mnist_mlp -m model.activation=relu,sigmoid,tanh
+  lmforge eval ckpt_path=logs/mnist_mlp/runs/<run>
+  lmforge train --help          config groups and options of a command
+"""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `lmforge` console script; exits with the command's status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0)
+    if args[0] in ("-V", "--version"):
+        from lmforge import __version__
+
+        print(f"lmforge {__version__}")
+        sys.exit(0)
+    command = args[0]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"error: unknown command '{command}'{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+
+    from lmforge.app import run_command
+
+    sys.exit(run_command(command, COMMANDS[command][0], args[1:]))

@@ -1,0 +1,1 @@
+"""Logger factories that need more than a `_target_` (W&B's offline-unless-credentials rule)."""

@@ -1,0 +1,42 @@
+"""W&B that never prompts and never hangs: offline unless credentials are present."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+
+def has_credentials() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Optional[str] = None,
+                 tags: Optional[list[str]] = None, save_dir: str = ".",
+                 mode: Literal["auto", "online", "offline", "disabled"] = "auto", log_model: bool = False,
+                 entity: Optional[str] = None, id: Optional[str] = None):
+    """A Lightning WandbLogger writing under `save_dir/wandb`; mode=auto picks online only with a key.
+
+    An explicit WANDB_MODE in the environment wins over `mode=auto`.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    if mode == "auto":
+        mode = os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
+    # Keep W&B's own files (debug logs, artifact cache) inside the run directory too, per run,
+    # unless the user chose other places before lmforge did.
+    save = Path(save_dir)
+    save.mkdir(parents=True, exist_ok=True)
+    for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
+        if os.environ.get(var) is None or os.environ.get(f"_LMFORGE_{var}") == os.environ.get(var):
+            os.environ[var] = os.environ[f"_LMFORGE_{var}"] = str(save / "wandb" / sub)
+    return WandbLogger(project=project, name=name, group=group, tags=tags or None, save_dir=str(save),
+                       mode=mode, log_model=log_model, entity=entity, id=id,
+                       settings={"silent": True, "console": "off"} if mode != "online" else None)

@@ -1,0 +1,1 @@
+"""nn.Modules and their builders: the MLP, causal LMs from `transformers` configs, heads."""

@@ -1,0 +1,36 @@
+"""The textbook dense network: input -> Dense(hidden..., activation) -> Dense(classes)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import nn
+
+from lmforge.errors import UserError
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class MLP(nn.Module):
+    """Returns logits; the softmax lives in the loss (cross-entropy) or the module (mse, metrics)."""
+
+    def __init__(self, input_size: Optional[int] = None, num_classes: Optional[int] = None,
+                 hidden: list[int] = (128,), activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu",
+                 dropout: float = 0.0):
+        super().__init__()
+        if input_size is None or num_classes is None:
+            raise UserError("model.input_size and model.num_classes must be set (they follow the data "
+                            "when built by lmforge)")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = input_size
+        for size in hidden:
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

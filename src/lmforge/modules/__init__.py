@@ -1,0 +1,1 @@
+"""LightningModules: the task logic (losses, metrics, optimizers) around a model."""

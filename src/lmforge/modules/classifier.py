@@ -1,0 +1,57 @@
+"""Classification of fixed-size inputs (the MLP example): softmax outputs, loss, accuracy."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lmforge.modules.base import TaskModule
+
+
+class ClassifierModule(TaskModule):
+    """`loss=cross_entropy` (log-softmax + NLL) or `loss=mse` (softmax vs one-hot, squared error)."""
+
+    def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
+                 scheduler: Optional[Callable] = None,
+                 loss: Literal["cross_entropy", "mse"] = "cross_entropy", num_classes: Optional[int] = None):
+        super().__init__(model, optimizer, scheduler)
+        self.loss_name = loss
+        self.num_classes = num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            return F.mse_loss(logits.softmax(-1), F.one_hot(target, self.num_classes).float())
+        return F.cross_entropy(logits, target)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        acc = getattr(self, f"{stage}_acc")
+        acc(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).softmax(-1)

@@ -1,0 +1,101 @@
+"""Build Hugging Face fast tokenizers: a trained byte-level BPE, or plain bytes (no training).
+
+Both are byte-level, so every string round-trips exactly, and both are saved as a directory that
+`transformers.AutoTokenizer.from_pretrained(dir)` loads offline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from lmforge.errors import UserError
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+SPECIALS = [EOS, PAD]
+MIN_BPE_VOCAB = 256 + len(SPECIALS)
+
+
+def byte_alphabet() -> list[str]:
+    """The 256 printable characters GPT-2's byte-level scheme uses for bytes 0..255, in byte order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def _byte_level(model: models.Model) -> Tokenizer:
+    """A tokenizer with byte-level pre-tokenization and decoding around `model`."""
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """Wrap a raw `tokenizers.Tokenizer` as a transformers fast tokenizer with our special tokens."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> Path:
+    """Save with `save_pretrained` into a temp dir beside `out_dir`, then move files in atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+        else:
+            for f in tmp.iterdir():
+                os.replace(f, out_dir / f.name)
+    except OSError as e:
+        raise UserError(f"{out_dir}: cannot save tokenizer: {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE of `vocab_size` entries (specials included) on `texts`; save to `out_dir`."""
+    if vocab_size < MIN_BPE_VOCAB:
+        raise UserError(f"tokenizer.vocab_size={vocab_size}: must be at least {MIN_BPE_VOCAB} (256 bytes + specials)")
+    tok = _byte_level(models.BPE())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    wrapped = wrap(tok)
+    save_tokenizer(wrapped, out_dir)
+    return wrapped
+
+
+def byte_tokenizer(out_dir: str | Path) -> PreTrainedTokenizerFast:
+    """A byte tokenizer (id = byte value, then the specials): a byte-level BPE with no merges."""
+    vocab = {ch: b for b, ch in enumerate(byte_alphabet())}
+    vocab.update({s: 256 + i for i, s in enumerate(SPECIALS)})
+    tok = _byte_level(models.BPE(vocab=vocab, merges=[]))
+    wrapped = wrap(tok)
+    save_tokenizer(wrapped, out_dir)
+    return wrapped
