@@ -38,7 +38,8 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     task = importlib.import_module(f"lmforge.commands.{module_name}").main
     parser = get_args_parser()
     parser.prog = f"lmforge {command}"
-    parsed = parser.parse_args(args)
+    # Intermixed: `lmforge train experiment=x -m a=1,2` (flags between overrides) works too.
+    parsed = parser.parse_intermixed_args(args)
     parsed.overrides = open_overlays(command, parsed.overrides)
 
     # Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1; we set it so that the

@@ -45,6 +45,7 @@ def train(cfg: DictConfig) -> Optional[float]:
                     parent=getattr(module, "parent_info", None))
     if main_process:
         save_config(run_dir, config)
+        save_tokenizer(run_dir, datamodule)
         write_text(run_dir / "config_tree.txt", render_tree(config))
         write_json(run_dir / "run.json", info)
 
@@ -113,6 +114,13 @@ def save_config(run_dir: Path, config: dict) -> None:
     from lmforge.runs.files import write_text
 
     write_text(run_dir / ".hydra" / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def save_tokenizer(run_dir: Path, datamodule) -> None:
+    """Keep the run's tokenizer beside its checkpoints: generate/export/fine-tune need nothing else."""
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(run_dir / "tokenizer"))
 
 
 def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:

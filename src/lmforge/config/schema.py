@@ -37,7 +37,6 @@ class Finetune:
     freeze_layers: int = 0  # freeze the first N transformer layers
     train_only_head: bool = False
     head_lr: Optional[float] = None  # None: the optimizer's lr
-    body_lr: Optional[float] = None
 
 
 @dataclass
@@ -72,6 +71,42 @@ class Eval:
     print_config: bool = False
 
 
+@dataclass
+class TokenizerCommand:
+    """Top-level keys of `lmforge tokenizer`."""
+
+    task_name: str = "tokenizer"
+    seed: Optional[int] = 42
+    print_config: bool = False
+
+
+@dataclass
+class Generate:
+    """Top-level keys of `lmforge generate`."""
+
+    task_name: str = "generate"
+    ckpt_path: str = "???"
+    prompt: str = ""
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_k: Optional[int] = 50
+    top_p: Optional[float] = None
+    seed: Optional[int] = 42
+    num_samples: int = 1
+    print_config: bool = False
+
+
+@dataclass
+class Export:
+    """Top-level keys of `lmforge export`."""
+
+    task_name: str = "export"
+    ckpt_path: str = "???"
+    export_dir: str = "???"
+    print_config: bool = False
+
+
 # Sections of each command that are plain (no `_target_`) and have a schema here.
 SECTION_SCHEMAS = {"paths": Paths, "tokenizer": Tokenizer, "finetune": Finetune}
-COMMAND_SCHEMAS = {"train": Train, "eval": Eval}
+COMMAND_SCHEMAS = {"train": Train, "eval": Eval, "tokenizer": TokenizerCommand,
+                   "generate": Generate, "export": Export}

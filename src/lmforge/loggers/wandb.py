@@ -28,6 +28,8 @@ def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Op
     """
     from lightning.pytorch.loggers import WandbLogger
 
+    if not os.environ.get("WANDB_MODE"):
+        os.environ.pop("WANDB_MODE", None)  # an empty value would make wandb itself fail
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
     # Keep W&B's own files (debug logs, artifact cache) inside the run directory too, per run,

@@ -1,0 +1,1 @@
+"""Lightning callbacks of lmforge: throughput (tokens/s, MFU) and text samples."""

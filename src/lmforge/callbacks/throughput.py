@@ -1,0 +1,87 @@
+"""Training speed in tokens per second, and model FLOPs utilisation (MFU) when the peak is known."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Optional
+
+import lightning as L
+import torch
+from torch import nn
+
+# Dense bf16 peak FLOP/s per device, matched against torch.cuda.get_device_name().
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+
+
+def device_peak_flops(device: torch.device) -> Optional[float]:
+    """The bf16 peak of a known CUDA device (None on CPU or an unknown device)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def matmul_params(model: nn.Module) -> int:
+    """N of the 6N rule: parameters used in matmuls, i.e. all but embedding lookups (a tied LM head,
+    which is the embedding table used as a matmul, counts)."""
+    params = {id(p): p for p in model.parameters()}
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            params.pop(id(module.weight), None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if head is not None:
+        params[id(head.weight)] = head.weight
+    return sum(p.numel() for p in params.values())
+
+
+def flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward): 6N + 12 * n_layer * n_embd * seq_len (attention)."""
+    config = getattr(model, "config", None)
+    n_layer = getattr(config, "num_hidden_layers", 0) or 0
+    n_embd = getattr(config, "hidden_size", 0) or 0
+    return 6 * matmul_params(model) + 12 * n_layer * n_embd * seq_len
+
+
+class Throughput(L.Callback):
+    """Logs `train/tokens_per_sec` (all ranks together) over a sliding window of `window` batches,
+    after `warmup_steps` batches, and `train/mfu` when `peak_flops` (per device) is given or known.
+
+    Tokens are `input_ids.numel()` per batch times the world size (padding included). Validation
+    time is excluded: the window restarts after each validation loop.
+    """
+
+    def __init__(self, window: int = 20, warmup_steps: int = 5, peak_flops: Optional[float] = None):
+        self.window = max(1, window)
+        self.warmup_steps = warmup_steps
+        self.peak_flops = peak_flops
+        self._times: deque = deque(maxlen=self.window + 1)
+        self._tokens: deque = deque(maxlen=self.window + 1)
+        self._batches = 0
+        self._flops_per_token: Optional[float] = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+        if self._batches <= self.warmup_steps:
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # time the work, not the kernel launches
+        input_ids = batch["input_ids"] if isinstance(batch, dict) else batch[0]
+        self._times.append(time.perf_counter())
+        self._tokens.append(input_ids.numel() * trainer.world_size)
+        if len(self._times) < 2:
+            return
+        # Tokens of the batches that ended after the first timestamp, over the time since it.
+        tokens_per_sec = sum(list(self._tokens)[1:]) / max(self._times[-1] - self._times[0], 1e-9)
+        pl_module.log("train/tokens_per_sec", tokens_per_sec, on_step=True, on_epoch=False)
+        peak = self.peak_flops or device_peak_flops(pl_module.device)
+        if peak:
+            if self._flops_per_token is None:
+                self._flops_per_token = flops_per_token(getattr(pl_module, "model", pl_module), input_ids.shape[-1])
+            mfu = self._flops_per_token * tokens_per_sec / (peak * trainer.world_size)
+            pl_module.log("train/mfu", mfu, on_step=True, on_epoch=False)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._times.clear()
+        self._tokens.clear()

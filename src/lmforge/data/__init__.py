@@ -1,0 +1,1 @@
+"""DataModules and data sources."""

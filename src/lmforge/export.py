@@ -1,0 +1,81 @@
+"""Write a model and its tokenizer as a Hugging Face model directory that loads offline with
+`AutoModelFor*.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from torch import nn
+
+from lmforge.errors import UserError
+
+MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
+
+
+def plain_model(model: nn.Module) -> nn.Module:
+    """The `transformers` model inside: unwraps torch.compile and merges LoRA adapters (peft)."""
+    model = getattr(model, "_orig_mod", model)
+    if hasattr(model, "merge_and_unload"):  # peft: fold the adapters into the base weights (in place)
+        model = model.merge_and_unload()
+    return model
+
+
+def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
+              generation: Optional[dict[str, Any]] = None) -> Path:
+    """Save `model` (+ `tokenizer`, generation defaults) to `export_dir` and return its path.
+
+    Files are written into a temporary directory beside `export_dir` and renamed into place, so a
+    crash never leaves half an export. A non-empty `export_dir` that is not a previous lmforge
+    export is refused. `generation` (e.g. `{"temperature": 0.8, "top_k": 50}`) goes into
+    generation_config.json beside the tokenizer's eos/pad ids. A peft-wrapped model is merged first.
+    """
+    export_dir = Path(export_dir).expanduser().resolve()
+    if export_dir.exists() and (not export_dir.is_dir() or
+                                (any(export_dir.iterdir()) and not (export_dir / MARKER).exists())):
+        raise UserError(f"export_dir {export_dir} exists and is not a previous lmforge export; "
+                        "choose a new or empty directory")
+    model = plain_model(model)
+    config = model.config
+    for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None and getattr(config, name, None) is None:
+            setattr(config, name, value)
+
+    if model.can_generate():
+        from transformers import GenerationConfig
+
+        settings = {key: getattr(config, key, None) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        settings.update(generation or {})
+        if {"temperature", "top_k", "top_p"} & set(generation or {}):
+            settings.setdefault("do_sample", True)  # sampling settings mean sampling
+        try:
+            gen = GenerationConfig(**settings)
+            gen.validate()
+        except (TypeError, ValueError) as e:
+            raise UserError(f"generation settings {generation}: {e}") from e
+        model.generation_config = gen
+    elif generation:
+        raise UserError(f"generation settings were given but {type(model).__name__} does not generate")
+
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = export_dir.parent / f".{export_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps({"format": "huggingface", "class": type(model).__name__}) + "\n")
+        if export_dir.exists():
+            os.replace(export_dir, old)  # an empty dir or a previous export: swap it out
+        os.replace(tmp, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not export_dir.exists():
+            os.replace(old, export_dir)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return export_dir

@@ -1,0 +1,99 @@
+"""Causal language models as `transformers` models: GPT-2 and Llama shapes with random weights, or a
+pretrained directory. Being plain HF models, they save, load and generate with the HF ecosystem."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from lmforge.errors import UserError
+
+
+def _check(vocab_size: Optional[int], block_size: int, n_layer: int, n_head: int, n_embd: int,
+           dropout: float) -> None:
+    """Shape checks shared by the builders, naming the config key at fault."""
+    if vocab_size is None:
+        raise UserError("model.vocab_size is not set: it follows the tokenizer when the data provides one "
+                        "(use data=text), or set model.vocab_size=N")
+    for key, value in [("vocab_size", vocab_size), ("block_size", block_size), ("n_layer", n_layer),
+                       ("n_head", n_head), ("n_embd", n_embd)]:
+        if not isinstance(value, int) or value <= 0:
+            raise UserError(f"model.{key} must be a positive integer, got {value!r}")
+    if n_embd % n_head:
+        raise UserError(f"model.n_head ({n_head}) must divide model.n_embd ({n_embd})")
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"model.dropout must be in [0, 1), got {dropout}")
+
+
+def gpt2(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
+         n_embd: int = 128, dropout: float = 0.0, bias: bool = True,
+         tie_word_embeddings: bool = True) -> nn.Module:
+    """A GPT-2 (learned positions, LayerNorm, GELU MLP of 4*n_embd) with random weights.
+
+    `bias=False` keeps HF's GPT-2 layout (so the model still saves/loads as `GPT2LMHeadModel`) but
+    sets every bias to zero and freezes it: the function is that of a bias-free model.
+    """
+    _check(vocab_size, block_size, n_layer, n_head, n_embd, dropout)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=vocab_size, n_positions=block_size, n_layer=n_layer, n_head=n_head,
+                        n_embd=n_embd, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                        tie_word_embeddings=tie_word_embeddings, bos_token_id=None, eos_token_id=None)
+    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+    if not bias:
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                with torch.no_grad():
+                    param.zero_()
+                param.requires_grad_(False)
+    return model
+
+
+def llama(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
+          n_kv_head: Optional[int] = None, n_embd: int = 128, intermediate_size: Optional[int] = None,
+          dropout: float = 0.0, rope_theta: float = 10000.0, tie_word_embeddings: bool = False) -> nn.Module:
+    """A Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases) with random weights.
+
+    `n_kv_head` defaults to `n_head` (plain multi-head attention); `intermediate_size` defaults to
+    8/3 * n_embd rounded up to a multiple of 64, the usual SwiGLU width for the same FLOPs as 4x GELU.
+    """
+    _check(vocab_size, block_size, n_layer, n_head, n_embd, dropout)
+    n_kv_head = n_head if n_kv_head is None else n_kv_head
+    if not isinstance(n_kv_head, int) or n_kv_head <= 0 or n_head % n_kv_head:
+        raise UserError(f"model.n_kv_head ({n_kv_head}) must be a positive divisor of model.n_head ({n_head})")
+    if intermediate_size is None:
+        intermediate_size = -(-8 * n_embd // 3 // 64) * 64
+    if intermediate_size <= 0:
+        raise UserError(f"model.intermediate_size must be positive, got {intermediate_size}")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=block_size, num_hidden_layers=n_layer,
+                         num_attention_heads=n_head, num_key_value_heads=n_kv_head, hidden_size=n_embd,
+                         intermediate_size=intermediate_size, attention_dropout=dropout,
+                         rope_parameters={"rope_type": "default", "rope_theta": float(rope_theta)},
+                         tie_word_embeddings=tie_word_embeddings, bos_token_id=None, eos_token_id=None,
+                         pad_token_id=None)
+    return LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
+
+
+def pretrained(path: str, vocab_size: Optional[int] = None, dtype: Optional[str] = None,
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False) -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained(path)`: a local model directory, or a hub name when online.
+
+    `vocab_size` (filled from the tokenizer) grows the embeddings when the tokenizer has more tokens
+    than the model (e.g. an added pad token); it never shrinks them.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.path: cannot load a causal LM from {path!r}: {str(e).splitlines()[0]}") from e
+    if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab_size)
+    return model

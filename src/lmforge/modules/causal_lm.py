@@ -1,0 +1,109 @@
+"""Next-token prediction: cross-entropy on already-shifted labels, perplexity and bits per byte."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.modules.base import TaskModule
+
+IGNORE_INDEX = -100
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose label is not -100 (labels are already shifted)."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+class CausalLMModule(TaskModule):
+    """Trains a causal LM on batches `{"input_ids": [B, T], "labels": [B, T]}` with labels[t] = the
+    token after input_ids[t] (-100 = ignore). The loss is computed here from the logits, so the
+    labels mean what our data says whatever the model class would do with them."""
+
+    def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
+                 scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False,
+                 sample_every_n_steps: int = 0, sample_prompt: Optional[str] = None,
+                 sample_max_new_tokens: int = 48):
+        super().__init__(model, optimizer, scheduler)
+        self.weight_decay_embeddings = weight_decay_embeddings
+        self.sample_every_n_steps = sample_every_n_steps
+        self.sample_prompt = sample_prompt
+        self.sample_max_new_tokens = sample_max_new_tokens
+        # Per stage, [sum of token losses, tokens] over the epoch: summed across ranks at its end.
+        self._totals: dict[str, torch.Tensor] = {}
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab] for every position."""
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = lm_loss(self(batch["input_ids"]), batch["labels"])
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        labels = batch["labels"]
+        loss = lm_loss(self(batch["input_ids"]), labels)
+        tokens = (labels != IGNORE_INDEX).sum()
+        if tokens > 0:
+            sums = torch.stack([loss.detach().float() * tokens, tokens.float()])
+            self._totals[stage] = self._totals[stage] + sums if stage in self._totals else sums
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log `<stage>/loss` (the mean over all tokens of all ranks), `/ppl` and, when the data knows
+        its bytes per token, `/bpb`."""
+        sums = self._totals.pop(stage, None)
+        if sums is None:  # no tokens here, but every rank must join the reduction
+            sums = torch.zeros(2, device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        if sums[1] == 0:
+            return
+        loss = sums[0] / sums[1]
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=80.0)))
+        datamodule = getattr(self.trainer, "datamodule", None)
+        bytes_per_token = (getattr(datamodule, f"{stage}_bytes_per_token", None)
+                           or getattr(datamodule, "val_bytes_per_token", None))
+        if bytes_per_token:
+            self.log(f"{stage}/bpb", loss / math.log(2) / bytes_per_token)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on matrices only: not on biases and norms (1-D), nor on embedding tables unless
+        `weight_decay_embeddings` (a tied LM head is the embedding table, so it follows that flag)."""
+        weight_decay = 0.0
+        if self.optimizer_factory is not None:
+            weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if not param.requires_grad:
+                continue
+            is_embedding = id(param) in embeddings and not self.weight_decay_embeddings
+            (decay if param.ndim >= 2 and not is_embedding else no_decay).append(param)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def configure_callbacks(self):
+        """The text-samples callback when `sample_every_n_steps` > 0 (it reads the datamodule's tokenizer)."""
+        if self.sample_every_n_steps <= 0:
+            return []
+        from lmforge.callbacks.samples import TextSamples
+
+        return [TextSamples(every_n_steps=self.sample_every_n_steps, prompt=self.sample_prompt,
+                            max_new_tokens=self.sample_max_new_tokens)]

@@ -1,0 +1,131 @@
+"""Text classification: cross-entropy, accuracy and macro F1, a separate head learning rate, and the
+test predictions written to `predictions.csv` at the end of a run."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from lmforge.errors import UserError
+from lmforge.modules.base import TaskModule
+from lmforge.runs.files import write_text
+
+HEAD_NAMES = ("score", "classifier", "head", "modules_to_save")  # name parts of a freshly made head
+
+
+def is_head(name: str) -> bool:
+    """Whether the parameter `name` belongs to the classification head (HF's `score`/`classifier`,
+    our `head`, or a peft `modules_to_save` copy)."""
+    return any(part in HEAD_NAMES for part in name.split("."))
+
+
+class SequenceClassifierModule(TaskModule):
+    """Trains a classifier on batches `{"input_ids", "attention_mask", "labels": [B]}`.
+
+    `head_lr` gives the (new, randomly initialised) head its own learning rate, usually higher
+    than the pretrained body's. Test probabilities are kept in loader order for `on_run_end`.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
+                 scheduler: Optional[Callable] = None, num_labels: Optional[int] = None,
+                 head_lr: Optional[float] = None):
+        super().__init__(model, optimizer, scheduler)
+        if num_labels is None:
+            num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        if num_labels is None or num_labels < 2:
+            raise UserError(f"module.num_labels must be an integer >= 2 (it follows the data), got {num_labels!r}")
+        if head_lr is not None and head_lr <= 0:
+            raise UserError(f"module.head_lr must be positive, got {head_lr}")
+        self.num_labels = num_labels
+        self.head_lr = head_lr
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_labels, average="micro"))
+        self.val_f1 = MulticlassF1Score(num_labels, average="macro")
+        self.test_f1 = MulticlassF1Score(num_labels, average="macro")
+        self.test_probs: Optional[torch.Tensor] = None  # [N, num_labels] after a test, in loader order
+        self._probs: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits [B, num_labels]."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch.get("attention_mask")).float()
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits, labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
+                 batch_size=len(labels))
+        metrics = [getattr(self, f"{stage}_acc")] + ([getattr(self, f"{stage}_f1")] if stage != "train" else [])
+        for metric, name in zip(metrics, ("acc", "f1")):
+            metric(logits, labels)
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+        return loss, logits
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._probs = []
+
+    def test_step(self, batch, batch_idx):
+        _, logits = self._step(batch, "test")
+        self._probs.append(logits.softmax(-1).detach().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        """Gather the probabilities of all ranks back into loader order (DistributedSampler deals
+        rank r the items r, r+W, r+2W, ...; the padding repeats at the end is trimmed later)."""
+        local = torch.cat(self._probs) if self._probs else torch.zeros(0, self.num_labels)
+        self._probs = []
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(local.to(self.device)).cpu()  # [W, n, C]
+            local = gathered.transpose(0, 1).reshape(-1, self.num_labels)
+        self.test_probs = local
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch["input_ids"], batch.get("attention_mask")).softmax(-1)
+
+    def on_run_end(self, run_dir: str | Path, datamodule: Any) -> Optional[Path]:
+        """Write `predictions.csv` (text, label, predicted, probability of the prediction) for the test
+        split; returns its path (None when no test ran)."""
+        if self.test_probs is None:
+            return None
+        texts, gold, names = datamodule.test_texts, datamodule.test_labels, datamodule.labels
+        probs = self.test_probs[: len(texts)]
+        if len(probs) != len(texts):
+            raise RuntimeError(f"{len(probs)} test predictions for {len(texts)} test texts")
+        best, predicted = probs.max(-1)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["text", "label", "predicted", "probability"])
+        for text, label, p, i in zip(texts, gold, best.tolist(), predicted.tolist()):
+            writer.writerow([text, label, names[i], f"{p:.6f}"])
+        return write_text(Path(run_dir) / "predictions.csv", out.getvalue())
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Head and body parameters, each split into decayed matrices and undecayed biases/norms (1-D);
+        the head groups get `lr=head_lr` when it is set, the others the optimizer's lr."""
+        weight_decay = 0.0
+        if self.optimizer_factory is not None:
+            weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((is_head(name), param.ndim >= 2), []).append(param)
+        out = []
+        for (head, decay), params in sorted(groups.items()):
+            group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+            if head and self.head_lr is not None:
+                group["lr"] = self.head_lr
+            out.append(group)
+        return out

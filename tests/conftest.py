@@ -1,0 +1,63 @@
+"""Shared helpers: run the real CLI in a subprocess, read a run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+OFFLINE_ENV = {
+    "WANDB_MODE": "offline",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+def lmforge(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python -m lmforge ARGS` in `cwd`; returns the finished process (text stdout/stderr)."""
+    full_env = {**os.environ, **OFFLINE_ENV, **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "lmforge", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert a CLI run succeeded, showing its output when it did not."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """Assert exit status 2 with a single `error: ...` line and no traceback; return that line."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def csv_metric(run_dir: Path, name: str) -> list[float]:
+    """Every logged value of `name` in the run's csv/metrics.csv, in order."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(row[name]) for row in csv.DictReader(f) if row.get(name)]
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory) -> Path:
+    """The textbook experiment, 10 epochs on the bundled digits (MNIST download impossible offline)."""
+    root = tmp_path_factory.mktemp("mlp")
+    run_dir = root / "run"
+    ok(lmforge("train", "experiment=mnist_mlp", f"hydra.run.dir={run_dir}", "data.download=false",
+               cwd=root))
+    return run_dir

@@ -1,0 +1,253 @@
+"""Causal-LM side of pretraining: builders, the Lightning module, generation, export, callbacks.
+Real (tiny) models, a real byte tokenizer, real Lightning fits; nothing of lmforge is mocked."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (set before HF imports)
+
+import lightning as L
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from lmforge.callbacks.samples import TextSamples
+from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
+from lmforge.errors import UserError
+from lmforge.export import export_hf
+from lmforge.generation import generate
+from lmforge.models.causal_lm import gpt2, llama, pretrained
+from lmforge.modules.causal_lm import CausalLMModule
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 60 + "héllo wörld 🎉 "
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with no merges: 256 byte tokens + eos + pad (258 ids)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=258, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(["a"], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", clean_up_tokenization_spaces=False)
+
+
+def tiny_gpt2(vocab: int = 258, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return gpt2(vocab_size=vocab, **{"block_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 32, **kw})
+
+
+def tiny_llama(vocab: int = 258, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return llama(vocab_size=vocab, **{"block_size": 64, "n_layer": 2, "n_head": 4, "n_kv_head": 2,
+                                      "n_embd": 32, **kw})
+
+
+class RepeatText(L.LightningDataModule):
+    """Blocks of a repetitive text, labels already shifted, like lmforge.data.text.TextDataModule."""
+
+    def __init__(self, tokenizer, block_size: int = 32, batch_size: int = 8):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.dims = {"vocab_size": len(tokenizer)}
+        ids = torch.tensor(tokenizer.encode(TEXT, add_special_tokens=False))
+        self.val_bytes_per_token = len(TEXT.encode()) / len(ids)
+        n = (len(ids) - 1) // block_size
+        x = ids[: n * block_size].view(n, block_size)
+        y = ids[1 : n * block_size + 1].view(n, block_size).clone()
+        y[:, :2] = -100  # some ignored positions, as after a document boundary
+        self.rows = [{"input_ids": a, "labels": b} for a, b in zip(x, y)]
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.rows[:16], batch_size=self.batch_size)
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+
+# ---- builders
+def test_builders_shapes_and_tying() -> None:
+    g, lm = tiny_gpt2(), tiny_llama()
+    x = torch.randint(0, 258, (2, 10))
+    assert g(input_ids=x).logits.shape == (2, 10, 258)
+    assert lm(input_ids=x).logits.shape == (2, 10, 258)
+    assert g.lm_head.weight is g.transformer.wte.weight  # GPT-2 ties, Llama does not by default
+    assert lm.lm_head.weight is not lm.model.embed_tokens.weight
+    assert g.config._attn_implementation == lm.config._attn_implementation == "sdpa"
+    assert lm.config.num_key_value_heads == 2 and lm.config.intermediate_size == 128  # 8/3*32 -> 64k
+    assert g.config.n_positions == lm.config.max_position_embeddings == 64
+    nobias = tiny_gpt2(bias=False)
+    biases = [p for n, p in nobias.named_parameters() if n.endswith(".bias")]
+    assert biases and all(not p.requires_grad and not p.any() for p in biases)
+
+
+def test_builders_reject_bad_input() -> None:
+    with pytest.raises(UserError, match="model.vocab_size.*tokenizer"):
+        gpt2()
+    with pytest.raises(UserError, match="model.n_head"):
+        gpt2(vocab_size=100, n_embd=30, n_head=4)
+    with pytest.raises(UserError, match="model.n_head"):
+        llama(vocab_size=100, n_embd=30, n_head=4)
+    with pytest.raises(UserError, match="model.n_kv_head"):
+        llama(vocab_size=100, n_head=4, n_kv_head=3)
+    with pytest.raises(UserError, match="model.n_layer"):
+        llama(vocab_size=100, n_layer=0)
+
+
+# ---- module
+def test_parameter_groups_decay_matrices_only() -> None:
+    for model in (tiny_gpt2(), tiny_llama()):
+        module = CausalLMModule(model, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1))
+        names = {id(p): n for n, p in module.named_parameters()}
+        groups = module.parameter_groups()
+        decay = {names[id(p)] for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+        no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+        assert decay and no_decay and not decay & no_decay
+        assert len(decay) + len(no_decay) == len(names)
+        assert not any(n.endswith(".bias") or "ln" in n or "norm" in n or "wte" in n or "wpe" in n
+                       or "embed_tokens" in n for n in decay)
+        assert any("c_attn.weight" in n or "q_proj.weight" in n for n in decay)
+        optimizer = module.configure_optimizers()
+        assert sorted(g["weight_decay"] for g in optimizer.param_groups) == [0.0, 0.1]
+    module = CausalLMModule(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW, weight_decay=0.1),
+                            weight_decay_embeddings=True)
+    wte = module.model.transformer.wte.weight
+    assert any(p is wte for g in module.parameter_groups() if g["weight_decay"] == 0.1 for p in g["params"])
+
+
+def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    data = RepeatText(tokenizer)
+    module = CausalLMModule(tiny_gpt2(vocab=data.dims["vocab_size"]),
+                            optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.1),
+                            sample_every_n_steps=20, sample_prompt="the quick", sample_max_new_tokens=8)
+    throughput = Throughput(window=5, warmup_steps=2, peak_flops=1e12)
+    trainer = L.Trainer(max_steps=60, accelerator="cpu", devices=1, logger=L.pytorch.loggers.TensorBoardLogger(
+        tmp_path), callbacks=[throughput], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, val_check_interval=30, check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=5)
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]
+    assert before["val/loss"] > 4.0  # about ln(258) = 5.55 at random init
+    trainer.fit(module, datamodule=data)
+    after = trainer.callback_metrics
+    assert after["val/loss"] < 0.5 * before["val/loss"]
+    assert math.isclose(after["val/ppl"], math.exp(after["val/loss"]), rel_tol=1e-4)
+    assert math.isclose(after["val/bpb"], after["val/loss"] / math.log(2) / data.val_bytes_per_token, rel_tol=1e-4)
+    assert after["train/tokens_per_sec"] > 0 and 0 < after["train/mfu"] < 1
+    samples = [cb for cb in trainer.callbacks if isinstance(cb, TextSamples)][0].samples
+    assert [step for step, _ in samples] == [20, 40, 60] and all(isinstance(t, str) for _, t in samples)
+    assert list(tmp_path.rglob("events.out.tfevents*"))
+    test = trainer.test(module, datamodule=data, verbose=False)[0]
+    assert {"test/loss", "test/ppl", "test/bpb"} <= set(test) and test["test/loss"] < before["val/loss"]
+
+
+def test_flops_per_token_counts_matmuls() -> None:
+    g = tiny_gpt2()
+    n = sum(p.numel() for p in g.parameters()) - g.transformer.wpe.weight.numel()  # tied head counts once
+    assert matmul_params(g) == n
+    assert flops_per_token(g, 64) == 6 * n + 12 * 2 * 32 * 64
+
+
+# ---- generation
+def test_generate_greedy_stream_topk(tokenizer) -> None:
+    model = tiny_gpt2()
+    pieces: list[str] = []
+    out = generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=0.0, stream=pieces.append)
+    assert out == "".join(pieces) and model.training  # train mode restored
+    assert all("\ufffd" not in p for p in pieces[:-1])
+    assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=0.0) == out
+    assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=1.0, top_k=1) == out
+    a = generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
+    assert a == generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
+    # A prompt longer than the model's 64 positions is cropped; generation slides past the limit.
+    long = generate(tiny_llama(), tokenizer, "x" * 100, max_new_tokens=30, temperature=0.0)
+    assert isinstance(long, str) and generate(model, tokenizer, "", max_new_tokens=3, seed=0) is not None
+
+
+def test_generate_cache_matches_recomputing(tokenizer) -> None:
+    """The KV-cached loop gives what recomputing the (cropped) context each step gives, also past 64 positions."""
+    for model in (tiny_gpt2().eval(), tiny_llama().eval()):
+        ids, new = tokenizer.encode("y" * 40, add_special_tokens=False), []
+        with torch.no_grad():
+            for _ in range(30):
+                new.append(int(model(input_ids=torch.tensor([(ids + new)[-64:]])).logits[0, -1].argmax()))
+        assert tokenizer.eos_token_id not in new
+        assert generate(model, tokenizer, "y" * 40, max_new_tokens=30, temperature=0.0) == tokenizer.decode(new)
+
+
+def test_generate_stops_at_eos(tokenizer) -> None:
+    model = tiny_gpt2()
+    with torch.no_grad():  # make eos the only likely token
+        model.lm_head.weight[tokenizer.eos_token_id] += 50 * model.transformer.ln_f(
+            model.transformer.wte.weight).mean(0).sign()
+        model.transformer.ln_f.bias.zero_()
+    assert generate(model, tokenizer, "abc", max_new_tokens=10, temperature=0.0) == ""
+
+
+# ---- export
+@pytest.mark.parametrize("build", [tiny_gpt2, tiny_llama])
+def test_export_reloads_with_same_logits(build, tokenizer, tmp_path: Path) -> None:
+    model = build().eval()
+    out = export_hf(model, tokenizer, tmp_path / "hf", generation={"temperature": 0.7, "top_k": 20})
+    again = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = torch.tensor([tok.encode(TEXT[:50], add_special_tokens=False)])
+    assert ids.tolist() == [tokenizer.encode(TEXT[:50], add_special_tokens=False)]
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, again(input_ids=ids).logits, atol=1e-6)
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == tokenizer.eos_token_id and gen["pad_token_id"] == tokenizer.pad_token_id
+    assert gen["temperature"] == 0.7 and gen["do_sample"] is True
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, pretrained(str(out))(input_ids=ids).logits, atol=1e-6)
+    with pytest.raises(UserError, match="model.path"):
+        pretrained(str(tmp_path / "missing"))
+    assert export_hf(model, tokenizer, out) == out  # replacing a previous export is fine
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(UserError, match="export_dir"):
+        export_hf(model, tokenizer, foreign)
+    assert (foreign / "todo.txt").read_text() == "mine" and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_export_merges_lora_and_saves_classifiers(tokenizer, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
+
+    lora = get_peft_model(tiny_gpt2(), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # non-zero adapters, so merging matters
+    lora.eval()
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        expected = lora(input_ids=ids).logits
+    out = export_hf(lora, tokenizer, tmp_path / "lora")
+    again = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not any("lora" in n for n, _ in again.named_parameters())
+    with torch.no_grad():
+        assert torch.allclose(expected, again(input_ids=ids).logits, atol=1e-5)
+
+    torch.manual_seed(0)
+    classifier = GPT2ForSequenceClassification(tiny_gpt2().config.__class__(
+        vocab_size=258, n_positions=64, n_layer=1, n_head=2, n_embd=32, num_labels=3)).eval()
+    out = export_hf(classifier, tokenizer, tmp_path / "cls")
+    again = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert again.config.pad_token_id == tokenizer.pad_token_id
+    with torch.no_grad():
+        assert torch.allclose(classifier(input_ids=ids).logits, again(input_ids=ids).logits, atol=1e-6)

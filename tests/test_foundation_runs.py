@@ -1,0 +1,128 @@
+"""Real runs of the textbook MLP experiment through the CLI: training, eval, sweeps, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import csv_metric, lmforge, metrics, ok, one_line_error
+
+
+def test_mnist_mlp_reaches_95_percent_on_digits(mlp_run: Path):
+    result = metrics(mlp_run)
+    assert result["test/acc"] >= 0.95
+    for name in ("val/acc", "val/loss", "test/loss", "train/loss"):
+        assert name in result
+    # The run directory contract of DESIGN.md section 3.
+    assert (mlp_run / "checkpoints" / "best.ckpt").is_file()
+    assert (mlp_run / "checkpoints" / "last.ckpt").is_file()
+    assert (mlp_run / "csv" / "metrics.csv").is_file()
+    assert (mlp_run / "config_tree.txt").read_text().strip()
+    config = yaml.safe_load((mlp_run / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["input_size"] == 64 and config["model"]["num_classes"] == 10
+    assert "${" not in (mlp_run / ".hydra" / "config.yaml").read_text()  # resolved
+    info = json.loads((mlp_run / "run.json").read_text())
+    assert info["status"] == "finished" and info["command"] == "train"
+    assert info["versions"]["torch"].startswith("2.13")
+    assert "experiment=mnist_mlp" in info["argv"]
+
+
+def test_eval_of_a_run_directory_reproduces_test_accuracy(mlp_run: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    proc = ok(lmforge("eval", f"ckpt_path={mlp_run}", f"hydra.run.dir={out}", cwd=tmp_path))
+    assert proc.stdout.strip().splitlines()[-1] == f"run directory: {out}"
+    assert metrics(out)["test/acc"] == pytest.approx(metrics(mlp_run)["test/acc"], abs=1e-6)
+    assert json.loads((out / "run.json").read_text())["evaluated"].endswith("best.ckpt")
+
+
+def test_load_run_from_python_rebuilds_the_model(mlp_run: Path):
+    import lmforge
+
+    run = lmforge.load_run(mlp_run)
+    run.datamodule.setup("test")
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in run.datamodule.test_dataloader():
+            correct += (run.model(x).argmax(-1) == y).sum().item()
+            total += len(y)
+    assert correct / total == pytest.approx(metrics(mlp_run)["test/acc"], abs=1e-6)
+
+
+def test_sweep_over_activations_gives_one_run_each_and_every_loss_falls(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    ok(lmforge("train", "experiment=mnist_mlp", "-m", "model.activation=relu,sigmoid,tanh,gelu",
+               "trainer.max_epochs=3", "data.download=false", "print_config=false",
+               f"hydra.sweep.dir={sweep}", cwd=tmp_path))
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(runs) == 4
+    seen = set()
+    for run in runs:
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        seen.add(config["model"]["activation"])
+        val_loss = csv_metric(run, "val/loss")
+        assert len(val_loss) == 3 and val_loss[-1] < val_loss[0], (run, val_loss)
+        assert "test/acc" in metrics(run)
+    assert seen == {"relu", "sigmoid", "tanh", "gelu"}
+
+
+def test_mse_loss_trains(tmp_path: Path):
+    run = tmp_path / "run"
+    ok(lmforge("train", "experiment=mnist_mlp", "module.loss=mse", "model.activation=tanh",
+               "trainer.max_epochs=3", "data.download=false", f"hydra.run.dir={run}", cwd=tmp_path))
+    val_loss = csv_metric(run, "val/loss")
+    assert val_loss[-1] < val_loss[0]
+    assert metrics(run)["test/acc"] > 0.5
+
+
+def test_resume_from_a_run_directory_continues_the_step_count(tmp_path: Path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "debug=limit"]
+    ok(lmforge("train", *common, "trainer.max_epochs=2", f"hydra.run.dir={first}", cwd=tmp_path))
+    assert json.loads((first / "run.json").read_text())["global_step"] == 10
+    ok(lmforge("train", *common, "trainer.max_epochs=4", f"ckpt_path={first}", f"hydra.run.dir={second}",
+               cwd=tmp_path))
+    info = json.loads((second / "run.json").read_text())
+    assert info["global_step"] == 20 and info["resumed_from"].endswith("last.ckpt")
+    # resume=auto in the same directory: continues from its own last.ckpt.
+    ok(lmforge("train", *common, "trainer.max_epochs=5", "resume=auto", f"hydra.run.dir={second}",
+               cwd=tmp_path))
+    assert json.loads((second / "run.json").read_text())["global_step"] == 25
+
+
+def test_fast_dev_run_writes_metrics_and_names_the_run_directory(tmp_path: Path):
+    run = tmp_path / "fdr"
+    proc = ok(lmforge("train", "experiment=mnist_mlp", "debug=fdr", f"hydra.run.dir={run}", cwd=tmp_path))
+    assert proc.stdout.strip().splitlines()[-1] == f"run directory: {run}"
+    assert "test/acc" in metrics(run)
+
+
+def test_wandb_runs_offline_inside_the_run_directory(tmp_path: Path):
+    run = tmp_path / "run"
+    ok(lmforge("train", "experiment=mnist_mlp", "debug=limit", "logger=wandb", "data.download=false",
+               f"hydra.run.dir={run}", cwd=tmp_path, env={"WANDB_MODE": "", "WANDB_API_KEY": "",
+                                                          "HOME": str(tmp_path)}))
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    assert list(offline[0].glob("*.wandb"))
+    assert "test/acc" in metrics(run)
+
+
+def test_ddp_on_two_cpu_processes_shares_one_run_directory(tmp_path: Path):
+    logs = tmp_path / "logs"
+    ok(lmforge("train", "experiment=mnist_mlp", "trainer=ddp_cpu", "debug=limit", "data.download=false",
+               "print_config=false", f"paths.log_dir={logs}", cwd=tmp_path))
+    runs = list((logs / "debug" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    assert "test/acc" in metrics(runs[0])
+    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes((mlp_run / "checkpoints" / "last.ckpt").read_bytes()[:500])
+    line = one_line_error(lmforge("eval", f"ckpt_path={bad}", cwd=tmp_path))
+    assert str(bad) in line and "corrupt" in line
