@@ -106,7 +106,19 @@ class Export:
     print_config: bool = False
 
 
+@dataclass
+class Report:
+    """Top-level keys of `lmforge report`."""
+
+    task_name: str = "report"
+    runs: list[str] = field(default_factory=list)
+    metrics: Optional[list[str]] = None
+    keys: Optional[list[str]] = None
+    sort_by: Optional[str] = None
+    print_config: bool = False
+
+
 # Sections of each command that are plain (no `_target_`) and have a schema here.
 SECTION_SCHEMAS = {"paths": Paths, "tokenizer": Tokenizer, "finetune": Finetune}
 COMMAND_SCHEMAS = {"train": Train, "eval": Eval, "tokenizer": TokenizerCommand,
-                   "generate": Generate, "export": Export}
+                   "generate": Generate, "export": Export, "report": Report}
