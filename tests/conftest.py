@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
 OFFLINE_ENV = {
     "WANDB_MODE": "offline",
     "HF_HUB_OFFLINE": "1",
@@ -61,3 +64,26 @@ def mlp_run(tmp_path_factory) -> Path:
     ok(lmforge("train", "experiment=mnist_mlp", f"hydra.run.dir={run_dir}", "data.download=false",
                cwd=root))
     return run_dir
+
+
+def small_corpus(folder: Path) -> Path:
+    """~250 KB of real Python source: the json and email packages of this interpreter."""
+    for package in ("json", "email"):
+        shutil.copytree(STDLIB / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    return small_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def pretrain_run(tmp_path_factory, corpus: Path) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("pretrain")
+    run = root / "run"
+    proc = ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=80",
+                      "trainer.val_check_interval=20", "callbacks.text_samples.every_n_steps=40",
+                      f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={run}", "print_config=false",
+                      cwd=root))
+    return run, proc.stdout

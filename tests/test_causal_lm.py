@@ -133,11 +133,11 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     L.seed_everything(0)
     data = RepeatText(tokenizer)
     module = CausalLMModule(tiny_gpt2(vocab=data.dims["vocab_size"]),
-                            optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.1),
-                            sample_every_n_steps=20, sample_prompt="the quick", sample_max_new_tokens=8)
+                            optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.1))
     throughput = Throughput(window=5, warmup_steps=2, peak_flops=1e12)
+    samples = TextSamples(every_n_steps=20, prompt="the quick", max_new_tokens=8)
     trainer = L.Trainer(max_steps=60, accelerator="cpu", devices=1, logger=L.pytorch.loggers.TensorBoardLogger(
-        tmp_path), callbacks=[throughput], enable_checkpointing=False, enable_progress_bar=False,
+        tmp_path), callbacks=[throughput, samples], enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, val_check_interval=30, check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=5)
     before = trainer.validate(module, datamodule=data, verbose=False)[0]
     assert before["val/loss"] > 4.0  # about ln(258) = 5.55 at random init
@@ -147,8 +147,8 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     assert math.isclose(after["val/ppl"], math.exp(after["val/loss"]), rel_tol=1e-4)
     assert math.isclose(after["val/bpb"], after["val/loss"] / math.log(2) / data.val_bytes_per_token, rel_tol=1e-4)
     assert after["train/tokens_per_sec"] > 0 and 0 < after["train/mfu"] < 1
-    samples = [cb for cb in trainer.callbacks if isinstance(cb, TextSamples)][0].samples
-    assert [step for step, _ in samples] == [20, 40, 60] and all(isinstance(t, str) for _, t in samples)
+    assert [step for step, _ in samples.samples] == [20, 40, 60]
+    assert all(isinstance(t, str) for _, t in samples.samples)
     assert list(tmp_path.rglob("events.out.tfevents*"))
     test = trainer.test(module, datamodule=data, verbose=False)[0]
     assert {"test/loss", "test/ppl", "test/bpb"} <= set(test) and test["test/loss"] < before["val/loss"]

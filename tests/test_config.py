@@ -53,8 +53,7 @@ def test_every_preset_composes_and_matches_the_code(preset: str, tmp_path: Path)
     text = (CONF / f"{preset}.yaml").read_text()
     assert text.startswith("#"), f"{preset}.yaml must open with a comment: what it is for, how to run it"
     assert "lmforge " in text.split("\n\n")[0] or "lmforge " in text[:600], f"{preset}: no command in header"
-    prefix = "+" if group == "finetune" else ""
-    overrides = [f"{prefix}{group}={name}", *REQUIRED.get(preset, [])]
+    overrides = [f"{group}={name}", *REQUIRED.get(preset, [])]
     if group == "experiment" and name.startswith("finetune"):
         overrides.append("init_from=some/run")
     composed(overrides, tmp_path)

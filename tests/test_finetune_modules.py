@@ -111,8 +111,8 @@ def test_tiny_gpt2_classifier_learns_and_writes_predictions(tiny_lm_dir, sentime
     data = classification_data(sentiment, tiny_lm_dir)
     model = sequence_classifier(str(tiny_lm_dir), num_labels=len(data.labels))
     assert model.config.pad_token_id == data.tokenizer.pad_token_id  # last non-pad token pooling
-    module = SequenceClassifierModule(model, optimizer=adamw(3e-3), num_labels=2)
-    fit = trainer(max_epochs=6)
+    module = SequenceClassifierModule(model, optimizer=adamw(1e-3), num_labels=2)
+    fit = trainer(max_epochs=10)  # val/acc 0.93-1.0 over seeds 0-4
     fit.fit(module, datamodule=data)
     assert fit.callback_metrics["val/acc"] >= 0.8, fit.callback_metrics
     assert {"train/loss", "train/acc", "val/loss", "val/f1"} <= set(fit.callback_metrics)

@@ -48,6 +48,9 @@ def build_model(config: dict) -> nn.Module:
 def build_module(config: dict, datamodule) -> tuple[Any, dict]:
     """The LightningModule (model inside) and the config with every data-derived value filled in."""
     dims = dict(getattr(datamodule, "dims", {}) or {})
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    if tokenizer is not None:
+        dims.setdefault("vocab_size", len(tokenizer))
     parent = None
     if config.get("init_from"):
         from lmforge.finetune.init import init_model_dir, parent_info

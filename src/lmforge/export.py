@@ -39,6 +39,9 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
                                 (any(export_dir.iterdir()) and not (export_dir / MARKER).exists())):
         raise UserError(f"export_dir {export_dir} exists and is not a previous lmforge export; "
                         "choose a new or empty directory")
+    reason = getattr(model, "not_exportable", None)
+    if reason:
+        raise UserError(reason)
     model = plain_model(model)
     config = model.config
     for name in ("eos_token_id", "bos_token_id", "pad_token_id"):

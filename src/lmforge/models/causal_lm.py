@@ -78,7 +78,7 @@ def llama(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int 
     return LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
 
 
-def pretrained(path: str, vocab_size: Optional[int] = None, dtype: Optional[str] = None,
+def pretrained(path: Optional[str] = None, vocab_size: Optional[int] = None, dtype: Optional[str] = None,
                attn_implementation: str = "sdpa", trust_remote_code: bool = False) -> nn.Module:
     """`AutoModelForCausalLM.from_pretrained(path)`: a local model directory, or a hub name when online.
 
@@ -87,6 +87,8 @@ def pretrained(path: str, vocab_size: Optional[int] = None, dtype: Optional[str]
     """
     from transformers import AutoModelForCausalLM
 
+    if not path:
+        raise UserError("model.path is not set: a Hugging Face model directory (or set init_from=...)")
     kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype

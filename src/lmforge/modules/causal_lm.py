@@ -25,30 +25,28 @@ class CausalLMModule(TaskModule):
     labels mean what our data says whatever the model class would do with them."""
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
-                 scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False,
-                 sample_every_n_steps: int = 0, sample_prompt: Optional[str] = None,
-                 sample_max_new_tokens: int = 48):
+                 scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False):
         super().__init__(model, optimizer, scheduler)
         self.weight_decay_embeddings = weight_decay_embeddings
-        self.sample_every_n_steps = sample_every_n_steps
-        self.sample_prompt = sample_prompt
-        self.sample_max_new_tokens = sample_max_new_tokens
         # Per stage, [sum of token losses, tokens] over the epoch: summed across ranks at its end.
         self._totals: dict[str, torch.Tensor] = {}
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits [B, T, vocab] for every position."""
-        return self.model(input_ids=input_ids, use_cache=False).logits
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean loss of a batch and the number of tokens it averages over."""
+        labels = batch["labels"]
+        return lm_loss(self(batch["input_ids"]), labels), (labels != IGNORE_INDEX).sum()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = lm_loss(self(batch["input_ids"]), batch["labels"])
+        loss, _ = self.batch_loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        labels = batch["labels"]
-        loss = lm_loss(self(batch["input_ids"]), labels)
-        tokens = (labels != IGNORE_INDEX).sum()
+        loss, tokens = self.batch_loss(batch)
         if tokens > 0:
             sums = torch.stack([loss.detach().float() * tokens, tokens.float()])
             self._totals[stage] = self._totals[stage] + sums if stage in self._totals else sums
@@ -98,12 +96,3 @@ class CausalLMModule(TaskModule):
             (decay if param.ndim >= 2 and not is_embedding else no_decay).append(param)
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return [g for g in groups if g["params"]]
-
-    def configure_callbacks(self):
-        """The text-samples callback when `sample_every_n_steps` > 0 (it reads the datamodule's tokenizer)."""
-        if self.sample_every_n_steps <= 0:
-            return []
-        from lmforge.callbacks.samples import TextSamples
-
-        return [TextSamples(every_n_steps=self.sample_every_n_steps, prompt=self.sample_prompt,
-                            max_new_tokens=self.sample_max_new_tokens)]

@@ -62,11 +62,14 @@ class SequenceClassifierModule(TaskModule):
         loss = F.cross_entropy(logits, labels)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
-                 batch_size=len(labels))
-        metrics = [getattr(self, f"{stage}_acc")] + ([getattr(self, f"{stage}_f1")] if stage != "train" else [])
-        for metric, name in zip(metrics, ("acc", "f1")):
-            metric(logits, labels)
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+                 batch_size=len(labels), sync_dist=not on_step)
+        acc = getattr(self, f"{stage}_acc")
+        acc(logits, labels)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        if stage != "train":  # macro F1 over the whole epoch
+            f1 = getattr(self, f"{stage}_f1")
+            f1(logits, labels)
+            self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return loss, logits
 
     def training_step(self, batch, batch_idx):

@@ -26,31 +26,17 @@ class SFTModule(CausalLMModule):
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
                  scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False,
-                 sample_every_n_steps: int = 0, sample_prompt: Optional[str] = None,
                  sample_max_new_tokens: int = 48, num_samples: int = 3):
-        super().__init__(model, optimizer, scheduler, weight_decay_embeddings=weight_decay_embeddings,
-                         sample_every_n_steps=sample_every_n_steps, sample_prompt=sample_prompt,
-                         sample_max_new_tokens=sample_max_new_tokens)
+        super().__init__(model, optimizer, scheduler, weight_decay_embeddings=weight_decay_embeddings)
+        self.sample_max_new_tokens = sample_max_new_tokens
         self.num_samples = num_samples
         self.samples: list[tuple[str, str]] = []  # (prompt, greedy continuation) from the end of fitting
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Logits [B, T, vocab] for every position."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = shifted_loss(self(batch["input_ids"], batch.get("attention_mask")), batch["labels"])
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return loss
-
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        """Accumulate [sum of response-token losses, response tokens] for the epoch's val/test loss."""
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss over response tokens only, labels shifted here; attention_mask masks the padding."""
         labels = batch["labels"]
-        loss = shifted_loss(self(batch["input_ids"], batch.get("attention_mask")), labels)
-        tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
-        if tokens > 0:
-            sums = torch.stack([loss.detach().float() * tokens, tokens.float()])
-            self._totals[stage] = self._totals[stage] + sums if stage in self._totals else sums
+        logits = self(batch["input_ids"], batch.get("attention_mask"))
+        return shifted_loss(logits, labels), (labels[:, 1:] != IGNORE_INDEX).sum()
 
     def on_train_end(self) -> None:
         """Greedy samples from the first val prompts. Every rank generates (so sharded models work);
@@ -64,4 +50,4 @@ class SFTModule(CausalLMModule):
             text = generate(self.model, tokenizer, prompt, max_new_tokens=self.sample_max_new_tokens,
                             temperature=0.0)
             self.samples.append((prompt, text))
-            rank_zero_info(f"[sft sample] {prompt}{text}")
+            rank_zero_info(f"[sft sample] {prompt!r} -> {text!r}")

@@ -13,7 +13,6 @@ import yaml
 
 from lmforge.errors import UserError
 
-
 # Config entries that differ between runs without describing the experiment.
 IGNORED = {"paths", "hydra", "callbacks", "logger", "default_root_dir", "print_config", "cache_dir"}
 

@@ -56,9 +56,8 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
              ) -> LoadedRun:
     """Rebuild a finished run: `path` is a run directory or a `.ckpt`; `overrides` patch its config
     (e.g. `{"data": {"test_file": "x.csv"}}`); weights come from `checkpoint` or the best one."""
-    from lmforge.experiment import build_datamodule, build_module
-
     from lmforge.config.validate import check_node
+    from lmforge.experiment import build_datamodule, build_module
 
     config = merge(saved_config(path), overrides)
     for section in (overrides or {}):

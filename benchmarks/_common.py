@@ -1,0 +1,59 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lmforge_cmd() -> list[str]:
+    """The `lmforge` console script of the interpreter running this benchmark (else `python -m lmforge`)."""
+    exe = Path(sys.executable).parent / "lmforge"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lmforge"]
+
+
+def stdlib_subset(dest: Path, max_files: int | None = None, max_bytes: int | None = None) -> tuple[int, int]:
+    """Copy the first stdlib `.py` files (lmforge's default corpus, sorted) into `dest`.
+
+    Stops at `max_files` files or once `max_bytes` are copied; returns (files, bytes).
+    File names are prefixed with their rank so the copy keeps the stdlib order.
+    """
+    from lmforge.data.corpus import stdlib_files
+
+    dest.mkdir(parents=True, exist_ok=True)
+    n = total = 0
+    for f in stdlib_files():
+        if (max_files and n >= max_files) or (max_bytes and total >= max_bytes):
+            break
+        shutil.copyfile(f, dest / f"{n:04d}_{f.name}")
+        n += 1
+        total += f.stat().st_size
+    return n, total
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs: list[float]) -> str:
+    """'median (min-max, n=N)' of a list of numbers."""
+    if not xs:
+        return "n/a"
+    return f"{median(xs):,.1f} (min {min(xs):,.1f}, max {max(xs):,.1f}, n={len(xs)})"
+
+
+def machine() -> str:
+    try:
+        load = "load avg %.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "load avg n/a"
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), python {platform.python_version()}, {load}")

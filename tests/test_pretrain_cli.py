@@ -1,0 +1,128 @@
+"""Pretraining through the CLI on a real corpus (stdlib sources the test copies): train, generate,
+export, tokenizer, cache reuse, and each bad input of the text path."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import csv_metric, lmforge, metrics, ok, one_line_error
+
+
+def test_pretraining_lowers_validation_loss_and_ends_with_a_sample(pretrain_run):
+    run, stdout = pretrain_run
+    val_loss = csv_metric(run, "val/loss")
+    assert len(val_loss) >= 4
+    assert val_loss[-1] < val_loss[0] - 0.5, val_loss
+    result = metrics(run)
+    for name in ("val/loss", "val/ppl", "val/bpb", "test/loss", "train/loss"):
+        assert name in result
+    assert result["val/ppl"] == pytest.approx(torch.tensor(result["val/loss"]).exp().item(), rel=1e-3)
+    assert max(csv_metric(run, "train/tokens_per_sec")) > 0
+    assert "def fibonacci(n):" in stdout  # the sample printed at the end
+    assert stdout.strip().splitlines()[-1] == f"run directory: {run}"
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_generate_from_the_run_streams_a_continuation(pretrain_run, tmp_path: Path):
+    run, _ = pretrain_run
+    args = ["generate", f"ckpt_path={run}", "prompt=import json", "max_new_tokens=30", "temperature=0"]
+    first = ok(lmforge(*args, cwd=tmp_path)).stdout
+    assert first.startswith("import json") and len(first.strip()) > len("import json")
+    assert ok(lmforge(*args, cwd=tmp_path)).stdout == first  # greedy: deterministic
+
+
+def test_export_reloads_with_transformers_with_equal_logits(pretrain_run, tmp_path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.runs.model import load_model
+
+    run, _ = pretrain_run
+    out = tmp_path / "my-lm"
+    ok(lmforge("export", f"ckpt_path={run}", f"export_dir={out}", cwd=tmp_path))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    model, _, _ = load_model(run)
+    ids = torch.tensor([tokenizer("def main():\n    return 0")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reloaded(ids).logits, atol=1e-5)
+
+
+def test_second_run_reuses_tokenizer_and_packed_corpus(corpus: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    common = ["train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=300", "debug=fdr",
+              f"paths.cache_dir={cache}"]
+    ok(lmforge(*common, cwd=tmp_path))
+    built = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert any(p.name == "train.bin" for p in built) and any(p.name == "tokenizer.json" for p in built)
+    ok(lmforge(*common, cwd=tmp_path))
+    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert after == built  # nothing re-tokenized or re-trained
+
+
+def test_tokenizer_command_saves_a_loadable_tokenizer(corpus: Path, tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    target = tmp_path / "tok"
+    proc = ok(lmforge("tokenizer", f"data.paths=[{corpus}]", "tokenizer.vocab_size=400",
+                      f"tokenizer.path={target}", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path))
+    assert "400 tokens" in proc.stdout
+    tok = AutoTokenizer.from_pretrained(str(target))
+    text = "class Message:\n    \"\"\"An email message ✉\"\"\""
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_default_experiment_runs_on_the_embedded_stdlib_corpus(tmp_path: Path):
+    run = tmp_path / "run"
+    ok(lmforge("train", "data.max_docs=150", "trainer.max_steps=6", "trainer.val_check_interval=3",
+               "data.val_windows=8", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}",
+               cwd=tmp_path))
+    config = (run / ".hydra" / "config.yaml").read_text()
+    assert "paths: null" in config and "gpt2" in config
+    assert metrics(run)["val/loss"] > 0
+
+
+@pytest.mark.slow
+def test_fast_dev_run_of_the_gpt2_124m_recipe(tmp_path: Path, corpus: Path):
+    ok(lmforge("train", "experiment=pretrain_gpt2_124m", "debug=fdr", f"data.paths=[{corpus}]", "compile=false",
+               "data.batch_size=2", "data.num_workers=0", "tokenizer.vocab_size=1024",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
+    assert "test/loss" in metrics(tmp_path / "run")
+
+
+def bad_corpus(tmp_path: Path, name: str, content: bytes) -> Path:
+    folder = tmp_path / "bad"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    return path
+
+
+# The DataModule's own checks (empty corpus, .jsonl rows, ...) are tested in-process in
+# test_text_data.py; these go through the whole CLI.
+@pytest.mark.parametrize("name, content, extra, expected", [
+    ("latin1.txt", "caf\u00e9 ok\n".encode("latin-1"), [], "byte offset 3"),
+    ("rows.jsonl.gz", b'{"text": "fine"}\nnot json\n', [], "rows.jsonl.gz:2"),
+    ("ok.txt", b"hello world " * 500, ["data.block_size=512"], "data.block_size=512"),
+    ("ok.txt", b"hello world " * 500, ["model.vocab_size=100"], "model.vocab_size"),
+])
+def test_bad_text_input_is_one_line(tmp_path: Path, name, content, extra, expected):
+    path = bad_corpus(tmp_path, name, content)
+    line = one_line_error(lmforge("train", f"data.paths=[{path}]", "tokenizer=bytes", *extra,
+                                  f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path))
+    assert expected in line
+    if "offset" in expected or ":2" in expected:
+        assert str(path) in line
+
+
+def test_undecodable_files_can_be_skipped_and_counted(tmp_path: Path, corpus: Path):
+    bad_corpus(tmp_path, "latin1.txt", "caf\u00e9\n".encode("latin-1"))
+    for name in ("decoder.py", "encoder.py", "scanner.py", "tool.py"):
+        shutil.copy(corpus / "json" / name, tmp_path / "bad" / name)
+    proc = ok(lmforge("train", f"data.paths=[{tmp_path / 'bad'}]", "tokenizer=bytes", "data.on_decode_error=skip",
+                      "debug=fdr", "data.block_size=64", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path))
+    assert "skipped 1" in (proc.stdout + proc.stderr).lower()
