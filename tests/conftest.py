@@ -83,6 +83,7 @@ def pretrain_run(tmp_path_factory, corpus: Path) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("pretrain")
     run = root / "run"
     proc = ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=80",
+                      "data.batch_size=8", "model.block_size=128",
                       "trainer.val_check_interval=20", "callbacks.text_samples.every_n_steps=40",
                       f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={run}", "print_config=false",
                       cwd=root))

@@ -149,3 +149,14 @@ def test_bad_fine_tuning_input_is_one_line(review_files, pretrain_run, tmp_path:
 
     line = one_line_error(lmforge(*classify_args(review_files, f"init_from={tmp_path}"), cwd=tmp_path))
     assert "init_from" in line and "neither" in line
+
+
+def test_tokenizer_larger_than_the_model_is_one_line(pretrain_run, review_files, corpus, tmp_path: Path):
+    from lmforge.tokenizers import train_bpe
+
+    model_dir = tmp_path / "lm"
+    ok(lmforge("export", f"ckpt_path={pretrain_run[0]}", f"export_dir={model_dir}", cwd=tmp_path))
+    texts = [p.read_text() for p in sorted((corpus / "email").glob("*.py"))]
+    train_bpe(texts, vocab_size=1200, out_dir=model_dir)  # replaces the 512-token tokenizer
+    line = one_line_error(lmforge(*classify_args(review_files, f"init_from={model_dir}"), cwd=tmp_path))
+    assert "tokenizer has" in line and "embedding only 512" in line

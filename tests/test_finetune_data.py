@@ -154,7 +154,7 @@ def test_labels_from_train_sorted_and_unseen_label_error(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     val = write_jsonl(tmp_path / "val.jsonl", [{"text": "v", "label": 2}])
     dm = ClassificationDataModule(train_file=train, val_file=val)
-    assert dm.labels == ["1", "2", "10"] and dm.dims == {"num_labels": 3}
+    assert dm.labels == ["1", "2", "10"] and dm.dims == {"num_labels": 3, "labels": ["1", "2", "10"]}
     bad = write_jsonl(tmp_path / "test.jsonl", [{"text": "v", "label": 2}, {"text": "w", "label": 7}])
     with pytest.raises(UserError, match=r"test\.jsonl:2: label '7'"):
         ClassificationDataModule(train_file=train, val_file=val, test_file=bad).labels

@@ -100,17 +100,22 @@ def test_fast_dev_run_writes_metrics_and_names_the_run_directory(tmp_path: Path)
     assert "test/acc" in metrics(run)
 
 
-def test_wandb_runs_offline_inside_the_run_directory(tmp_path: Path):
-    run = tmp_path / "run"
+def test_wandb_runs_offline_one_run_per_sweep_job_inside_its_directory(tmp_path: Path):
+    sweep = tmp_path / "sweep"
     ok(lmforge("train", "experiment=mnist_mlp", "debug=limit", "logger=wandb", "data.download=false",
-               f"hydra.run.dir={run}", cwd=tmp_path, env={"WANDB_MODE": "", "WANDB_API_KEY": "",
-                                                          "HOME": str(tmp_path)}))
-    offline = list((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1
-    assert list(offline[0].glob("*.wandb"))
-    assert "test/acc" in metrics(run)
+               "-m", "seed=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+               env={"WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(tmp_path)}))
+    ids = set()
+    for job in ("0", "1"):
+        offline = list((sweep / job / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1 and list(offline[0].glob("*.wandb")), job
+        ids.add(offline[0].name.rsplit("-", 1)[-1])
+        assert "test/acc" in metrics(sweep / job)
+    assert len(ids) == 2  # two distinct W&B runs
+    assert not (tmp_path / "wandb").exists()  # nothing written outside the run directories
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shares_one_run_directory(tmp_path: Path):
     logs = tmp_path / "logs"
     ok(lmforge("train", "experiment=mnist_mlp", "trainer=ddp_cpu", "debug=limit", "data.download=false",

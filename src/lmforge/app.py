@@ -35,6 +35,10 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     from lmforge.config.resolvers import register_resolvers
 
     register_resolvers()
+    # transformers' per-load reports (e.g. "score.weight MISSING" for a new head) are expected here,
+    # and per-shard loading bars are noise for models this size.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     task = importlib.import_module(f"lmforge.commands.{module_name}").main
     parser = get_args_parser()
     parser.prog = f"lmforge {command}"

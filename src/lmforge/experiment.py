@@ -42,7 +42,8 @@ def build_model(config: dict) -> nn.Module:
         from lmforge.finetune.methods import apply_finetune
 
         model = apply_finetune(model, config["finetune"])
-    return model
+    # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: dropout would stay off.
+    return model.train()
 
 
 def build_module(config: dict, datamodule) -> tuple[Any, dict]:
@@ -63,7 +64,6 @@ def build_module(config: dict, datamodule) -> tuple[Any, dict]:
     config["module"] = fill_from_data(config["module"], dims)
     model = build_model(config)
     check_compatible(model, datamodule, dims)
-    name_labels(model, datamodule)
     optimizer = instantiate(config["optimizer"], _convert_="all") if config.get("optimizer") else None
     scheduler = instantiate(config["scheduler"], _convert_="all") if config.get("scheduler") else None
     module = instantiate(config["module"], model=model, optimizer=optimizer, scheduler=scheduler,
@@ -90,15 +90,6 @@ def check_compatible(model: nn.Module, datamodule, dims: dict[str, Any]) -> None
     if vocab and embeddings is not None and embeddings.num_embeddings < vocab:
         raise UserError(f"the tokenizer has {vocab} tokens but the model's embedding only "
                         f"{embeddings.num_embeddings} (model.vocab_size): ids past it would crash")
-
-
-def name_labels(model: nn.Module, datamodule) -> None:
-    """Store the data's label names in the HF config, so an exported classifier reports them."""
-    labels = getattr(datamodule, "labels", None)
-    hf_config = getattr(model, "config", None)
-    if labels and hf_config is not None and hasattr(hf_config, "id2label"):
-        hf_config.id2label = {i: str(name) for i, name in enumerate(labels)}
-        hf_config.label2id = {str(name): i for i, name in enumerate(labels)}
 
 
 def build_trainer(config: dict, **overrides):

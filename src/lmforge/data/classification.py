@@ -12,12 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from lmforge.data import stdlib_tasks
 from lmforge.data.tables import LINE, check_table, read_rows, require_columns
+from lmforge.data.tokenized import TokenizedDataModule
 from lmforge.errors import UserError
 
 TASKS = ("stdlib_packages",)
@@ -31,33 +30,6 @@ class Example:
     text: str
     label: str
     where: str
-
-
-def pad_token_id(tokenizer: Any) -> int:
-    """The id used for padding: the tokenizer's pad token, else its eos token (GPT-2 style)."""
-    for name in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    raise UserError("the tokenizer has neither a pad nor an eos token; cannot pad batches")
-
-
-class PadCollate:
-    """Pads `input_ids` with `pad_id` to the longest example of the batch (a class so it pickles)."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"], dtype=torch.long)
-            mask[i, :n] = 1
-        labels = torch.tensor([b["label"] for b in batch], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def _hash(seed: int, text: str) -> str:
@@ -111,7 +83,7 @@ def sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(TokenizedDataModule):
     """Sequence classification data from CSV/TSV/JSONL files or the embedded stdlib-package task.
 
     With no files, uses `stdlib_tasks.package_classification` ("which stdlib package is this
@@ -175,11 +147,6 @@ class ClassificationDataModule(L.LightningDataModule):
             raise UserError("data.val_fraction + data.test_fraction must be below 1")
         if self.train_file is not None and self.val_file is None and self.val_fraction == 0:
             raise UserError("data.val_fraction=0 and no data.val_file: there is nothing to validate on")
-
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        """Use `tokenizer` (a Hugging Face tokenizer, usually the fine-tuned model's own)."""
-        self.tokenizer = tokenizer
-        self._encoded = None
 
     # ---- parsing (no tokenizer needed) -------------------------------------------------------
 
@@ -264,8 +231,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def dims(self) -> dict[str, int]:
-        """What the model needs to know about the data: `{"num_labels": n}`."""
-        return {"num_labels": len(self.labels)}
+        """What the model needs to know about the data: the number of labels and their names."""
+        return {"num_labels": len(self.labels), "labels": list(self.labels)}
 
     @property
     def test_texts(self) -> list[str]:
@@ -298,29 +265,6 @@ class ClassificationDataModule(L.LightningDataModule):
             self._encoded[name] = [
                 {"input_ids": list(x), "label": index[ex.label]} for x, ex in zip(ids, examples[name])
             ]
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        """A DataLoader over one tokenized split with per-batch padding."""
-        if self._encoded is None:
-            self.setup()
-        assert self._encoded is not None
-        return DataLoader(
-            self._encoded[name],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=PadCollate(pad_token_id(self.tokenizer)),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         """The test split in order, so predictions line up with `test_texts`."""

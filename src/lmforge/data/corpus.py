@@ -10,8 +10,8 @@ import glob
 import gzip
 import hashlib
 import json
+import logging
 import sysconfig
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,8 @@ from pathlib import Path
 from lmforge.errors import UserError
 
 _GLOB_CHARS = set("*?[")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,6 @@ def iter_documents(
     if stats is not None:
         stats.update(documents=n_docs, skipped_files=skipped)
     if skipped:
-        warnings.warn(f"skipped {skipped} file(s) that are not UTF-8 text (data.on_decode_error=skip)", stacklevel=2)
+        log.warning("skipped %d file(s) that are not UTF-8 text (data.on_decode_error=skip)", skipped)
     if n_docs == 0:
         raise UserError("the corpus has no non-empty document")

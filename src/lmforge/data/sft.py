@@ -12,16 +12,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader
-
 from lmforge.data import stdlib_tasks
-from lmforge.data.classification import pad_token_id
 from lmforge.data.tables import LINE, check_table, columns, read_rows
+from lmforge.data.tokenized import IGNORE, TokenizedDataModule
 from lmforge.errors import UserError
 
-IGNORE = -100
 ROLES = ("system", "user", "assistant")
 
 
@@ -123,31 +118,12 @@ def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str
     return rows
 
 
-class SFTCollate:
-    """Right-pads a batch: `input_ids` with the pad id, `labels` with -100, `attention_mask` 0."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"], dtype=torch.long)
-            labels[i, :n] = torch.tensor(b["labels"], dtype=torch.long)
-            mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 def _hash(seed: int, pair: Pair) -> str:
     """Deterministic order key of a pair for the train/val split."""
     return hashlib.sha256(f"{seed}\0{pair.prompt}\0{pair.response}".encode("utf-8")).hexdigest()
 
 
-class SFTDataModule(L.LightningDataModule):
+class SFTDataModule(TokenizedDataModule):
     """Instruction-tuning data from JSONL (or CSV/TSV) files, or the embedded stdlib docstring task.
 
     With no files, uses `stdlib_tasks.docstring_sft` (docstring -> function body). With only
@@ -208,11 +184,6 @@ class SFTDataModule(L.LightningDataModule):
             raise UserError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.train_file is not None and self.val_file is None and self.val_fraction == 0:
             raise UserError("data.val_fraction=0 and no data.val_file: there is nothing to validate on")
-
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        """Use `tokenizer` (a Hugging Face tokenizer, usually the fine-tuned model's own)."""
-        self.tokenizer = tokenizer
-        self._encoded = None
 
     def render(self, prompt: str) -> str:
         """The model input for `prompt`: the template filled in (generation continues after it)."""
@@ -289,26 +260,3 @@ class SFTDataModule(L.LightningDataModule):
         for name in ("train", "val", "test"):
             examples = self.encode(pairs[name])
             self._encoded[name] = pack(examples, self.max_length) if self.packing else examples
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        """A DataLoader over one tokenized split with per-batch padding."""
-        if self._encoded is None:
-            self.setup()
-        assert self._encoded is not None
-        return DataLoader(
-            self._encoded[name],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=SFTCollate(pad_token_id(self.tokenizer)),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

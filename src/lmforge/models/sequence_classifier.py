@@ -89,11 +89,13 @@ def _check(path: Optional[str], num_labels: Optional[int], pooling: str, dropout
 
 
 def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = None,
-                        pooling: Literal["auto", "mean"] = "auto", dropout: Optional[float] = None) -> nn.Module:
+                        pooling: Literal["auto", "mean"] = "auto", dropout: Optional[float] = None,
+                        labels: Optional[list[str]] = None) -> nn.Module:
     """A classifier with `num_labels` outputs on the pretrained model at `path` (new, random head).
 
     `dropout` sets the head's dropout: for `auto` only on models with a `classifier_dropout` setting
-    (BERT-like); for `mean` it defaults to 0.1.
+    (BERT-like); for `mean` it defaults to 0.1. `labels` (names, from the data) go into the HF
+    config's id2label, so an exported classifier reports them.
     """
     path = _check(path, num_labels, pooling, dropout)
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
@@ -107,6 +109,9 @@ def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = 
             backbone = AutoModel.from_pretrained(path)
             return MeanPoolClassifier(backbone, num_labels, 0.1 if dropout is None else dropout)
         kwargs: dict[str, Any] = {"num_labels": num_labels}
+        if labels:
+            kwargs["id2label"] = {i: str(name) for i, name in enumerate(labels)}
+            kwargs["label2id"] = {str(name): i for i, name in enumerate(labels)}
         if config.pad_token_id is None:
             # Causal LMs pool on the last non-pad token, so they must know what the data pads with.
             kwargs["pad_token_id"] = _pad_token_id(path, config)

@@ -100,13 +100,12 @@ class SequenceClassifierModule(TaskModule):
 
     def on_run_end(self, run_dir: str | Path, datamodule: Any) -> Optional[Path]:
         """Write `predictions.csv` (text, label, predicted, probability of the prediction) for the test
-        split; returns its path (None when no test ran)."""
+        split, or its first rows when the test was limited (limit_test_batches, debug=fdr); returns its
+        path (None when no test ran)."""
         if self.test_probs is None:
             return None
         texts, gold, names = datamodule.test_texts, datamodule.test_labels, datamodule.labels
         probs = self.test_probs[: len(texts)]
-        if len(probs) != len(texts):
-            raise RuntimeError(f"{len(probs)} test predictions for {len(texts)} test texts")
         best, predicted = probs.max(-1)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -63,7 +63,6 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
     for section in (overrides or {}):
         if isinstance(config.get(section), dict) and "_target_" in config[section]:
             check_node(section, config[section])
-    config["init_from"] = None  # the weights come from the checkpoint below
     ckpt_path = find_checkpoint(checkpoint or path)
     ckpt = read_checkpoint(ckpt_path)
     datamodule = build_datamodule(config)

@@ -15,9 +15,7 @@ from lmforge.runs.load import saved_config
 def load_model(path: str | Path) -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, run config) — the config is {} for a Hugging Face directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # per-shard bars are noise for models this size
     source = Path(path).expanduser()
     if (source / "config.json").is_file():
         try:
@@ -35,8 +33,9 @@ def load_model(path: str | Path) -> tuple[nn.Module, Any, dict]:
 
         config["model"]["path"] = str(init_model_dir(config["init_from"], config["paths"]["cache_dir"]))
     model = build_model(config)
-    state = {k[len("model."):]: v for k, v in read_checkpoint(ckpt_path)["state_dict"].items()
-             if k.startswith("model.")}
+    # `model.` is the LightningModule attribute; `_orig_mod.` what torch.compile (compile=true) adds.
+    state = {k[len("model."):].replace("_orig_mod.", ""): v
+             for k, v in read_checkpoint(ckpt_path)["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

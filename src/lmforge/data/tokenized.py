@@ -1,0 +1,75 @@
+"""What the fine-tuning DataModules share: a tokenizer handed in from outside (the model's own) and
+splits of tokenized examples padded per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lmforge.errors import UserError
+
+IGNORE = -100  # label of positions without a loss (prompt, padding)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used for padding: the tokenizer's pad token, else its eos token (GPT-2 style)."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise UserError("the tokenizer has neither a pad nor an eos token; cannot pad batches")
+
+
+class PadCollate:
+    """Right-pads a batch to its longest example: `input_ids` with the pad id, `attention_mask` 0,
+    per-token `labels` with -100; a per-example `label` becomes `labels` as is (a class: it pickles)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        per_token = "labels" in batch[0]
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long) if per_token else None
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"], dtype=torch.long)
+            mask[i, :n] = 1
+            if per_token:
+                labels[i, :n] = torch.tensor(b["labels"], dtype=torch.long)
+        if not per_token:
+            labels = torch.tensor([b["label"] for b in batch], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class TokenizedDataModule(L.LightningDataModule):
+    """Subclasses fill `self._encoded[split]` (lists of example dicts) in `setup`."""
+
+    tokenizer: Any = None
+    _encoded: dict[str, list[dict]] | None = None
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Use `tokenizer` (a Hugging Face tokenizer, usually the fine-tuned model's own)."""
+        self.tokenizer = tokenizer
+        self._encoded = None
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if self._encoded is None:
+            self.setup()
+        return DataLoader(self._encoded[name], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          collate_fn=PadCollate(pad_token_id(self.tokenizer)))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
