@@ -131,3 +131,15 @@ def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
     bad.write_bytes((mlp_run / "checkpoints" / "last.ckpt").read_bytes()[:500])
     line = one_line_error(lmforge("eval", f"ckpt_path={bad}", cwd=tmp_path))
     assert str(bad) in line and "corrupt" in line
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials_and_reports_the_best(tmp_path: Path):
+    sweep = tmp_path / "optuna"
+    ok(lmforge("train", "experiment=mnist_mlp", "hparams_search=optuna_mlp", "-m", "hydra.sweeper.n_trials=2",
+               "debug=limit", "data.download=false", "print_config=false", f"hydra.sweep.dir={sweep}",
+               cwd=tmp_path))
+    trials = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]
+    assert len(trials) == 2 and all("val/acc" in metrics(t) for t in trials)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(metrics(t)["val/acc"] for t in trials))
