@@ -143,3 +143,11 @@ def test_optuna_search_runs_trials_and_reports_the_best(tmp_path: Path):
     assert len(trials) == 2 and all("val/acc" in metrics(t) for t in trials)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(metrics(t)["val/acc"] for t in trials))
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_sweep_jobs_in_parallel_processes(tmp_path: Path):
+    sweep = tmp_path / "joblib"
+    ok(lmforge("train", "experiment=mnist_mlp", "launcher=joblib", "-m", "model.activation=relu,tanh", "debug=limit",
+               "data.download=false", "print_config=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path))
+    assert sorted(metrics(sweep / job)["test/acc"] > 0 for job in ("0", "1")) == [True, True]

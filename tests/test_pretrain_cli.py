@@ -50,6 +50,17 @@ def test_export_reloads_with_transformers_with_equal_logits(pretrain_run, tmp_pa
     ids = torch.tensor([tokenizer("def main():\n    return 0")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, reloaded(ids).logits, atol=1e-5)
+    # An exported directory is a valid source for generate too.
+    args = ["prompt=import json", "max_new_tokens=20", "temperature=0"]
+    from_export = ok(lmforge("generate", f"ckpt_path={out}", *args, cwd=tmp_path)).stdout
+    assert from_export == ok(lmforge("generate", f"ckpt_path={run}", *args, cwd=tmp_path)).stdout
+
+
+def test_eval_of_a_pretraining_run_reproduces_its_test_loss(pretrain_run, tmp_path: Path):
+    run, _ = pretrain_run
+    out = tmp_path / "eval"
+    ok(lmforge("eval", f"ckpt_path={run}", f"hydra.run.dir={out}", cwd=tmp_path))
+    assert metrics(out)["test/loss"] == pytest.approx(metrics(run)["test/loss"], rel=1e-5)
 
 
 def test_second_run_reuses_tokenizer_and_packed_corpus(corpus: Path, tmp_path: Path):
@@ -74,6 +85,11 @@ def test_tokenizer_command_saves_a_loadable_tokenizer(corpus: Path, tmp_path: Pa
     tok = AutoTokenizer.from_pretrained(str(target))
     text = "class Message:\n    \"\"\"An email message ✉\"\"\""
     assert tok.decode(tok(text)["input_ids"]) == text
+    # ... and a run can use it as its tokenizer.
+    run = tmp_path / "run"
+    ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer=pretrained", f"tokenizer.path={target}", "debug=fdr",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", cwd=tmp_path))
+    assert "vocab_size: 400" in (run / ".hydra" / "config.yaml").read_text()
 
 
 def test_default_experiment_runs_on_the_embedded_stdlib_corpus(tmp_path: Path):
