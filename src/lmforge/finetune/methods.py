@@ -12,13 +12,15 @@ from lmforge.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# Names of classification/LM heads across architectures (GPT-2/Llama `score`, BERT `classifier`).
-HEAD_NAMES = ("score", "classifier", "head", "lm_head")
+# Name parts of heads across architectures: HF's `score` (GPT-2/Llama) and `classifier` (BERT), our
+# `head`, the LM head, and peft's trainable `modules_to_save` copies.
+HEAD_NAMES = ("score", "classifier", "head", "lm_head", "modules_to_save")
 # Where the numbered transformer blocks live: transformer.h.3, model.layers.3, encoder.layer.3, ...
 LAYER_INDEX = re.compile(r"\.(?:h|layers|layer)\.(\d+)\.")
 
 
 def is_head(name: str) -> bool:
+    """Whether the parameter `name` belongs to a head (trained by train_only_head, given head_lr)."""
     return any(part in HEAD_NAMES for part in name.split("."))
 
 
@@ -38,9 +40,8 @@ def apply_finetune(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
 
 
 def freeze(model: nn.Module, settings: dict[str, Any]) -> None:
-    """Embeddings, the first N blocks, or everything but the head."""
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    embedding_ids = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+    """Embeddings (token and position tables), the first N blocks, or everything but the head."""
+    embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     first_n = int(settings.get("freeze_layers") or 0)
     for name, param in model.named_parameters():
         layer = LAYER_INDEX.search(f".{name}")

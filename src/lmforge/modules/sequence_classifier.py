@@ -14,16 +14,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lmforge.errors import UserError
+from lmforge.finetune.methods import is_head
 from lmforge.modules.base import TaskModule
 from lmforge.runs.files import write_text
-
-HEAD_NAMES = ("score", "classifier", "head", "modules_to_save")  # name parts of a freshly made head
-
-
-def is_head(name: str) -> bool:
-    """Whether the parameter `name` belongs to the classification head (HF's `score`/`classifier`,
-    our `head`, or a peft `modules_to_save` copy)."""
-    return any(part in HEAD_NAMES for part in name.split("."))
 
 
 class SequenceClassifierModule(TaskModule):
