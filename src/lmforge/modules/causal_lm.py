@@ -67,13 +67,14 @@ class CausalLMModule(TaskModule):
         if sums[1] == 0:
             return
         loss = sums[0] / sums[1]
-        self.log(f"{stage}/loss", loss, prog_bar=True)
-        self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=80.0)))
+        # Already summed over ranks above; sync_dist just tells Lightning so (identical values).
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=80.0)), sync_dist=True)
         datamodule = getattr(self.trainer, "datamodule", None)
         bytes_per_token = (getattr(datamodule, f"{stage}_bytes_per_token", None)
                            or getattr(datamodule, "val_bytes_per_token", None))
         if bytes_per_token:
-            self.log(f"{stage}/bpb", loss / math.log(2) / bytes_per_token)
+            self.log(f"{stage}/bpb", loss / math.log(2) / bytes_per_token, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
