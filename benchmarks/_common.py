@@ -57,3 +57,11 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), python {platform.python_version()}, {load}")
+
+
+def clean_up(tmp: Path, keep: bool) -> None:
+    """Delete the benchmark's temp dir, or say where it is with --keep."""
+    if keep:
+        print(f"kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

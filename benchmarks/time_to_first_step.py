@@ -103,7 +103,7 @@ def one_run(corpus: Path | None, cache: Path, run_dir: Path) -> dict[str, float]
 
 def main() -> None:
     sys.path.insert(0, str(HERE))
-    from _common import machine, median, spread, stdlib_subset
+    from _common import clean_up, machine, median, spread, stdlib_subset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=200, help="stdlib files in the corpus (0: all; default 200)")
@@ -150,12 +150,7 @@ def main() -> None:
     print(f"time to first step: cold {cold:.1f} s, warm {warm:.1f} s, the cache saves {cold - warm:.1f} s "
           f"(cold runs: {spread([r['first_step'] for r in res['cold']])}; "
           f"warm: {spread([r['first_step'] for r in res['warm']])})")
-    if args.keep:
-        print(f"kept: {tmp}")
-    else:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    clean_up(tmp, args.keep)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
+from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY, CLIP, WARMUP_LR, MIN_LR_RATIO = 2e-3, (0.9, 0.95), 0.1, 1.0, 50, 0.1
 SEED = 42
@@ -188,12 +188,7 @@ def main() -> None:
     step_plain = args.batch_size * args.block_size / median(plain_rates) * 1e3
     print(f"per step: lmforge {step_lm:.1f} ms, plain {step_plain:.1f} ms, difference {step_lm - step_plain:+.1f} ms")
     print(f"lmforge process wall (start-up + {args.steps} steps + checkpoint): {spread(walls)} s")
-    if args.keep:
-        print(f"kept: {tmp}")
-    else:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    clean_up(tmp, args.keep)
 
 
 if __name__ == "__main__":
