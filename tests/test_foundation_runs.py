@@ -151,3 +151,28 @@ def test_joblib_launcher_runs_sweep_jobs_in_parallel_processes(tmp_path: Path):
     ok(lmforge("train", "experiment=mnist_mlp", "launcher=joblib", "-m", "model.activation=relu,tanh", "debug=limit",
                "data.download=false", "print_config=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path))
     assert sorted(metrics(sweep / job)["test/acc"] > 0 for job in ("0", "1")) == [True, True]
+
+
+@pytest.mark.slow
+def test_two_nodes_started_by_hand_share_one_run_directory(tmp_path: Path):
+    """A 2-node DDP job simulated on one machine (MASTER_ADDR/NODE_RANK, as a cluster launcher sets)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import OFFLINE_ENV
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "lmforge", "train", "experiment=mnist_mlp", "trainer=ddp_cpu", "trainer.devices=1",
+            "trainer.num_nodes=2", "debug=limit", "data.download=false", "print_config=false", f"hydra.run.dir={run}"]
+    nodes = []
+    for node_rank in (0, 1):
+        env = {**os.environ, **OFFLINE_ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29571",
+               "NODE_RANK": str(node_rank), "WORLD_SIZE": "2"}
+        nodes.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert "run directory:" in outputs[0][0] and "run directory:" not in outputs[1][0]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert "test/acc" in metrics(run)

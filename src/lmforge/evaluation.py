@@ -15,14 +15,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     config = validate(cfg, "eval", overlays=("data", "module"))
 
     import lightning as L
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from lmforge.config.tree import render_tree
     from lmforge.experiment import build_trainer
     from lmforge.runs.files import write_json
     from lmforge.runs.load import load_run
     from lmforge.runs.metadata import run_info
-    from lmforge.training import finish_wandb, quiet_lightning_console, save_config, scalar_metrics
+    from lmforge.training import (
+        finish_wandb,
+        is_main_process,
+        quiet_lightning_console,
+        save_config,
+        scalar_metrics,
+    )
 
     quiet_lightning_console()
     run_dir = Path(config["paths"]["output_dir"])
@@ -33,8 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                   "callbacks": {}, "paths": config["paths"], "task_name": config["task_name"]}
     if config.get("print_config"):
         print(render_tree(run_config, color=sys.stdout.isatty()))
-    main_process = rank_zero_only.rank == 0
-    if main_process:
+    if is_main_process():
         save_config(run_dir, run_config)
         write_json(run_dir / "run.json", run_info("eval", run_dir, evaluated=str(loaded.checkpoint)))
     trainer = build_trainer(run_config, enable_checkpointing=False)
@@ -43,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     finally:
         finish_wandb()
     metrics = scalar_metrics(trainer.callback_metrics)
-    if main_process:
+    if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         on_end = getattr(loaded.module, "on_run_end", None)
         if callable(on_end):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -23,7 +24,6 @@ def train(cfg: DictConfig) -> Optional[float]:
     config = validate(cfg, "train")
 
     import lightning as L
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from lmforge.config.tree import render_tree
     from lmforge.experiment import build_datamodule, build_module, build_trainer
@@ -32,7 +32,7 @@ def train(cfg: DictConfig) -> Optional[float]:
 
     quiet_lightning_console()
     run_dir = Path(config["paths"]["output_dir"])
-    main_process = rank_zero_only.rank == 0
+    main_process = is_main_process()
     if main_process and config.get("print_config"):
         print(render_tree(config, color=sys.stdout.isatty()))
     resume_from = checkpoint_to_resume(config, run_dir)
@@ -68,17 +68,25 @@ def train(cfg: DictConfig) -> Optional[float]:
             metrics.update(scalar_metrics(trainer.callback_metrics, prefix="test/"))
         status = "interrupted" if trainer.interrupted else "finished"
     finally:
-        if main_process:
+        if trainer.is_global_zero:
             write_json(run_dir / "run.json", {**info, "status": status, "finished": time.strftime(
                 "%Y-%m-%dT%H:%M:%S%z"), "global_step": trainer.global_step})
         finish_wandb()
-    if main_process:
+    if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         on_end = getattr(module, "on_run_end", None)
         if callable(on_end):
             on_end(run_dir, datamodule)
         print(f"run directory: {run_dir}")
     return pick_metric(metrics, config.get("optimized_metric"))
+
+
+def is_main_process() -> bool:
+    """Global rank 0, before the Trainer knows: the launcher's rank variables (RANK, SLURM_PROCID...,
+    read by Lightning) and the node rank of a multi-node job started by hand (NODE_RANK)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def quiet_lightning_console() -> None:
