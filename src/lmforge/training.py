@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> Optional[float]:
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
             metrics.update(scalar_metrics(trainer.callback_metrics, prefix="test/"))
         status = "interrupted" if trainer.interrupted else "finished"
+        leave_together()
     finally:
         if trainer.is_global_zero:
             write_json(run_dir / "run.json", {**info, "status": status, "finished": time.strftime(
@@ -87,6 +88,16 @@ def is_main_process() -> bool:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def leave_together() -> None:
+    """Under DDP, wait for every rank, then close the process group: a rank that exits while another
+    still talks to it can make the other abort at exit ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def quiet_lightning_console() -> None:
