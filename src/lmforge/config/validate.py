@@ -24,8 +24,6 @@ from lmforge.errors import UserError
 MISSING = "???"
 # Sections that hold named `_target_` nodes (callbacks.model_checkpoint, logger.csv, ...).
 COLLECTIONS = ("callbacks", "logger")
-# Sections of `eval`/`generate`/`export` that only override the run's saved config.
-OVERLAYS = ("data", "module", "model")
 
 
 def did_you_mean(word: str, choices: typing.Iterable[str], prefix: str = "") -> str:
