@@ -15,7 +15,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from lmforge.data import stdlib_tasks
-from lmforge.data.tables import LINE, check_table, read_rows, require_columns
+from lmforge.data.tables import LINE, read_rows, require_columns
 from lmforge.data.tokenized import TokenizedDataModule
 from lmforge.errors import UserError
 
@@ -125,12 +125,7 @@ class ClassificationDataModule(TokenizedDataModule):
 
     def _validate(self) -> None:
         """Cheap checks of the keys and file existence, so that mistakes surface before training."""
-        if self.train_file is None and (self.val_file is not None or self.test_file is not None):
-            raise UserError("data.val_file/data.test_file are set but data.train_file is not")
-        for key in ("train_file", "val_file", "test_file"):
-            path = getattr(self, key)
-            if path is not None:
-                check_table(path, f"data.{key}")
+        self.check_files()
         if self.train_file is None and self.task not in TASKS:
             raise UserError(
                 f"data.task={self.task!r} is not an embedded task; choose one of: {', '.join(TASKS)}"

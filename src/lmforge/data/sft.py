@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge.data import stdlib_tasks
-from lmforge.data.tables import LINE, check_table, columns, read_rows
+from lmforge.data.tables import LINE, columns, read_rows
 from lmforge.data.tokenized import IGNORE, TokenizedDataModule
 from lmforge.errors import UserError
 
@@ -160,12 +160,7 @@ class SFTDataModule(TokenizedDataModule):
 
     def _validate(self) -> None:
         """Cheap checks of keys, template and file existence before any training starts."""
-        if self.train_file is None and (self.val_file is not None or self.test_file is not None):
-            raise UserError("data.val_file/data.test_file are set but data.train_file is not")
-        for key in ("train_file", "val_file", "test_file"):
-            path = getattr(self, key)
-            if path is not None:
-                check_table(path, f"data.{key}")
+        self.check_files()
         marker = "\x00PROMPT\x00"
         try:
             rendered = self.template.format(prompt=marker)

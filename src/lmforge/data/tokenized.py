@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from lmforge.data.tables import check_table
 from lmforge.errors import UserError
 
 IGNORE = -100  # label of positions without a loss (prompt, padding)
@@ -48,10 +49,20 @@ class PadCollate:
 
 
 class TokenizedDataModule(L.LightningDataModule):
-    """Subclasses fill `self._encoded[split]` (lists of example dicts) in `setup`."""
+    """Subclasses set train_file/val_file/test_file and fill `self._encoded[split]` (lists of
+    example dicts) in `setup`."""
 
     tokenizer: Any = None
     _encoded: dict[str, list[dict]] | None = None
+
+    def check_files(self) -> None:
+        """val/test files need a train file, and every file given must exist as a readable table."""
+        if self.train_file is None and (self.val_file is not None or self.test_file is not None):
+            raise UserError("data.val_file/data.test_file are set but data.train_file is not")
+        for key in ("train_file", "val_file", "test_file"):
+            path = getattr(self, key)
+            if path is not None:
+                check_table(path, f"data.{key}")
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Use `tokenizer` (a Hugging Face tokenizer, usually the fine-tuned model's own)."""
