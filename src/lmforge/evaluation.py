@@ -16,9 +16,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     import lightning as L
 
+    from lmforge.atomic import write_json
     from lmforge.config.tree import render_tree
     from lmforge.experiment import build_trainer
-    from lmforge.runs.files import write_json
     from lmforge.runs.load import load_run
     from lmforge.runs.metadata import run_info
     from lmforge.training import (

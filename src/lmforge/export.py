@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 from torch import nn
 
+from lmforge.atomic import publish_dir
 from lmforge.errors import UserError
 
 MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
@@ -29,9 +27,9 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
               generation: Optional[dict[str, Any]] = None) -> Path:
     """Save `model` (+ `tokenizer`, generation defaults) to `export_dir` and return its path.
 
-    Files are written into a temporary directory beside `export_dir` and renamed into place, so a
-    crash never leaves half an export. A non-empty `export_dir` that is not a previous lmforge
-    export is refused. `generation` (e.g. `{"temperature": 0.8, "top_k": 50}`) goes into
+    Files are written into a temporary directory beside `export_dir` and renamed into place
+    (`lmforge.atomic.publish_dir`), so a crash never leaves half an export. A non-empty `export_dir`
+    that is not a previous lmforge export is refused. `generation` (e.g. `{"temperature": 0.8, "top_k": 50}`) goes into
     generation_config.json beside the tokenizer's eos/pad ids. A peft-wrapped model is merged first.
     """
     export_dir = Path(export_dir).expanduser().resolve()
@@ -65,20 +63,8 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     elif generation:
         raise UserError(f"generation settings were given but {type(model).__name__} does not generate")
 
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = export_dir.parent / f".{export_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    try:
+    with publish_dir(export_dir, replace=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps({"format": "huggingface", "class": type(model).__name__}) + "\n")
-        if export_dir.exists():
-            os.replace(export_dir, old)  # an empty dir or a previous export: swap it out
-        os.replace(tmp, export_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not export_dir.exists():
-            os.replace(old, export_dir)  # put the previous export back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return export_dir

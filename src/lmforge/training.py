@@ -25,9 +25,9 @@ def train(cfg: DictConfig) -> Optional[float]:
 
     import lightning as L
 
+    from lmforge.atomic import write_json, write_text
     from lmforge.config.tree import render_tree
     from lmforge.experiment import build_datamodule, build_module, build_trainer
-    from lmforge.runs.files import write_json, write_text
     from lmforge.runs.metadata import run_info
 
     quiet_lightning_console()
@@ -130,7 +130,7 @@ def save_config(run_dir: Path, config: dict) -> None:
     """Overwrite Hydra's snapshot with the resolved config (dims from the data filled in)."""
     import yaml
 
-    from lmforge.runs.files import write_text
+    from lmforge.atomic import write_text
 
     write_text(run_dir / ".hydra" / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 

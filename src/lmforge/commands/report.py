@@ -9,9 +9,9 @@ def main(cfg: DictConfig):
     from rich.console import Console
     from rich.table import Table
 
+    from lmforge.atomic import write_text
     from lmforge.config.validate import validate
     from lmforge.report.compare import compare, to_csv, to_markdown
-    from lmforge.runs.files import write_text
 
     config = validate(cfg, "report")
     header, rows = compare(config["runs"], config["metrics"], config["sort_by"], config["keys"])

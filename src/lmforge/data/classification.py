@@ -225,9 +225,9 @@ class ClassificationDataModule(TokenizedDataModule):
         return self._labels
 
     @property
-    def dims(self) -> dict[str, int]:
+    def dims(self) -> dict[str, Any]:
         """What the model needs to know about the data: the number of labels and their names."""
-        return {"num_labels": len(self.labels), "labels": list(self.labels)}
+        return {**super().dims, "num_labels": len(self.labels), "labels": list(self.labels)}
 
     @property
     def test_texts(self) -> list[str]:

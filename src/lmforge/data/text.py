@@ -11,11 +11,11 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lmforge.data.base import DataModule
 from lmforge.data.corpus import Source, corpus_fingerprint, iter_documents, resolve_sources, stdlib_files
 from lmforge.data.packing import load_packed, pack_corpus, split_documents
 from lmforge.errors import UserError
@@ -117,7 +117,7 @@ class FixedWindows(Dataset):
         return _window(self.tokens.data, self.starts[index], self.block_size)
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(DataModule):
     """Plain-text / JSONL corpus (default: the Python stdlib) -> tokenizer -> packed cache -> windows."""
 
     def __init__(
@@ -222,6 +222,14 @@ class TextDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             self.setup()
         return {"vocab_size": len(self.tokenizer)}
+
+    @property
+    def context_length(self) -> int:
+        return self.block_size
+
+    def bytes_per_token(self, stage: str) -> float:
+        """Bytes per token of the held-out documents (validation and test share them)."""
+        return self.val_bytes_per_token
 
     # ---- loaders
     def _stream_start(self) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from lmforge.data.base import DataModule
 from lmforge.data.tables import check_table
 from lmforge.errors import UserError
 
@@ -48,12 +48,17 @@ class PadCollate:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class TokenizedDataModule(L.LightningDataModule):
-    """Subclasses set train_file/val_file/test_file and fill `self._encoded[split]` (lists of
-    example dicts) in `setup`."""
+class TokenizedDataModule(DataModule):
+    """Fine-tuning data tokenized with the model's own tokenizer. Subclasses set train_file/val_file/
+    test_file and max_length, and fill `self._encoded[split]` (lists of example dicts) in `setup`."""
 
-    tokenizer: Any = None
+    takes_model_tokenizer = True
+    max_length: int
     _encoded: dict[str, list[dict]] | None = None
+
+    @property
+    def context_length(self) -> int:
+        return self.max_length
 
     def check_files(self) -> None:
         """val/test files need a train file, and every file given must exist as a readable table."""

@@ -9,20 +9,20 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lmforge.atomic import write_bytes
+from lmforge.data.base import DataModule
 from lmforge.errors import UserError
-from lmforge.runs.files import write_bytes
 
 log = logging.getLogger(__name__)
 
 Split = tuple[np.ndarray, np.ndarray]
 
 
-class ArrayDataModule(L.LightningDataModule):
+class ArrayDataModule(DataModule):
     """Train/val/test arrays loaded once (by `load_splits`), served as (x, y) float/long batches."""
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0, standardize: bool = True):

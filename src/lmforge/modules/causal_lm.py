@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.data.base import DataModule
 from lmforge.modules.base import TaskModule
 
 IGNORE_INDEX = -100
@@ -70,9 +71,8 @@ class CausalLMModule(TaskModule):
         # Already summed over ranks above; sync_dist just tells Lightning so (identical values).
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
         self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=80.0)), sync_dist=True)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        bytes_per_token = (getattr(datamodule, f"{stage}_bytes_per_token", None)
-                           or getattr(datamodule, "val_bytes_per_token", None))
+        datamodule = self.trainer.datamodule
+        bytes_per_token = datamodule.bytes_per_token(stage) if isinstance(datamodule, DataModule) else None
         if bytes_per_token:
             self.log(f"{stage}/bpb", loss / math.log(2) / bytes_per_token, sync_dist=True)
 

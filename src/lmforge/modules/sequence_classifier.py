@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lmforge.atomic import write_text
 from lmforge.errors import UserError
 from lmforge.finetune.methods import is_head
 from lmforge.modules.base import TaskModule
-from lmforge.runs.files import write_text
 
 
 class SequenceClassifierModule(TaskModule):

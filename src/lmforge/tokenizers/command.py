@@ -16,7 +16,7 @@ def train_tokenizer(cfg: DictConfig) -> Path:
 
     from hydra.utils import instantiate
 
-    from lmforge.runs.files import write_json
+    from lmforge.atomic import write_json
 
     run_dir = Path(config["paths"]["output_dir"])
     datamodule = instantiate(config["data"], _convert_="all")

@@ -1,0 +1,43 @@
+"""What every lmforge DataModule offers the builders: declared here once, used as such."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning as L
+
+from lmforge.errors import UserError
+
+
+class DataModule(L.LightningDataModule):
+    """A LightningDataModule that also tells the builders what the model must fit.
+
+    The builders call `prepare_data()` first, then read `dims` (values for the null parameters of
+    the model and module presets, e.g. input_size, num_classes, vocab_size, num_labels), check the
+    model against `context_length` and the tokenizer, and hand `bytes_per_token` to the LM metrics.
+    """
+
+    #: The tokenizer of text data (a Hugging Face tokenizer), None for other data.
+    tokenizer: Any = None
+    #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
+    #: then call `set_tokenizer` with the tokenizer of `init_from`.
+    takes_model_tokenizer: bool = False
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        """Values that fill the null parameters of the model and module presets."""
+        return {"vocab_size": len(self.tokenizer)} if self.tokenizer is not None else {}
+
+    @property
+    def context_length(self) -> Optional[int]:
+        """The longest sequence a batch can hold (checked against the model's positions)."""
+        return None
+
+    def bytes_per_token(self, stage: str) -> Optional[float]:
+        """Raw-text bytes per token of the `stage` split ("val", "test"): turns a loss in nats per
+        token into bits per byte, comparable across tokenizers. None when it does not apply."""
+        return None
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Tokenize with `tokenizer` (the fine-tuned model's own); only when `takes_model_tokenizer`."""
+        raise UserError(f"{type(self).__name__} builds its own tokenizer; it cannot take the one of init_from")
