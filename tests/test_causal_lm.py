@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
 from lmforge.errors import UserError
-from lmforge.export import export_hf
+from lmforge.models.export import export_hf
 from lmforge.generation import generate
 from lmforge.models.causal_lm import gpt2, llama, pretrained
 from lmforge.modules.causal_lm import CausalLMModule

@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 
 def main(cfg: DictConfig):
     from lmforge.config.validate import validate
-    from lmforge.export import export_hf
+    from lmforge.models.export import export_hf
     from lmforge.runs.model import load_model
 
     config = validate(cfg, "export")

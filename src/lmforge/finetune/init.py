@@ -51,7 +51,7 @@ def init_tokenizer(init_from: str, cache_dir: str | Path = ".cache"):
 
 def export_run(path: Path, cache_dir: Path) -> Path:
     """Export a run's checkpoint to `cache_dir/init/<hash>` (reused while the checkpoint is unchanged)."""
-    from lmforge.export import export_hf
+    from lmforge.models.export import export_hf
     from lmforge.runs.checkpoints import find_checkpoint
     from lmforge.runs.model import load_model
 
