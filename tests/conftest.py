@@ -31,6 +31,27 @@ def lmforge(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`lmforge ARGS` run in this process (no interpreter start-up: for config and bad-input cases
+    where the process boundary is not the point); the same result type as `lmforge()`."""
+    import contextlib
+    import io
+
+    from lmforge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["lmforge", *args], status, out.getvalue(), err.getvalue())
+
+
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Assert a CLI run succeeded, showing its output when it did not."""
     assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"

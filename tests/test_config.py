@@ -105,9 +105,9 @@ def test_user_config_dir_adds_experiments_without_forking(tmp_path: Path):
 
 @pytest.mark.parametrize("args, expected", [
     (["experiment=mnist_mlp", "model.activaton=tanh"], "unknown config key 'model.activaton' (did you mean 'model.activation'?)"),
-    (["experiment=mnist_mlp", "model.activation=tahn"], "'model.activation': 'tahn' is not one of"),
-    (["experiment=mnist_mlp", "trainer.max_epochs=abc"], "'trainer.max_epochs': expected int"),
-    (["experiment=mnist_mlp", "seed=abc"], "'seed': expected int"),
+    (["experiment=mnist_mlp", "model.activation=tahn"], "'model.activation': expected 'relu', 'sigmoid', 'tanh' or 'gelu', got 'tahn' (did you mean 'tanh'?)"),
+    (["experiment=mnist_mlp", "trainer.max_epochs=abc"], "'trainer.max_epochs': expected a valid integer, got 'abc'"),
+    (["experiment=mnist_mlp", "seed=abc"], "'seed': expected a valid integer, got 'abc'"),
     (["model=mlpp"], "unknown model preset 'mlpp' (did you mean 'mlp'?)"),
     (["experiment=mnist_mlpp"], "unknown experiment preset 'mnist_mlpp'"),
     (["experiment=mnist_mlp", "data._target_=lmforge.nope.Data"], "'data._target_': cannot import 'lmforge.nope.Data'"),

@@ -79,8 +79,8 @@ def test_eval_with_another_test_file_writes_predictions(classifier_run: Path, tm
 def test_lora_trains_only_adapters_and_exports_merged(pretrain_run, review_files, tmp_path: Path):
     from transformers import AutoModelForSequenceClassification
 
+    from lmforge.experiment.load import load_model
     from lmforge.runs.checkpoints import read_checkpoint
-    from lmforge.runs.model import load_model
 
     run = tmp_path / "lora"
     ok(lmforge(*classify_args(review_files, f"init_from={pretrain_run[0]}", "finetune=lora", "finetune.r=4",

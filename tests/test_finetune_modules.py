@@ -23,8 +23,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from lmforge.data.classification import ClassificationDataModule
 from lmforge.data.sft import SFTDataModule
 from lmforge.errors import UserError
-from lmforge.models.export import export_hf
 from lmforge.models.causal_lm import gpt2
+from lmforge.models.export import export_hf
 from lmforge.models.sequence_classifier import MeanPoolClassifier, sequence_classifier
 from lmforge.modules.causal_lm import lm_loss
 from lmforge.modules.sequence_classifier import SequenceClassifierModule

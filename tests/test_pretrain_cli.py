@@ -39,7 +39,7 @@ def test_generate_from_the_run_streams_a_continuation(pretrain_run, tmp_path: Pa
 def test_export_reloads_with_transformers_with_equal_logits(pretrain_run, tmp_path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmforge.runs.model import load_model
+    from lmforge.experiment.load import load_model
 
     run, _ = pretrain_run
     out = tmp_path / "my-lm"

@@ -1,4 +1,10 @@
-"""Run one command as a Hydra app and turn every input error into one line and exit status 2."""
+"""Run one command as a Hydra app; every error becomes one line and an exit status.
+
+Exit statuses: 0 done, 2 bad input (`UserError`, Hydra/OmegaConf config errors), 1 a run that
+failed (`RunFailed`) or a bug (with its traceback), 130 interrupted, 143 preempted. In a multirun
+a failing job does not stop the sweep: its error is printed and recorded in its run.json (and so
+in the sweep summary), and the job returns None to the sweeper.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +16,15 @@ import traceback
 
 from lmforge.config import conf_dir
 from lmforge.config.errors import describe_error, is_user_error
+from lmforge.config.schema import COMMANDS
+from lmforge.errors import RunFailed, Stopped
+from lmforge.job import in_multirun
 
 _OWN_FLAG = "_LMFORGE_SET_HYDRA_FULL_ERROR"
-# Sections that patch a finished run's saved config: any key may be given (checked later against
-# the run's own `_target_`), so `data.test_file=x.csv` needs no `+`.
-OVERLAY_SECTIONS = {"eval": ("data", "module"), "generate": ("data", "model"), "export": ("data", "model")}
-
-
-def open_overlays(command: str, overrides: list[str]) -> list[str]:
-    sections = OVERLAY_SECTIONS.get(command, ())
-    opened = []
-    for override in overrides:
-        key = override.split("=", 1)[0]
-        if "." in key and key.split(".")[0] in sections and not key.startswith(("+", "~")):
-            override = f"++{override}"
-        opened.append(override)
-    return opened
 
 
 def run_command(command: str, module_name: str, args: list[str]) -> int:
-    """Compose `conf/<command>.yaml` with `args` (Hydra syntax) and call the command's task."""
+    """Compose `conf/<command>.yaml` with `args` (Hydra syntax) and call the command's `main`."""
     from hydra._internal.utils import _run_hydra, get_args_parser
 
     from lmforge.config.resolvers import register_resolvers
@@ -42,9 +37,10 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     task = importlib.import_module(f"lmforge.commands.{module_name}").main
     parser = get_args_parser()
     parser.prog = f"lmforge {command}"
+    parser.error = functools.partial(_usage_error, command)
     # Intermixed: `lmforge train experiment=x -m a=1,2` (flags between overrides) works too.
     parsed = parser.parse_intermixed_args(args)
-    parsed.overrides = open_overlays(command, parsed.overrides)
+    parsed.overrides = open_overlays(COMMANDS[command].overlays, parsed.overrides)
 
     # Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1; we set it so that the
     # exception reaches us, and remember whether the user asked for full tracebacks themselves.
@@ -56,16 +52,22 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
                                wants_traceback=wants_traceback)
 
     @functools.wraps(task)
-    def reporting_task(cfg):
-        # Errors inside a job leave through SystemExit: Hydra would otherwise add its own lines.
+    def job(cfg):
         try:
             return task(cfg)
         except Exception as exc:  # noqa: BLE001 - reported in one line, or re-raised
-            sys.exit(report(exc))
+            if isinstance(exc, Stopped) or not in_multirun():  # a signal stops the whole sweep too
+                sys.exit(report(exc))
+            _record_failed_job(exc, report)
+            return None
 
     try:
-        _run_hydra(args=parsed, args_parser=parser, task_function=reporting_task,
-                   config_path=str(conf_dir()), config_name=command)
+        _run_hydra(args=parsed, args_parser=parser, task_function=job, config_path=str(conf_dir()),
+                   config_name=command)
+        if parsed.multirun:
+            from lmforge.sweeps.summary import SweepSummary
+
+            return 1 if SweepSummary.unfinished else 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
@@ -76,11 +78,54 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     return 0
 
 
+def open_overlays(sections: tuple[str, ...], overrides: list[str]) -> list[str]:
+    """Overlay sections patch a finished run's saved config: any key may be given (checked later
+    against the run's own `_target_`), so `data.test_file=x.csv` needs no `+`."""
+    opened = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if "." in key and key.split(".")[0] in sections and not key.startswith(("+", "~")):
+            override = f"++{override}"
+        opened.append(override)
+    return opened
+
+
+def _record_failed_job(exc: Exception, report) -> None:
+    """A multirun job failed: print its one line (prefixed with the job) and record it in run.json."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lmforge.runs.directory import RunDir
+
+    hydra = HydraConfig.get()
+    sys.stdout.flush()
+    print(f"[job {hydra.job.num}] ", end="", file=sys.stderr, flush=True)
+    status = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
+    if status == "pruned":
+        print(f"pruned: {exc}", file=sys.stderr)
+    else:
+        report(exc)
+    run = RunDir(hydra.runtime.output_dir)
+    run.finish(status, error=" ".join(str(exc).split()) or type(exc).__name__,
+               overrides=list(hydra.overrides.task))
+
+
+def _usage_error(command: str, message: str) -> None:
+    """argparse's error, as one line (its default prints the whole usage first)."""
+    print(f"error: lmforge {command}: {message} (see lmforge {command} --help)", file=sys.stderr)
+    sys.exit(2)
+
+
 def _report(exc: Exception, command: str, overrides: list[str], wants_traceback: bool) -> int:
-    """Print `error: ...` and return the exit status: 2 for bad input, 1 for a bug (with traceback)."""
+    """Print `error: ...` and return the exit status (see the module docstring)."""
     if wants_traceback:
         raise exc
     sys.stdout.flush()
+    if isinstance(exc, Stopped):
+        print(str(exc), file=sys.stderr)
+        return exc.status
+    if isinstance(exc, RunFailed):
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     if is_user_error(exc):
         print(f"error: {describe_error(exc, command, overrides)}", file=sys.stderr)
         return 2

@@ -27,15 +27,20 @@ _UNWRITABLE = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file t
                errno.ENOTDIR: "a parent is not a directory", errno.EISDIR: "it is a directory"}
 
 
+def unwritable_reason(exc: BaseException) -> str | None:
+    """Why an OSError means "this path cannot be written here" (no space, no permission...), else None."""
+    return _UNWRITABLE.get(exc.errno) if isinstance(exc, OSError) else None
+
+
 @contextlib.contextmanager
 def unwritable_as_user_error(path: str | Path) -> Iterator[None]:
     """Turn OSErrors of the 'cannot write here' kind into `UserError: cannot write PATH: reason`."""
     try:
         yield
     except OSError as exc:
-        if exc.errno not in _UNWRITABLE:
+        if unwritable_reason(exc) is None:
             raise
-        raise UserError(f"cannot write {path}: {_UNWRITABLE[exc.errno]}") from exc
+        raise UserError(f"cannot write {path}: {unwritable_reason(exc)}") from exc
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

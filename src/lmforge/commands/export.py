@@ -1,14 +1,20 @@
-"""`lmforge export ckpt_path=... export_dir=...`: a Hugging Face model directory (see lmforge.export)."""
+"""`lmforge export ckpt_path=... export_dir=...`: a Hugging Face model directory (LoRA merged)."""
+
+from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from lmforge.config.validate import validate
 
-def main(cfg: DictConfig):
-    from lmforge.config.validate import validate
-    from lmforge.models.export import export_hf
-    from lmforge.runs.model import load_model
 
+def main(cfg: DictConfig) -> None:
+    # 1. Validate.
     config = validate(cfg, "export")
+
+    from lmforge.experiment.load import load_model
+    from lmforge.models.export import export_hf
+
+    # 2. Build the model with its weights, 3. write it (atomically; a foreign directory is refused).
     model, tokenizer, _ = load_model(config["ckpt_path"])
     path = export_hf(model, tokenizer, config["export_dir"])
     auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \

@@ -1,17 +1,25 @@
-"""`lmforge generate ckpt_path=... prompt=...`: stream a sample to the terminal."""
+"""`lmforge generate ckpt_path=... prompt=...`: stream samples from a run, a .ckpt or an exported model."""
+
+from __future__ import annotations
+
+import sys
 
 from omegaconf import DictConfig
 
+from lmforge.config.validate import validate
 
-def main(cfg: DictConfig):
-    import sys
 
-    from lmforge.config.validate import validate
-    from lmforge.generation import generate
-    from lmforge.runs.model import load_model
-
+def main(cfg: DictConfig) -> None:
+    # 1. Validate (sampling settings are range-checked by the schema).
     config = validate(cfg, "generate")
+
+    from lmforge.experiment.load import load_model
+    from lmforge.generation import generate
+
+    # 2. Build: the model and its tokenizer only (no data).
     model, tokenizer, _ = load_model(config["ckpt_path"])
+
+    # 3. Run, streaming each sample to the terminal.
     for i in range(config["num_samples"]):
         seed = None if config["seed"] is None else config["seed"] + i
         sys.stdout.write(config["prompt"])

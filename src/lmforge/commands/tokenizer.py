@@ -1,9 +1,33 @@
-"""`lmforge tokenizer`: train (or reuse) the tokenizer of a corpus and save it (see lmforge.tokenizers)."""
+"""`lmforge tokenizer data.paths=[...]`: train (or reuse) the tokenizer of a corpus and save it."""
+
+from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from lmforge.config.validate import validate
+from lmforge.job import output_dir
 
-def main(cfg: DictConfig):
-    from lmforge.tokenizers.command import train_tokenizer
 
-    train_tokenizer(cfg)
+def main(cfg: DictConfig) -> None:
+    # 1. Validate.
+    config = validate(cfg, "tokenizer")
+
+    from hydra.utils import instantiate
+
+    from lmforge.runs.directory import RunDir
+
+    # 2. Build the corpus's tokenizer (trained on its train documents, or reused from the cache).
+    run = RunDir(output_dir())
+    datamodule = instantiate(config["data"], _convert_="all")
+    datamodule.prepare_tokenizer()
+    tokenizer, source = datamodule.tokenizer, datamodule.tokenizer_dir
+
+    # 3. Measure it on the first documents, 4. write a copy and its figures into the run directory.
+    sample = "\n".join(datamodule.documents()[:200])
+    bytes_per_token = len(sample.encode()) / max(1, len(tokenizer(sample)["input_ids"]))
+    run.save_tokenizer(tokenizer)
+    run.write_metrics({"tokenizer_dir": str(source), "vocab_size": len(tokenizer),
+                       "bytes_per_token": round(bytes_per_token, 3)})
+    print(f"tokenizer: {len(tokenizer)} tokens, {bytes_per_token:.2f} bytes/token on the first documents")
+    print(f"saved: {source}  (copy: {run.tokenizer_dir})")
+    print(f"use it: lmforge train tokenizer=pretrained tokenizer.path={source}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
+import yaml
+
+from lmforge.atomic import unwritable_reason
 from lmforge.errors import UserError
 
 # Root causes that mean "a bad value in the config" when raised while instantiating a section.
@@ -19,6 +22,11 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
+def _missing_file(exc: BaseException) -> bool:
+    """A path the user gave does not exist (raised by a library before lmforge could name the key)."""
+    return isinstance(exc, FileNotFoundError) and exc.filename is not None
+
+
 def _root(exc: BaseException) -> BaseException:
     return list(_chain(exc))[-1]
 
@@ -28,7 +36,10 @@ def is_user_error(exc: BaseException) -> bool:
     from hydra.errors import HydraException, InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(isinstance(e, UserError) for e in _chain(exc)):
+    chain = list(_chain(exc))
+    if any(isinstance(e, UserError) or type(e).__name__ == "MisconfigurationException" for e in chain):
+        return True
+    if any(isinstance(e, yaml.YAMLError) or unwritable_reason(e) or _missing_file(e) for e in chain):
         return True
     if isinstance(exc, InstantiationException):
         root = _root(exc)
@@ -42,6 +53,15 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
 
     for e in _chain(exc):
         if isinstance(e, UserError):
+            return _one_line(str(e))
+        if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+            mark = e.problem_mark
+            return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {e.problem}"
+        if unwritable_reason(e):
+            return f"cannot write {e.filename}: {unwritable_reason(e)}"
+        if _missing_file(e):
+            return f"{e.filename}: no such file or directory"
+        if type(e).__name__ == "MisconfigurationException":
             return _one_line(str(e))
     if isinstance(exc, MissingConfigException):
         return _missing_preset(exc)

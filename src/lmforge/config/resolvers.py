@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 
+def sweep_group() -> str | None:
+    """The group of this job's W&B run: the W&B sweep when an agent runs it, else the Hydra sweep
+    directory's name in a multirun, else None (a single run)."""
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return os.environ["WANDB_SWEEP_ID"]
+    from lmforge.job import in_multirun
+
+    if in_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().sweep.dir).name
+    return None
+
+
 def register_resolvers() -> None:
-    """Register `${lmforge.unique:}` (a short random id so that run dirs never collide)."""
+    """`${lmforge.unique:}` (a short random id so that run dirs never collide), `${lmforge.cwd:}` (the
+    launch directory: unlike `${hydra:runtime.cwd}` it resolves before Hydra's job starts, as a
+    sweep directory must) and `${lmforge.sweep_group:}`."""
     if not OmegaConf.has_resolver("lmforge.unique"):
         # use_cache: every read of hydra.run.dir within one composed config gives the same id.
         OmegaConf.register_new_resolver("lmforge.unique", lambda: secrets.token_hex(3), use_cache=True)
+        OmegaConf.register_new_resolver("lmforge.cwd", os.getcwd)
+        OmegaConf.register_new_resolver("lmforge.sweep_group", sweep_group)

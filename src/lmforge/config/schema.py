@@ -1,12 +1,23 @@
-"""Typed schemas of the toolkit's own config sections (the rest is checked against `_target_`s)."""
+"""Typed schemas of each command's own keys: types and ranges only, the values live in conf/.
+
+Sections with a `_target_` need no schema here: the signature of their target is their schema.
+A command's config may hold its plain keys (below), `_target_` sections (`SECTIONS`), collections
+of named `_target_` nodes (callbacks, logger) and overlays (sections patching a saved run's config).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as typed
+
+STRICT = ConfigDict(extra="forbid")
+Positive = Annotated[int, Field(ge=1)]
 
 
-@dataclass
+@typed(config=STRICT)
 class Paths:
     root_dir: str
     data_dir: str
@@ -15,110 +26,92 @@ class Paths:
     output_dir: str
 
 
-@dataclass
-class Tokenizer:
-    """`tokenizer=bpe|bytes|pretrained`: how text becomes token ids."""
-
-    kind: Literal["bpe", "bytes", "pretrained"] = "bpe"
-    vocab_size: int = 8192
-    path: Optional[str] = None  # bpe: where to save it (default: the cache); pretrained: an HF dir
-
-
-@dataclass
-class Finetune:
-    """`finetune=full|lora|freeze`: which parameters train, and at which learning rates."""
-
-    method: Literal["full", "lora", "freeze"] = "full"
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: Optional[list[str]] = None  # None: a sensible default per architecture
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0  # freeze the first N transformer layers
-    train_only_head: bool = False
-    head_lr: Optional[float] = None  # None: the optimizer's lr
-
-
-@dataclass
+@typed(config=STRICT)
 class Train:
-    """Top-level keys of `lmforge train` (besides the config groups)."""
+    task_name: str
+    seed: Optional[int]
+    ckpt_path: Optional[str]
+    resume: Optional[Literal["auto"]]
+    overwrite: bool
+    init_from: Optional[str]
+    tags: list[str]
+    train: bool
+    test: bool
+    compile: bool
+    monitor: str
+    monitor_mode: Literal["min", "max"]
+    optimized_metric: Optional[str]
+    nan_policy: Literal["stop", "skip"]
+    print_config: bool
+    prompt: Optional[str]
+    max_new_tokens: Positive
 
-    task_name: str = "train"
-    seed: Optional[int] = 42
-    ckpt_path: Optional[str] = None
-    resume: Optional[Literal["auto"]] = None
-    init_from: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
-    train: bool = True
-    test: bool = True
-    compile: bool = False
-    monitor: str = "val/loss"
-    monitor_mode: Literal["min", "max"] = "min"
-    optimized_metric: Optional[str] = None
-    print_config: bool = True
-    # Generation settings used by sample callbacks and `lmforge generate`.
-    prompt: Optional[str] = None
-    max_new_tokens: int = 64
 
-
-@dataclass
+@typed(config=STRICT)
 class Eval:
-    """Top-level keys of `lmforge eval`."""
-
-    task_name: str = "eval"
-    ckpt_path: str = "???"
-    seed: Optional[int] = 42
-    print_config: bool = False
+    task_name: str
+    ckpt_path: str
+    seed: Optional[int]
+    print_config: bool
 
 
-@dataclass
-class TokenizerCommand:
-    """Top-level keys of `lmforge tokenizer`."""
-
-    task_name: str = "tokenizer"
-    seed: Optional[int] = 42
-    print_config: bool = False
+@typed(config=STRICT)
+class Tokenizer:
+    task_name: str
+    seed: Optional[int]
+    print_config: bool
 
 
-@dataclass
+@typed(config=STRICT)
 class Generate:
-    """Top-level keys of `lmforge generate`."""
-
-    task_name: str = "generate"
-    ckpt_path: str = "???"
-    prompt: str = ""
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_k: Optional[int] = 50
-    top_p: Optional[float] = None
-    seed: Optional[int] = 42
-    num_samples: int = 1
-    print_config: bool = False
+    task_name: str
+    ckpt_path: str
+    prompt: str
+    max_new_tokens: Positive
+    temperature: Annotated[float, Field(ge=0)]
+    top_k: Optional[Positive]
+    top_p: Optional[Annotated[float, Field(gt=0, le=1)]]
+    seed: Optional[int]
+    num_samples: Positive
+    print_config: bool
 
 
-@dataclass
+@typed(config=STRICT)
 class Export:
-    """Top-level keys of `lmforge export`."""
-
-    task_name: str = "export"
-    ckpt_path: str = "???"
-    export_dir: str = "???"
-    print_config: bool = False
+    task_name: str
+    ckpt_path: str
+    export_dir: str
+    print_config: bool
 
 
-@dataclass
+@typed(config=STRICT)
 class Report:
-    """Top-level keys of `lmforge report`."""
-
-    task_name: str = "report"
-    runs: list[str] = field(default_factory=list)
-    metrics: Optional[list[str]] = None
-    keys: Optional[list[str]] = None
-    sort_by: Optional[str] = None
-    print_config: bool = False
+    task_name: str
+    runs: list[str]
+    metrics: Optional[list[str]]
+    keys: Optional[list[str]]
+    sort_by: Optional[str]
+    print_config: bool
 
 
-# Sections of each command that are plain (no `_target_`) and have a schema here.
-SECTION_SCHEMAS = {"paths": Paths, "tokenizer": Tokenizer, "finetune": Finetune}
-COMMAND_SCHEMAS = {"train": Train, "eval": Eval, "tokenizer": TokenizerCommand,
-                   "generate": Generate, "export": Export, "report": Report}
+@dataclass(frozen=True)
+class Command:
+    """What a command's composed config may hold, section by section."""
+
+    keys: type  # the typed schema of its plain top-level keys
+    sections: tuple[str, ...] = ()  # `_target_` nodes
+    collections: tuple[str, ...] = ()  # named `_target_` nodes: callbacks.model_checkpoint, logger.csv
+    overlays: tuple[str, ...] = ()  # patches of the saved run's config: any key, checked against its target
+    plain: dict[str, type] = field(default_factory=lambda: {"paths": Paths})
+
+
+COMMANDS = {
+    "train": Command(Train, sections=("data", "model", "module", "optimizer", "scheduler", "trainer",
+                                      "tokenizer", "finetune", "checkpoint"),
+                     collections=("callbacks", "logger")),
+    "eval": Command(Eval, sections=("trainer",), collections=("logger",), overlays=("data", "module")),
+    "tokenizer": Command(Tokenizer, sections=("data", "tokenizer")),
+    "generate": Command(Generate),
+    "export": Command(Export),
+    "report": Command(Report),
+}

@@ -1,32 +1,31 @@
 """Check a composed config before anything is built: every key known, every value well typed.
 
-Sections with a `_target_` are checked against the signature (and type hints) of what they
-instantiate, so a preset can never drift from the code silently; the toolkit's own sections are
-checked against the dataclasses of `lmforge.config.schema`.
+A `_target_` section is checked against the signature of what it instantiates (its parameters are
+the keys, its type hints the types, validated by pydantic), so a preset can never drift from the
+code silently; a command's own keys against their typed schema in `lmforge.config.schema`.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import difflib
+import functools
 import inspect
-import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from lmforge.config.schema import COMMAND_SCHEMAS, SECTION_SCHEMAS
+from lmforge.config.schema import COMMANDS
 from lmforge.errors import UserError
 
 MISSING = "???"
-# Sections that hold named `_target_` nodes (callbacks.model_checkpoint, logger.csv, ...).
-COLLECTIONS = ("callbacks", "logger")
+_LAX = ConfigDict(arbitrary_types_allowed=True)  # YAML lists pass for tuples, strings for paths
 
 
-def did_you_mean(word: str, choices: typing.Iterable[str], prefix: str = "") -> str:
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
     """' (did you mean 'prefix.x'?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
@@ -42,53 +41,52 @@ def to_plain(cfg: DictConfig) -> dict:
         raise UserError(f"config key '{key}': {msg}") from exc
 
 
-def validate(cfg: DictConfig, command: str, overlays: tuple[str, ...] = ()) -> dict:
+def validate(cfg: DictConfig, command: str) -> dict:
     """Validate the composed config of `command`; return it as resolved plain Python."""
     plain = to_plain(cfg)
-    schema = COMMAND_SCHEMAS.get(command)
-    fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
-    allowed = set(fields) | set(SECTION_SCHEMAS) | set(COLLECTIONS) | {"data", "model", "module",
-                                                                      "optimizer", "scheduler", "trainer"}
+    spec = COMMANDS[command]
+    fields = {f.name for f in dataclasses.fields(spec.keys)}
+    known = fields | set(spec.sections) | set(spec.collections) | set(spec.overlays) | set(spec.plain)
     for key, value in plain.items():
-        if key in overlays:
-            continue
-        if key in fields:
-            check_value(key, value, _hints(schema).get(key, Any))
-        elif key in SECTION_SCHEMAS:
-            check_section(key, value, SECTION_SCHEMAS[key])
-        elif key in COLLECTIONS:
+        if key not in known:
+            raise UserError(f"unknown config key '{key}'{did_you_mean(key, known)}")
+        if key in spec.sections:
+            check_node(key, value)
+        elif key in spec.collections:
             for name, node in (value or {}).items():
                 check_node(f"{key}.{name}", node)
-        elif key in allowed:
-            check_node(key, value)
-        else:
-            raise UserError(f"unknown config key '{key}'{did_you_mean(key, allowed)}")
+        elif key in spec.plain:
+            check_schema(key, value, spec.plain[key])
+    check_schema("", {k: v for k, v in plain.items() if k in fields}, spec.keys)
     return plain
 
 
-def check_section(key: str, node: Any, schema: type) -> None:
-    """A plain section against its dataclass: known keys, right types, no missing values."""
-    if not isinstance(node, dict):
-        raise UserError(f"config key '{key}': expected a mapping, got {node!r}")
-    hints = _hints(schema)
+def check_schema(prefix: str, values: Any, schema: type) -> None:
+    """Plain keys against a typed schema: unknown keys, missing values, types and ranges."""
+    if not isinstance(values, dict):
+        raise UserError(f"config key '{prefix}': expected a mapping, got {values!r}")
     names = [f.name for f in dataclasses.fields(schema)]
-    for name, value in node.items():
-        if name not in hints:
-            raise UserError(f"unknown config key '{key}.{name}'{did_you_mean(name, names, f'{key}.')}")
-        check_value(f"{key}.{name}", value, hints[name])
+    full = f"{prefix}." if prefix else ""
+    for name, value in values.items():
+        if name not in names:
+            raise UserError(f"unknown config key '{full}{name}'{did_you_mean(name, names, full)}")
+        if value == MISSING:
+            raise UserError(f"missing required value '{full}{name}' (set it with {full}{name}=...)")
+    try:
+        TypeAdapter(schema).validate_python(values)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, full, values)) from None
 
 
 def check_node(key: str, node: Any) -> None:
     """A `_target_` node: the target imports, its keys are parameters, its values fit their hints."""
-    if node is None or not isinstance(node, dict) or "_target_" not in node:
-        if isinstance(node, dict):
-            for name, value in node.items():
-                if isinstance(value, dict) and "_target_" in value:
-                    check_node(f"{key}.{name}", value)
+    if not isinstance(node, dict) or "_target_" not in node:
+        for name, value in (node or {}).items() if isinstance(node, dict) else ():
+            if isinstance(value, dict) and "_target_" in value:
+                check_node(f"{key}.{name}", value)
         return
     target = node["_target_"]
-    obj = locate(f"{key}._target_", target)
-    params, hints, open_kwargs = _signature(obj)
+    params, open_kwargs = _signature(locate(f"{key}._target_", target))
     for name, value in node.items():
         if name.startswith("_") and name.endswith("_"):
             continue
@@ -98,26 +96,26 @@ def check_node(key: str, node: Any) -> None:
                 continue
             raise UserError(f"unknown config key '{full}'{did_you_mean(name, params, f'{key}.')} "
                             f"({target} takes: {', '.join(params)})")
+        if value == MISSING:
+            raise UserError(f"missing required value '{full}' (set it with {full}=...)")
         if isinstance(value, dict) and "_target_" in value:
             check_node(full, value)
         elif isinstance(value, list) and any(isinstance(v, dict) and "_target_" in v for v in value):
             for i, item in enumerate(value):
                 check_node(f"{full}[{i}]", item)
         else:
-            check_value(full, value, hints.get(name, Any))
+            check_value(full, value, params[name])
 
 
 def check_value(key: str, value: Any, hint: Any) -> None:
-    if value == MISSING:
-        raise UserError(f"missing required value '{key}' (set it with {key}=...)")
-    if conforms(value, hint):
+    """One value against one type hint (ranges included when the hint is `Annotated`)."""
+    adapter = _adapter(hint)
+    if adapter is None:
         return
-    choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
-    if choices and isinstance(value, str):
-        options = [str(c) for c in choices]
-        raise UserError(f"config key '{key}': '{value}' is not one of {', '.join(options)}"
-                        f"{did_you_mean(value, options)}")
-    raise UserError(f"config key '{key}': expected {describe(hint)}, got {value!r}")
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, "", value, key)) from None
 
 
 def locate(key: str, target: str) -> Any:
@@ -131,69 +129,49 @@ def locate(key: str, target: str) -> Any:
         raise UserError(f"config key '{key}': cannot import '{target}' ({reason})") from exc
 
 
-def conforms(value: Any, hint: Any) -> bool:
-    """Whether a plain config value can be passed where `hint` is expected (lenient on the unknown)."""
-    if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, (str, typing.ForwardRef)):
-        return True
-    if isinstance(value, dict) and "_target_" in value:
-        return True  # instantiated to an object first
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        return any(conforms(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is Literal:
-        return value in args
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint in (list, tuple) or origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(args) == len(value) and all(conforms(v, a) for v, a in zip(value, args))
-        return not args or all(conforms(v, args[0]) for v in value)
-    if hint is dict or origin in (dict, collections.abc.Mapping):
-        return isinstance(value, dict)
-    if isinstance(hint, type) and hint.__module__ in ("pathlib", "os"):
-        return isinstance(value, str)
-    if isinstance(hint, type) and value is not None:
-        return isinstance(value, hint) or not isinstance(value, (int, float, str, bool, list))
-    return True
+def _describe(exc: ValidationError, prefix: str, values: Any, key: str = "") -> str:
+    """The first pydantic error as `config key 'x.y': <what is wrong>, got <value>`."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    full = key + (f"[{where}]" if key and where else "") or f"{prefix}{where}"
+    message = error["msg"][0].lower() + error["msg"][1:].split(", unable to")[0]
+    message = message.replace("input should be", "expected").replace("Input should be", "expected")
+    close = ""
+    if error["type"] == "literal_error" and isinstance(error["input"], str):
+        options = [o.strip(" '") for o in error["ctx"]["expected"].replace(" or ", ",").split(",")]
+        close = did_you_mean(error["input"], options)
+    return f"config key '{full}': {message}, got {error['input']!r}{close}"
 
 
-def describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        return " or ".join(describe(a) for a in args)
-    if hint is type(None):
-        return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin in (list, tuple, collections.abc.Sequence) and args:
-        return f"a list of {describe(args[0])}"
-    return getattr(hint, "__name__", str(hint))
+def _adapter(hint: Any) -> TypeAdapter | None:
+    """A lax pydantic validator for `hint`, or None when the hint cannot be checked (left to the code)."""
+    if hint is inspect.Parameter.empty or hint is Any or isinstance(hint, (str, typing.ForwardRef)):
+        return None
+    try:
+        return _cached_adapter(hint)
+    except TypeError:  # an unhashable hint (e.g. Annotated with a Field): build it uncached
+        return _cached_adapter.__wrapped__(hint)
 
 
-def _signature(obj: Any) -> tuple[list[str], dict[str, Any], bool]:
-    func = obj.__init__ if inspect.isclass(obj) else obj
+@functools.lru_cache(maxsize=None)
+def _cached_adapter(hint: Any) -> TypeAdapter | None:
+    try:
+        return TypeAdapter(hint, config=_LAX)
+    except Exception:  # noqa: BLE001 - an exotic annotation: not checked here, the target checks it
+        return None
+
+
+def _signature(obj: Any) -> tuple[dict[str, Any], bool]:
+    """(parameter -> type hint, whether it takes **kwargs) of a class or callable."""
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
-        return [], {}, True
-    params = [p.name for p in sig.parameters.values()
-              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    open_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    return params, _hints(func), open_kwargs
-
-
-def _hints(obj: Any) -> dict[str, Any]:
+        return {}, True
+    func = obj.__init__ if inspect.isclass(obj) else obj
     try:
-        return typing.get_type_hints(obj)
+        hints = typing.get_type_hints(func, include_extras=True)
     except Exception:  # noqa: BLE001 - unresolvable annotations are simply not checked
-        return {k: v for k, v in getattr(obj, "__annotations__", {}).items() if not isinstance(v, str)}
+        hints = {}
+    params = {p.name: hints.get(p.name, inspect.Parameter.empty) for p in sig.parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return params, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import lightning as L
 
+from lmforge.data.sampler import ResumableSampler
 from lmforge.errors import UserError
 
 
@@ -41,3 +43,9 @@ class DataModule(L.LightningDataModule):
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Tokenize with `tokenizer` (the fine-tuned model's own); only when `takes_model_tokenizer`."""
         raise UserError(f"{type(self).__name__} builds its own tokenizer; it cannot take the one of init_from")
+
+    def train_sampler(self, n: int, batch_size: int) -> ResumableSampler:
+        """The training order of `n` examples: shuffled by the run's seed (set by Lightning's
+        seed_everything) and the epoch, continued mid-epoch when the run resumes."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return ResumableSampler(n, seed=seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)

@@ -77,8 +77,9 @@ class TokenizedDataModule(DataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if self._encoded is None:
             self.setup()
-        return DataLoader(self._encoded[name], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        examples = self._encoded[name]
+        sampler = self.train_sampler(len(examples), self.batch_size) if shuffle else None
+        return DataLoader(examples, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           collate_fn=PadCollate(pad_token_id(self.tokenizer)))
 
     def train_dataloader(self) -> DataLoader:

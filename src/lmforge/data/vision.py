@@ -57,7 +57,8 @@ class ArrayDataModule(DataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         x, y = self.splits[split]
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
+        sampler = self.train_sampler(len(dataset), self.batch_size) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -1,11 +1,12 @@
-"""`finetune=full|lora|freeze`: decide which parameters of a pretrained model train."""
+"""`finetune=full|freeze|lora`: which parameters of a pretrained model train (`_target_` nodes)."""
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Annotated, Optional
 
+from pydantic import Field
 from torch import nn
 
 from lmforge.errors import UserError
@@ -24,48 +25,62 @@ def is_head(name: str) -> bool:
     return any(part in HEAD_NAMES for part in name.split("."))
 
 
-def apply_finetune(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
-    """Freeze what the settings say, wrap in LoRA adapters if asked; prints trainable vs total."""
-    method = settings.get("method", "full")
-    if method == "lora":
-        model = add_lora(model, settings)
-    freeze(model, settings)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info("finetune=%s: %s of %s parameters train (%.2f%%)", method, f"{trainable:,}", f"{total:,}",
-             100 * trainable / max(1, total))
-    if trainable == 0:
-        raise UserError("finetune: every parameter is frozen (check finetune.freeze_layers / train_only_head)")
-    return model
+class Finetune:
+    """Fine-tune every parameter except those frozen: the embeddings, the first `freeze_layers` blocks,
+    or everything but the head (`train_only_head`, a linear probe). `head_lr` is read by the module."""
+
+    def __init__(self, freeze_embeddings: bool, freeze_layers: Annotated[int, Field(ge=0)], train_only_head: bool,
+                 head_lr: Optional[Annotated[float, Field(gt=0)]]) -> None:
+        self.freeze_embeddings = freeze_embeddings
+        self.freeze_layers = freeze_layers
+        self.train_only_head = train_only_head
+        self.head_lr = head_lr
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Freeze what the settings say (subclasses wrap the model first); logs trainable vs total."""
+        self.freeze(model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log.info("finetune=%s: %s of %s parameters train (%.2f%%)", type(self).__name__, f"{trainable:,}",
+                 f"{total:,}", 100 * trainable / max(1, total))
+        if trainable == 0:
+            raise UserError("finetune: every parameter is frozen (check finetune.freeze_layers / train_only_head)")
+        return model
+
+    def freeze(self, model: nn.Module) -> None:
+        embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        for name, param in model.named_parameters():
+            layer = LAYER_INDEX.search(f".{name}")
+            if self.train_only_head and not is_head(name) and "lora_" not in name:
+                param.requires_grad_(False)
+            elif self.freeze_embeddings and id(param) in embedding_ids and not is_head(name):
+                param.requires_grad_(False)
+            elif layer and int(layer.group(1)) < self.freeze_layers:
+                param.requires_grad_(False)
 
 
-def freeze(model: nn.Module, settings: dict[str, Any]) -> None:
-    """Embeddings (token and position tables), the first N blocks, or everything but the head."""
-    embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    first_n = int(settings.get("freeze_layers") or 0)
-    for name, param in model.named_parameters():
-        layer = LAYER_INDEX.search(f".{name}")
-        if settings.get("train_only_head") and not is_head(name) and "lora_" not in name:
-            param.requires_grad_(False)
-        elif settings.get("freeze_embeddings") and id(param) in embedding_ids and not is_head(name):
-            param.requires_grad_(False)
-        elif layer and int(layer.group(1)) < first_n:
-            param.requires_grad_(False)
+class LoRA(Finetune):
+    """LoRA adapters (peft) of rank `r` on `target_modules` (null: peft's default for the architecture);
+    the head, if any, trains fully and is saved too. Merged into the weights on export."""
 
+    def __init__(self, r: Annotated[int, Field(ge=1)], alpha: Annotated[float, Field(gt=0)],
+                 dropout: Annotated[float, Field(ge=0, lt=1)], target_modules: Optional[list[str]],
+                 freeze_embeddings: bool, freeze_layers: Annotated[int, Field(ge=0)], train_only_head: bool,
+                 head_lr: Optional[Annotated[float, Field(gt=0)]]) -> None:
+        super().__init__(freeze_embeddings, freeze_layers, train_only_head, head_lr)
+        self.r, self.alpha, self.dropout, self.target_modules = r, alpha, dropout, target_modules
 
-def add_lora(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
-    """Wrap the model with peft LoRA adapters; the head (if any) trains fully and is saved too."""
-    try:
-        from peft import LoraConfig, TaskType, get_peft_model
-    except ImportError as exc:
-        raise UserError("finetune=lora needs peft: pip install 'lmforge[finetune]'") from exc
-    classifier = type(model).__name__.endswith("ForSequenceClassification")
-    config = LoraConfig(
-        r=int(settings.get("r", 8)), lora_alpha=float(settings.get("alpha", 16)),
-        lora_dropout=float(settings.get("dropout", 0.05)), target_modules=settings.get("target_modules"),
-        task_type=TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM,
-    )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:
-        raise UserError(f"finetune.target_modules: {str(exc).splitlines()[0]}") from exc
+    def apply(self, model: nn.Module) -> nn.Module:
+        try:
+            from peft import LoraConfig, TaskType, get_peft_model
+        except ImportError as exc:
+            raise UserError("finetune=lora needs peft: pip install 'lmforge[finetune]'") from exc
+        classifier = type(model).__name__.endswith("ForSequenceClassification")
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                            target_modules=self.target_modules,
+                            task_type=TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM)
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as exc:
+            raise UserError(f"finetune.target_modules: {str(exc).splitlines()[0]}") from exc
+        return super().apply(model)

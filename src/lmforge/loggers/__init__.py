@@ -1,1 +1,1 @@
-"""Logger factories that need more than a `_target_` (W&B's offline-unless-credentials rule)."""
+"""Logger factories: W&B offline unless credentials, and loggers that keep their history on resume."""

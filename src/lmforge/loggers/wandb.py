@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import sys
 from pathlib import Path
 from typing import Literal, Optional
+
+from lmforge.atomic import write_text
 
 
 def has_credentials() -> bool:
@@ -21,10 +25,12 @@ def has_credentials() -> bool:
 def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Optional[str] = None,
                  tags: Optional[list[str]] = None, save_dir: str = ".",
                  mode: Literal["auto", "online", "offline", "disabled"] = "auto", log_model: bool = False,
-                 entity: Optional[str] = None, id: Optional[str] = None):
+                 entity: Optional[str] = None, id: Optional[str] = None, resume_step: Optional[int] = None):
     """A Lightning WandbLogger writing under `save_dir/wandb`; mode=auto picks online only with a key.
 
-    An explicit WANDB_MODE in the environment wins over `mode=auto`.
+    An explicit WANDB_MODE in the environment wins over `mode=auto`. The run id is kept in
+    `save_dir/wandb/run_id`, so a run resumed there (`resume_step` set by the runner) continues the
+    same W&B run.
     """
     from lightning.pytorch.loggers import WandbLogger
 
@@ -39,6 +45,19 @@ def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Op
     for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
         if os.environ.get(var) is None or os.environ.get(f"_LMFORGE_{var}") == os.environ.get(var):
             os.environ[var] = os.environ[f"_LMFORGE_{var}"] = str(save / "wandb" / sub)
+    id_file = save / "wandb" / "run_id"
+    if id is None and resume_step is not None and id_file.is_file():
+        id = id_file.read_text().strip()
+    if id is None:
+        id = secrets.token_hex(4)  # W&B's own id format: 8 lowercase letters and digits
+    write_text(id_file, id + "\n")
     return WandbLogger(project=project, name=name, group=group, tags=tags or None, save_dir=str(save),
-                       mode=mode, log_model=log_model, entity=entity, id=id,
+                       mode=mode, log_model=log_model, entity=entity, id=id, resume="allow",
                        settings={"silent": True, "console": "off"} if mode != "online" else None)
+
+
+def finish_run() -> None:
+    """Close the W&B run of this job so that each job of a multirun is its own run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

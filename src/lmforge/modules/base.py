@@ -1,25 +1,56 @@
-"""What every lmforge LightningModule shares: optimizer factories and the config in checkpoints."""
+"""What every lmforge LightningModule shares, and what it offers the runner (declared once here):
+optimizer factories, the non-finite loss policy, and `on_run_end` for outputs beyond metrics."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
 
 import lightning as L
+import torch
 from torch import nn
+
+from lmforge.errors import RunFailed
 
 
 class TaskModule(L.LightningModule):
-    """Holds the model and builds the optimizer/scheduler from the config's `_partial_` factories."""
+    """Holds the model and builds the optimizer/scheduler from the config's `_partial_` factories.
+
+    Subclasses implement `training_loss(batch)` (the loss of a training batch, its metrics logged);
+    the shared `training_step` stops the run on a NaN/Inf loss, naming the step, or skips that
+    batch with `nan_policy=skip` (counted in `train/skipped_batches`)."""
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
-                 scheduler: Optional[Callable] = None):
+                 scheduler: Optional[Callable] = None, nan_policy: Literal["stop", "skip"] = "stop"):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        # The resolved run config, stored in every checkpoint so that a lone .ckpt can be rebuilt.
-        self.run_config: Optional[dict] = None
+        self.nan_policy = nan_policy
+        self.skipped_batches = 0
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
+        loss = self.training_loss(batch)
+        bad = torch.tensor(0.0 if torch.isfinite(loss).all() else 1.0, device=loss.device)
+        if self.trainer.world_size > 1:  # every rank must skip or stop together
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if not bad:
+            return loss
+        step = self.trainer.global_step
+        if self.nan_policy == "stop":
+            raise RunFailed(f"train/loss is {loss.item()} at step {step} (epoch {self.current_epoch}, batch "
+                            f"{batch_idx}): lower optimizer.lr, set trainer.gradient_clip_val, or set "
+                            "nan_policy=skip to skip such batches")
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+        return None  # Lightning skips the backward pass and the optimizer step
+
+    def on_run_end(self, run_dir: Path, datamodule: Any) -> None:
+        """Write outputs beyond metrics.json into the run directory (e.g. predictions); rank 0 only."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters; subclasses split them (no weight decay on norms, head lr, ...)."""
@@ -33,8 +64,3 @@ class TaskModule(L.LightningModule):
         total_steps = int(total) if math.isfinite(total) else None
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from lmforge import __version__
-
-        checkpoint["lmforge"] = {"config": self.run_config, "version": __version__}

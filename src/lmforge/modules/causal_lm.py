@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,9 @@ class CausalLMModule(TaskModule):
     labels mean what our data says whatever the model class would do with them."""
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
-                 scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False):
-        super().__init__(model, optimizer, scheduler)
+                 scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False,
+                 nan_policy: Literal["stop", "skip"] = "stop"):
+        super().__init__(model, optimizer, scheduler, nan_policy)
         self.weight_decay_embeddings = weight_decay_embeddings
         # Per stage, [sum of token losses, tokens] over the epoch: summed across ranks at its end.
         self._totals: dict[str, torch.Tensor] = {}
@@ -41,7 +42,7 @@ class CausalLMModule(TaskModule):
         labels = batch["labels"]
         return lm_loss(self(batch["input_ids"]), labels), (labels != IGNORE_INDEX).sum()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss, _ = self.batch_loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss

@@ -17,8 +17,9 @@ class ClassifierModule(TaskModule):
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
                  scheduler: Optional[Callable] = None,
-                 loss: Literal["cross_entropy", "mse"] = "cross_entropy", num_classes: Optional[int] = None):
-        super().__init__(model, optimizer, scheduler)
+                 loss: Literal["cross_entropy", "mse"] = "cross_entropy", num_classes: Optional[int] = None,
+                 nan_policy: Literal["stop", "skip"] = "stop"):
+        super().__init__(model, optimizer, scheduler, nan_policy)
         self.loss_name = loss
         self.num_classes = num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -44,7 +45,7 @@ class ClassifierModule(TaskModule):
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,8 @@ class SequenceClassifierModule(TaskModule):
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
                  scheduler: Optional[Callable] = None, num_labels: Optional[int] = None,
-                 head_lr: Optional[float] = None):
-        super().__init__(model, optimizer, scheduler)
+                 head_lr: Optional[float] = None, nan_policy: Literal["stop", "skip"] = "stop"):
+        super().__init__(model, optimizer, scheduler, nan_policy)
         if num_labels is None:
             num_labels = getattr(getattr(model, "config", None), "num_labels", None)
         if num_labels is None or num_labels < 2:
@@ -65,7 +65,7 @@ class SequenceClassifierModule(TaskModule):
             self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return loss, logits
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch):
         return self._step(batch, "train")[0]
 
     def validation_step(self, batch, batch_idx):
@@ -91,7 +91,7 @@ class SequenceClassifierModule(TaskModule):
     def predict_step(self, batch, batch_idx):
         return self(batch["input_ids"], batch.get("attention_mask")).softmax(-1)
 
-    def on_run_end(self, run_dir: str | Path, datamodule: Any) -> Optional[Path]:
+    def on_run_end(self, run_dir: Path, datamodule: Any) -> Optional[Path]:
         """Write `predictions.csv` (text, label, predicted, probability of the prediction) for the test
         split, or its first rows when the test was limited (limit_test_batches, debug=fdr); returns its
         path (None when no test ran)."""

@@ -3,12 +3,13 @@ input_ids (Hugging Face style, as `lmforge.data.sft` makes them), and a few gree
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lmforge.data.sft import SFTDataModule
 from lmforge.generation import generate
 from lmforge.modules.causal_lm import IGNORE_INDEX, CausalLMModule, lm_loss
 
@@ -26,8 +27,9 @@ class SFTModule(CausalLMModule):
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
                  scheduler: Optional[Callable] = None, weight_decay_embeddings: bool = False,
-                 sample_max_new_tokens: int = 48, num_samples: int = 3):
-        super().__init__(model, optimizer, scheduler, weight_decay_embeddings=weight_decay_embeddings)
+                 sample_max_new_tokens: int = 48, num_samples: int = 3, nan_policy: Literal["stop", "skip"] = "stop"):
+        super().__init__(model, optimizer, scheduler, weight_decay_embeddings=weight_decay_embeddings,
+                         nan_policy=nan_policy)
         self.sample_max_new_tokens = sample_max_new_tokens
         self.num_samples = num_samples
         self.samples: list[tuple[str, str]] = []  # (prompt, greedy continuation) from the end of fitting
@@ -41,13 +43,12 @@ class SFTModule(CausalLMModule):
     def on_train_end(self) -> None:
         """Greedy samples from the first val prompts. Every rank generates (so sharded models work);
         rank 0 prints. Not on_fit_end: by then the strategy may have moved the model off the device."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        tokenizer = getattr(datamodule, "tokenizer", None)
-        if self.num_samples <= 0 or tokenizer is None or not hasattr(datamodule, "val_prompts"):
+        datamodule = self.trainer.datamodule
+        if self.num_samples <= 0 or not isinstance(datamodule, SFTDataModule):
             return
         self.samples = []
         for prompt in datamodule.val_prompts[: self.num_samples]:
-            text = generate(self.model, tokenizer, prompt, max_new_tokens=self.sample_max_new_tokens,
+            text = generate(self.model, datamodule.tokenizer, prompt, max_new_tokens=self.sample_max_new_tokens,
                             temperature=0.0)
             self.samples.append((prompt, text))
             rank_zero_info(f"[sft sample] {prompt!r} -> {text!r}")

@@ -1,5 +1,1 @@
-"""Run directories: what a run writes (config, metrics, metadata, checkpoints) and reading it back."""
-
-from lmforge.runs.load import LoadedRun, load_run
-
-__all__ = ["LoadedRun", "load_run"]
+"""Run directories as plain IO: their files, metadata, checkpoints and lock (no building)."""

@@ -1,4 +1,4 @@
-"""Lightning CheckpointIO that writes each checkpoint to a temp file and renames it into place."""
+"""Lightning CheckpointIO that writes each checkpoint to a temp file, syncs it and renames it into place."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ from typing import Any, Optional
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lmforge.atomic import unwritable_as_user_error
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """An interrupted save leaves the previous checkpoint intact instead of a truncated file."""
+    """A kill or a full disk during a save leaves the previous checkpoint intact, never a truncated file."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        with unwritable_as_user_error(path):
+            try:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)

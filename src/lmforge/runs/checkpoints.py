@@ -1,17 +1,25 @@
-"""Finding and reading checkpoints: a `.ckpt` file or a run directory, with clear errors."""
+"""Finding and reading checkpoints: a `.ckpt` file or a run directory, safely, with clear errors.
+
+Every checkpoint is read with `torch.load(weights_only=True)`: lmforge stores only tensors and
+plain containers in them, so a crafted file cannot run code when it is loaded.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import yaml
 
 from lmforge.errors import UserError
 
+log = logging.getLogger(__name__)
 PREFERRED = ("best.ckpt", "last.ckpt")
 
 
 def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = PREFERRED) -> Path:
-    """A `.ckpt` path as given, or the preferred checkpoint of a run directory."""
+    """A `.ckpt` path as given, or the preferred checkpoint of a run directory (else its newest)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"checkpoint or run directory not found: {path}")
@@ -21,39 +29,77 @@ def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = PREFERRED) -> Pa
     for name in prefer:
         if (folder / name).is_file():
             return folder / name
-    found = sorted(folder.glob("*.ckpt"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
+    found = checkpoint_files(folder)
     if not found:
         raise UserError(f"{path}: no checkpoint found (looked for {folder}/{{{','.join(prefer)}}})")
     return found[-1]
 
 
-def newest_checkpoint(run_dir: str | Path) -> Path | None:
-    """For `resume=auto`: last.ckpt of the run directory, else its newest .ckpt, else None."""
-    folder = Path(run_dir) / "checkpoints"
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    found = sorted(folder.glob("*.ckpt"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
-    return found[-1] if found else None
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The `.ckpt` files of a folder, oldest first (temporary files of unfinished writes excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted((f for f in folder.glob("*.ckpt") if not f.name.startswith(".")), key=lambda f: f.stat().st_mtime)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU; a corrupt or foreign file is a one-line error."""
+def newest_valid_checkpoint(run_dir: str | Path) -> Optional[Path]:
+    """For `resume=auto`: the checkpoint of the run directory with the highest step that loads.
+
+    A truncated or corrupt file (a kill during a write that bypassed the atomic rename, a full disk)
+    is skipped, with one line saying so, in favour of the previous valid one."""
+    newest, newest_key = None, None
+    for path in reversed(checkpoint_files(Path(run_dir) / "checkpoints")):
+        try:
+            ckpt = read_checkpoint(path, mmap=True)
+        except UserError as exc:
+            log.warning("resume=auto: skipping %s", exc)
+            continue
+        key = (int(ckpt.get("global_step", -1)), path.stat().st_mtime)
+        if newest_key is None or key > newest_key:
+            newest, newest_key = path, key
+    return newest
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU; a corrupt, foreign or unsafe file is a one-line error."""
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad or unsafe file
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise UserError(f"{path}: refused to load: it holds objects other than tensors and plain "
+                            f"containers, which could run code ({reason})") from exc
         raise UserError(f"{path}: not a readable checkpoint, corrupt or truncated "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from exc
+                        f"({type(exc).__name__}: {reason})") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return ckpt
 
 
-def run_dir_of(path: str | Path) -> Path | None:
+def run_dir_of(path: str | Path) -> Optional[Path]:
     """The run directory a path belongs to (the directory itself, or <run>/checkpoints/x.ckpt)."""
     p = Path(path).expanduser().resolve()
     for candidate in (p, p.parent.parent if p.is_file() else p):
         if (candidate / ".hydra" / "config.yaml").is_file():
             return candidate
     return None
+
+
+def saved_config(path: str | Path) -> dict:
+    """The resolved config of a run directory or a checkpoint (from its run directory, else the file)."""
+    run_dir = run_dir_of(path)
+    if run_dir is not None:
+        config_file = run_dir / ".hydra" / "config.yaml"
+        try:
+            config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"{config_file}: not a readable config ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(config, dict):
+            raise UserError(f"{config_file}: not a config mapping")
+        return config
+    config = (read_checkpoint(find_checkpoint(path)).get("lmforge") or {}).get("config")
+    if not config:
+        raise UserError(f"{path}: no lmforge config in this checkpoint and no run directory around it")
+    return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -43,6 +44,8 @@ def run_info(command: str, run_dir: Path, **extra) -> dict:
         "cwd": str(Path.cwd()),
         "run_dir": str(run_dir),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "start_time": time.time(),
+        "pid": os.getpid(),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "git": git_state(Path.cwd()),

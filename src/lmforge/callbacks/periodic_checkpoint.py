@@ -1,0 +1,53 @@
+"""Checkpoints every N steps and/or every M minutes, independent of validation, keeping the last K."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import lightning as L
+from pydantic import Field
+
+from lmforge.runs.checkpoints import checkpoint_files
+
+PREFIX = "step-"
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Save `<dirpath>/step-<global step>.ckpt` when `every_n_steps` steps or `every_n_minutes`
+    minutes have passed since the last one (either trigger; null disables it), keeping the newest
+    `keep`. Written for both triggers at once: Lightning's ModelCheckpoint takes only one of them
+    per instance, and two instances would each keep their own K files."""
+
+    def __init__(self, dirpath: str, every_n_steps: Optional[Annotated[int, Field(ge=1)]] = None,
+                 every_n_minutes: Optional[Annotated[float, Field(gt=0)]] = None,
+                 keep: Annotated[int, Field(ge=1)] = 2) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps
+        self.every_n_minutes = every_n_minutes
+        self.keep = keep
+        self._last_time = time.monotonic()
+        self._last_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_time = time.monotonic()
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        by_steps = self.every_n_steps and step % self.every_n_steps == 0
+        by_time = self.every_n_minutes and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
+        if step != self._last_step and (by_steps or by_time):
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> Path:
+        """Save a checkpoint of the current step now (every rank must call it) and prune old ones."""
+        path = self.dirpath / f"{PREFIX}{trainer.global_step:07d}.ckpt"
+        trainer.save_checkpoint(path)
+        self._last_time, self._last_step = time.monotonic(), trainer.global_step
+        if trainer.is_global_zero:
+            periodic = [f for f in checkpoint_files(self.dirpath) if f.name.startswith(PREFIX)]
+            for old in sorted(periodic)[: -self.keep]:
+                old.unlink(missing_ok=True)
+        return path

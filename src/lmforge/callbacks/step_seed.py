@@ -1,0 +1,38 @@
+"""Randomness as a function of the step: a resumed run draws exactly what the uninterrupted one did."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+
+
+def mix(*values: int) -> int:
+    """Mix integers into one well-spread 63-bit seed (splitmix64 steps)."""
+    x = 0
+    for value in values:
+        x = (x * 0x9E3779B97F4A7C15 + int(value) + 1) & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x >> 1
+
+
+class StepSeed(L.Callback):
+    """Before every training batch, seed Python, NumPy and torch (CPU and CUDA) from (seed, rank,
+    batch index). Dropout and any other random op of a step then depend only on where the step is,
+    not on what ran before it in this process (validation loops, DataLoader iterators and the sanity
+    check all draw from the global generators): restoring RNG states at a checkpoint could not give
+    that, since a resumed process runs a different sequence of those before its first step."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # total_batch_idx counts every training batch of the run and is restored on resume.
+        seed = mix(self.seed, trainer.global_rank, trainer.fit_loop.total_batch_idx)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)  # seeds every CUDA device too

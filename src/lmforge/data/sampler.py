@@ -1,0 +1,47 @@
+"""The order of a map-style dataset as a function of (seed, epoch), continued mid-epoch on resume."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Optional
+
+import lightning as L
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices 0..n-1, shuffled by a generator seeded with (seed, epoch) when `shuffle`, starting at
+    the sample where training stopped when a run resumes mid-epoch.
+
+    Torch's RandomSampler draws its permutation from the global RNG when an epoch starts, so a resumed
+    run would see another order (and restart the epoch from its first batch); here the order needs
+    nothing but the seed and the epoch, and the position comes from the trainer's restored progress.
+    Lightning calls `set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, batch_size: int, trainer: Optional[L.Trainer] = None) -> None:
+        self.n, self.seed, self.shuffle, self.batch_size, self.trainer = n, seed, shuffle, batch_size, trainer
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=generator).tolist()
+
+    def start(self) -> int:
+        """Samples of this epoch already trained on (non-zero only when a run resumes mid-epoch)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.order()[self.start():]
+
+    def __len__(self) -> int:
+        return self.n

