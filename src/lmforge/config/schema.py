@@ -115,6 +115,8 @@ class Report:
     metrics: Optional[list[str]] = None
     keys: Optional[list[str]] = None
     sort_by: Optional[str] = None
+    sort_order: Optional[Literal["min", "max"]] = None
+    out: Optional[str] = None
     print_config: bool = False
 
 
