@@ -64,6 +64,7 @@ def test_report_of_a_sweep_renders_curves_table_and_parameters_in_a_browser(swee
     proc = ok(lmforge("report", f"runs=[{sweep}]", cwd=tmp_path))
     page = sweep / "report.html"
     assert proc.stdout.strip().splitlines()[-1] == f"report: {page}"
+    assert not list(tmp_path.iterdir())  # nothing written where it ran
     html = page.read_text()
     # Self-contained: plotly.js inline once, nothing fetched from the network.
     assert html.count("window.PlotlyConfig") == 1 and len(html) > 3_000_000
@@ -144,6 +145,10 @@ def test_runs_by_glob_go_to_out_ranked_as_asked_with_wall_time_curves(sweep: Pat
     dom = chromium_dom(out / "report.html", tmp_path)
     assert len(rendered_charts(dom)) == 3  # no sweep: only the curves
     assert ">wall time<" in dom and ">step<" in dom  # the x-axis switch
+
+    proc = ok(lmforge("report", f"runs=[{copy}/*]", cwd=tmp_path))  # no out=: a new folder under logs/
+    (page,) = (tmp_path / "logs" / "report").glob("*/report.html")
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {page}"
 
 
 def _add_elapsed(file: Path) -> None:

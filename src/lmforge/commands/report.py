@@ -12,7 +12,7 @@ def main(cfg: DictConfig):
     from lmforge.atomic import write_text
     from lmforge.config.validate import validate
     from lmforge.report import charts, html
-    from lmforge.report.collect import collect
+    from lmforge.report.collect import collect, output_dir
     from lmforge.report.history import read_history
     from lmforge.report.table import build_table, to_csv, to_rich
 
@@ -26,8 +26,7 @@ def main(cfg: DictConfig):
     sweep_charts = [charts.sweep_figures(sweep, table, palette) for sweep in found.sweeps]
     page = html.render(found, table, palette, curves, sweep_charts)
 
-    one_sweep = len(found.sweeps) == 1 and len(found.sweeps[0].runs) == len(found.runs)
-    out = Path(config["out"] or (found.sweeps[0].path if one_sweep else config["paths"]["output_dir"]))
+    out = output_dir(config["out"], found, Path(config["paths"]["log_dir"]))
     write_text(out / "report.csv", to_csv(table))
     write_text(out / "report.html", page)
 

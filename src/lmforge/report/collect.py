@@ -1,4 +1,5 @@
-"""Find and read the runs and sweeps a report compares: run directories, sweep directories, globs.
+"""Find and read the runs and sweeps a report compares (run directories, sweep directories, globs)
+and choose where the report goes.
 
 A run directory holds `metrics.json` and/or `run.json` (plus `.hydra/` and `csv/metrics.csv`); a
 sweep directory holds numbered job directories and `sweep.json` (or, from older lmforge or plain
@@ -11,6 +12,8 @@ import glob
 import json
 import math
 import os
+import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -77,6 +80,15 @@ def collect(patterns: list[str]) -> Collection:
         raise UserError(f"report: no runs (metrics.json or run.json) under {', '.join(patterns)}")
     _relabel(list(runs.values()), sweeps)
     return Collection(list(runs.values()), sweeps)
+
+
+def output_dir(out: Optional[str], found: Collection, log_dir: Path) -> Path:
+    """`out`, else the sweep's own directory when the report is of one sweep, else a new folder."""
+    if out:
+        return Path(out)
+    if len(found.sweeps) == 1 and len(found.sweeps[0].runs) == len(found.runs):
+        return found.sweeps[0].path
+    return log_dir / "report" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 
 def _expand(patterns: list[str]) -> list[Path]:
