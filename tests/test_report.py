@@ -100,15 +100,17 @@ def test_sweep_json_failed_and_pruned_jobs_are_shown_not_dropped(sweep: Path, tm
     copy = copy_of(sweep, tmp_path)
     jobs = [{"job": n, "overrides": _overrides(copy / str(n)), "status": "finished",
              "run_dir": f"/moved/away/{n}", "metrics": metrics(copy / str(n))} for n in range(4)]
-    jobs += [{"job": 4, "overrides": ["model.activation=sigmoid", "optimizer.lr=0.1"], "status": "failed",
-              "run_dir": None, "metrics": {}},
-             {"job": 5, "overrides": ["model.activation=gelu", "optimizer.lr=0.1"], "status": "pruned",
+    common = [o for o in _overrides(copy / "0") if not o.startswith(("model.activation=", "optimizer.lr="))]
+    jobs += [{"job": 4, "overrides": [*common, "model.activation=sigmoid", "optimizer.lr=0.1"],
+              "status": "failed", "run_dir": None, "metrics": {}},
+             {"job": 5, "overrides": [*common, "model.activation=gelu", "optimizer.lr=0.1"], "status": "pruned",
               "run_dir": None, "metrics": {"val/loss": 2.3}}]
     (copy / "sweep.json").write_text(json.dumps({
         "sweep_dir": "/moved/away", "command": "train", "optimized_metric": "val/loss", "direction": "minimize",
         "params": ["model.activation", "optimizer.lr"], "jobs": jobs}))
     ok(lmforge("report", f"runs=[{copy}]", cwd=tmp_path))
     rows = read_csv(copy / "report.csv")
+    assert list(rows[0])[:4] == ["run", "status", "model.activation", "optimizer.lr"]
     assert [r["status"] for r in rows] == ["finished"] * 4 + ["failed", "pruned"]
     losses = [float(r["val/loss"]) for r in rows[:4]]
     assert losses == sorted(losses)  # the sweep's direction: lowest val/loss first

@@ -125,6 +125,8 @@ def _param(param: str, plotted: list[Run], table: Table, palette: dict[str, str]
     _layout(fig, param, "", param, _metric_title(table))
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10 and not all(float(x).is_integer() for x in xs):
         fig.update_xaxes(type="log")  # learning rates, weight decays: not sizes and counts
+    if numeric and len(set(xs)) <= 10:  # a grid: its values are the ticks
+        fig.update_xaxes(tickvals=sorted(set(xs)), ticktext=[fmt(x) for x in sorted(set(xs))])
     elif not numeric:
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=sorted(set(xs), key=_natural))
     return fig

@@ -101,8 +101,9 @@ def differing_keys(found: Collection) -> list[str]:
         candidates = dict.fromkeys(k for run in runs for k in run.overrides)
     else:
         candidates = dict.fromkeys(k for run in runs for k in run.settings)
-    return params + [k for k in candidates
-                     if k not in params and len({str(run.value(k)) for run in runs}) > 1]
+    # Runs that do not know a key (a job that never started has only its overrides) do not count.
+    return params + [k for k in candidates if k not in params
+                     and len({str(run.value(k)) for run in runs if run.value(k) is not None}) > 1]
 
 
 def _rankable(run: Run, target: str) -> bool:
