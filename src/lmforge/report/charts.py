@@ -30,7 +30,7 @@ def family(metric: str) -> Optional[str]:
         return None  # logged once, at the end: in the table
     if metric.startswith("lr"):
         return LR  # Lightning's LearningRateMonitor: lr-AdamW, lr-AdamW/pg1
-    return metric.rsplit("/", 1)[-1]
+    return metric.rsplit("/", 1)[-1].removesuffix("_step").removesuffix("_epoch")  # self.log(on_step, on_epoch)
 
 
 def curve_figures(table: Table, histories: dict[str, History], palette: dict[str, str]) -> list[go.Figure]:
