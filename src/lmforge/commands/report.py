@@ -1,25 +1,34 @@
-"""`lmforge report runs=[logs/mnist_mlp/multiruns/<sweep>]`: a table comparing runs and sweeps."""
+"""`lmforge report runs=[<sweep or runs>]`: compare runs and sweeps in report.html, report.csv and a table."""
 
 from omegaconf import DictConfig
 
 
 def main(cfg: DictConfig):
+    import sys
     from pathlib import Path
 
     from rich.console import Console
-    from rich.table import Table
 
     from lmforge.atomic import write_text
     from lmforge.config.validate import validate
-    from lmforge.report.compare import compare, to_csv, to_markdown
+    from lmforge.report import charts, html
+    from lmforge.report.collect import collect, output_dir
+    from lmforge.report.history import read_history
+    from lmforge.report.table import build_table, to_csv, to_rich
 
     config = validate(cfg, "report")
-    header, rows = compare(config["runs"], config["metrics"], config["sort_by"], config["keys"])
-    table = Table(*header, title=f"{len(rows)} runs")
-    for row in rows:
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row])
-    Console(width=200).print(table)
-    out = Path(config["paths"]["output_dir"])
-    write_text(out / "report.csv", to_csv(header, rows))
-    write_text(out / "report.md", to_markdown(header, rows))
-    print(f"report: {out / 'report.md'} and report.csv")
+    found = collect(config["runs"])
+    table = build_table(found, config["metrics"], config["keys"], config["sort_by"], config["sort_order"])
+
+    palette = charts.colors(table.runs)
+    histories = {run.label: read_history(run.path) for run in table.runs}
+    curves = charts.curve_figures(table, {k: h for k, h in histories.items() if h}, palette)
+    sweep_charts = [charts.sweep_figures(sweep, table, palette) for sweep in found.sweeps]
+    page = html.render(found, table, palette, curves, sweep_charts)
+
+    out = output_dir(config["out"], found, Path(config["paths"]["log_dir"]))
+    write_text(out / "report.csv", to_csv(table))
+    write_text(out / "report.html", page)
+
+    Console(width=None if sys.stdout.isatty() else 200).print(to_rich(table))  # a pipe: no wrapping
+    print(f"report: {out / 'report.html'}")

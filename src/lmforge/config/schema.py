@@ -91,6 +91,8 @@ class Report:
     metrics: Optional[list[str]]
     keys: Optional[list[str]]
     sort_by: Optional[str]
+    sort_order: Optional[Literal["min", "max"]]
+    out: Optional[str]
     print_config: bool
 
 

@@ -1,1 +1,1 @@
-"""Run comparison: one table of the metrics and the differing config keys of many runs."""
+"""Run and sweep comparison: collect runs, rank them in a table, draw their curves, write report.html."""
