@@ -109,3 +109,54 @@ def pretrain_run(tmp_path_factory, corpus: Path) -> tuple[Path, str]:
                       f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={run}", "print_config=false",
                       cwd=root))
     return run, proc.stdout
+
+
+GOOD = ["good", "great", "fine", "lovely", "superb", "nice"]
+BAD = ["bad", "awful", "poor", "terrible", "dull", "ugly"]
+FILLER = ["the", "movie", "plot", "was", "really", "quite", "and", "acting", "story", "overall"]
+
+
+def reviews(path: Path, n: int, seed: int, header=("review", "sentiment")) -> Path:
+    """A CSV whose label is learnable from the words: positive words -> pos, negative -> neg."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i in range(n):
+            label = "pos" if i % 2 == 0 else "neg"
+            words = rng.sample(FILLER, 5) + rng.sample(GOOD if label == "pos" else BAD, 2)
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), label])
+    return path
+
+
+@pytest.fixture(scope="session")
+def review_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("reviews")
+    return {"train": reviews(root / "train.csv", 160, 0), "val": reviews(root / "val.csv", 40, 1),
+            "test": reviews(root / "test.csv", 40, 2)}
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_lm(tmp_path_factory) -> Path:
+    """A tiny random GPT-2 with a byte-level tokenizer (256 bytes + eos + pad), as a Hugging Face directory."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from lmforge.models.export import export_hf
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["a"], trainers.BpeTrainer(
+        vocab_size=258, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                        pad_token="<|pad|>", clean_up_tokenization_spaces=False)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=258, n_positions=64, n_layer=2, n_head=2, n_embd=64,
+                                       bos_token_id=None, eos_token_id=None))
+    return export_hf(model, tokenizer, tmp_path_factory.mktemp("lm") / "tiny-gpt2")

@@ -5,38 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import csv_metric, lmforge, metrics, ok, one_line_error
-
-GOOD = ["good", "great", "fine", "lovely", "superb", "nice"]
-BAD = ["bad", "awful", "poor", "terrible", "dull", "ugly"]
-FILLER = ["the", "movie", "plot", "was", "really", "quite", "and", "acting", "story", "overall"]
-
-
-def reviews(path: Path, n: int, seed: int, header=("review", "sentiment")) -> Path:
-    """A CSV whose label is learnable from the words: positive words -> pos, negative -> neg."""
-    rng = random.Random(seed)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for i in range(n):
-            label = "pos" if i % 2 == 0 else "neg"
-            words = rng.sample(FILLER, 5) + rng.sample(GOOD if label == "pos" else BAD, 2)
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label])
-    return path
-
-
-@pytest.fixture(scope="module")
-def review_files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("reviews")
-    return {"train": reviews(root / "train.csv", 160, 0), "val": reviews(root / "val.csv", 40, 1),
-            "test": reviews(root / "test.csv", 40, 2)}
+from conftest import csv_metric, lmforge, metrics, ok, one_line_error, reviews
 
 
 def classify_args(files: dict[str, Path], *extra: str) -> list[str]:

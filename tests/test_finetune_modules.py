@@ -17,13 +17,11 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge.data.classification import ClassificationDataModule
 from lmforge.data.sft import SFTDataModule
 from lmforge.errors import UserError
-from lmforge.models.causal_lm import gpt2
 from lmforge.models.export import export_hf
 from lmforge.models.sequence_classifier import MeanPoolClassifier, sequence_classifier
 from lmforge.modules.causal_lm import lm_loss
@@ -75,19 +73,8 @@ def sentiment(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory) -> Path:
-    """A tiny random GPT-2 and a byte-level tokenizer (256 bytes + eos + pad), as an HF directory."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["a"], trainers.BpeTrainer(
-        vocab_size=258, special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                        pad_token="<|pad|>", clean_up_tokenization_spaces=False)
-    torch.manual_seed(0)
-    model = gpt2(vocab_size=258, block_size=64, n_layer=2, n_head=2, n_embd=64)
-    return export_hf(model, tokenizer, tmp_path_factory.mktemp("lm") / "tiny-gpt2")
+def tiny_lm_dir(tiny_hf_lm) -> Path:
+    return tiny_hf_lm
 
 
 def classification_data(paths: dict[str, str], model_dir, batch_size: int = 16) -> ClassificationDataModule:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lmforge.data.base import DataModule
 from lmforge.generation import generate
 
 
@@ -29,7 +30,8 @@ class TextSamples(L.Callback):
         self.samples: list[tuple[int, str]] = []  # (step, text) of this process, for inspection
 
     def _tokenizer(self, trainer: L.Trainer):
-        return self.tokenizer or getattr(getattr(trainer, "datamodule", None), "tokenizer", None)
+        datamodule = trainer.datamodule
+        return self.tokenizer or (datamodule.tokenizer if isinstance(datamodule, DataModule) else None)
 
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[str]:
         """Generate one sample now, print and log it; returns the text (None without a tokenizer)."""

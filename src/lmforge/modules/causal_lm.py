@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from lmforge.data.base import DataModule
 from lmforge.modules.base import TaskModule
@@ -30,8 +31,8 @@ class CausalLMModule(TaskModule):
                  nan_policy: Literal["stop", "skip"] = "stop"):
         super().__init__(model, optimizer, scheduler, nan_policy)
         self.weight_decay_embeddings = weight_decay_embeddings
-        # Per stage, [sum of token losses, tokens] over the epoch: summed across ranks at its end.
-        self._totals: dict[str, torch.Tensor] = {}
+        # Per stage, the token-weighted mean loss of the epoch (torchmetrics syncs it across ranks).
+        self.epoch_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits [B, T, vocab] for every position."""
@@ -50,8 +51,7 @@ class CausalLMModule(TaskModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         loss, tokens = self.batch_loss(batch)
         if tokens > 0:
-            sums = torch.stack([loss.detach().float() * tokens, tokens.float()])
-            self._totals[stage] = self._totals[stage] + sums if stage in self._totals else sums
+            self.epoch_loss[stage].update(loss.detach().float(), weight=tokens)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -62,14 +62,11 @@ class CausalLMModule(TaskModule):
     def _log_epoch(self, stage: str) -> None:
         """Log `<stage>/loss` (the mean over all tokens of all ranks), `/ppl` and, when the data knows
         its bytes per token, `/bpb`."""
-        sums = self._totals.pop(stage, None)
-        if sums is None:  # no tokens here, but every rank must join the reduction
-            sums = torch.zeros(2, device=self.device)
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        if sums[1] == 0:
+        metric = self.epoch_loss[stage]
+        loss = metric.compute()  # every rank joins the reduction, even one that saw no tokens
+        metric.reset()
+        if not torch.isfinite(loss):
             return
-        loss = sums[0] / sums[1]
-        # Already summed over ranks above; sync_dist just tells Lightning so (identical values).
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
         self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=80.0)), sync_dist=True)
         datamodule = self.trainer.datamodule

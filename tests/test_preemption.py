@@ -1,0 +1,147 @@
+"""Preemption and Ctrl-C stop at a step boundary with a checkpoint and a status; run directories are
+protected from a second run; a NaN loss stops the run naming its step (or the batch is skipped)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import OFFLINE_ENV, cli, csv_metric, lmforge, one_line_error
+
+LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=200",
+            "callbacks=none", "logger=csv"]
+
+
+def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+    full = {**os.environ, **OFFLINE_ENV, **env}
+    full.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=cwd, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(run: Path, proc: subprocess.Popen, steps: int = 20) -> None:
+    """Until the run has logged `steps` training steps (so it is inside the fit loop)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        info = run / "run.json"
+        if info.is_file() and (run / "csv" / "metrics.csv").is_file() and len(csv_metric(run, "train/loss")) >= 1:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"never trained: exit {proc.poll()}\n{proc.communicate()[1][-3000:]}")
+
+
+@pytest.mark.parametrize("signum, status, code", [(signal.SIGTERM, "preempted", 143),
+                                                  (signal.SIGUSR1, "preempted", 143),
+                                                  (signal.SIGINT, "interrupted", 130)])
+def test_a_signal_saves_a_checkpoint_and_exits_with_its_status(signum, status, code, tmp_path: Path):
+    run = tmp_path / "run"
+    proc = start([*LONG_MLP, f"hydra.run.dir={run}", "trainer.log_every_n_steps=1"], tmp_path)
+    wait_for_training(run, proc)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-3000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == status
+    saved = run / "checkpoints" / f"step-{info['global_step']:07d}.ckpt"
+    assert saved.is_file(), list((run / "checkpoints").iterdir())
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith(f"{status} at step {info['global_step']}") and "resume=auto" in last_line
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_under_ddp_a_signal_to_one_rank_stops_both_together(tmp_path: Path):
+    run = tmp_path / "run"
+    proc = start([*LONG_MLP, "trainer=ddp_cpu", f"hydra.run.dir={run}", "trainer.log_every_n_steps=1"], tmp_path)
+    wait_for_training(run, proc)
+    proc.send_signal(signal.SIGTERM)  # rank 0 only: rank 1 is its child process
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-3000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "preempted"
+    assert (run / "checkpoints" / f"step-{info['global_step']:07d}.ckpt").is_file()
+    # ...and it resumes under DDP from that checkpoint to the end.
+    resumed = start([*LONG_MLP[:-3], "trainer.max_epochs=1", "callbacks=none", "logger=csv", "trainer=ddp_cpu",
+                     f"hydra.run.dir={run}", "resume=auto", "trainer.max_steps=" + str(info["global_step"] + 5)],
+                    tmp_path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert json.loads((run / "run.json").read_text())["global_step"] == info["global_step"] + 5
+
+
+def test_a_finished_run_is_not_overwritten(mlp_run: Path, tmp_path: Path):
+    before = {p: p.stat().st_mtime_ns for p in mlp_run.rglob("*") if p.is_file()}
+    line = one_line_error(cli("train", "experiment=mnist_mlp", "debug=fdr", f"hydra.run.dir={mlp_run}", cwd=tmp_path))
+    assert "already holds a run" in line and "resume=auto" in line and "overwrite=true" in line
+    assert {p: p.stat().st_mtime_ns for p in mlp_run.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_true_replaces_a_run(tmp_path: Path):
+    run = tmp_path / "run"
+    args = ["experiment=mnist_mlp", "debug=fdr", "data.download=false", f"hydra.run.dir={run}"]
+    assert cli("train", *args, cwd=tmp_path).returncode == 0
+    (run / "notes.txt").write_text("mine")
+    first = json.loads((run / "run.json").read_text())["start_time"]
+    assert cli("train", *args, "overwrite=true", cwd=tmp_path).returncode == 0
+    assert json.loads((run / "run.json").read_text())["start_time"] > first
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+
+
+def test_a_second_live_run_in_one_directory_is_refused_and_a_stale_lock_is_not(tmp_path: Path):
+    run = tmp_path / "run"
+    first = start([*LONG_MLP, f"hydra.run.dir={run}"], tmp_path)
+    wait_for_training(run, first)
+    line = one_line_error(lmforge("train", *LONG_MLP, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path))
+    assert "in use by a live run" in line and f"pid {first.pid}" in line
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # The killed run's lock file is still there, its lock is not: resume=auto continues the run.
+    assert (run / ".lock").is_file()
+    done = lmforge("train", *LONG_MLP[:3], "trainer.max_epochs=1", "callbacks=none", "logger=csv",
+                   f"hydra.run.dir={run}", "resume=auto", "trainer.max_steps=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_resume_auto_needs_a_fixed_run_directory(tmp_path: Path):
+    line = one_line_error(cli("train", "experiment=mnist_mlp", "resume=auto", cwd=tmp_path))
+    assert "resume=auto needs a run directory" in line and "hydra.run.dir" in line
+
+
+NAN_DATA = '''
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from lmforge.data.vision import DigitsDataModule
+
+class PoisonedDigits(DigitsDataModule):
+    """The bundled digits with NaN inputs in every 7th training batch."""
+    def train_dataloader(self):
+        x, y = self.splits["train"]
+        x = torch.as_tensor(x[:320], dtype=torch.float32).clone()
+        x[6 * 32:7 * 32] = float("nan")
+        return DataLoader(TensorDataset(x, torch.as_tensor(y[:320])), batch_size=32)
+'''
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_nan_loss_stops_naming_the_step_or_skips_the_batch(policy: str, tmp_path: Path):
+    (tmp_path / "poisoned.py").write_text(NAN_DATA)
+    run = tmp_path / "run"
+    proc = lmforge("train", "experiment=mnist_mlp", "data=digits", "data._target_=poisoned.PoisonedDigits", "trainer.max_epochs=2",
+                   "callbacks=default", f"nan_policy={policy}", f"hydra.run.dir={run}", "print_config=false",
+                   cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    if policy == "stop":
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "train/loss is nan at step 6" in errors[0]
+        assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert csv_metric(run, "train/skipped_batches")[-1] == 2.0  # one poisoned batch per epoch
+        assert json.loads((run / "run.json").read_text())["global_step"] == 18

@@ -1,0 +1,133 @@
+"""Nothing lost: a run killed with `kill -9` at seeded random moments and restarted with
+`resume=auto` each time ends bitwise equal to the uninterrupted run, with the same per-step losses
+and every step logged exactly once; a corrupt newest checkpoint is skipped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import OFFLINE_ENV, csv_metric, lmforge, metrics, ok
+
+MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=3",
+       "model.dropout=0.3", "checkpoint.every_n_steps=4", "logger=many", "logger.wandb.mode=offline"]
+
+
+def pretrain(corpus: Path, cache: Path) -> list[str]:
+    return [f"data.paths=[{corpus}]", "tokenizer.vocab_size=300", f"paths.cache_dir={cache}", "print_config=false",
+            "model.block_size=64", "model.dropout=0.1", "data.batch_size=8", "trainer.max_steps=60",
+            "trainer.max_time=null", "trainer.val_check_interval=10", "checkpoint.every_n_steps=3",
+            "callbacks=default", "test=false"]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    import os
+
+    env = {**os.environ, **OFFLINE_ENV}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def newest_step(run: Path) -> int:
+    steps = [int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("step-*.ckpt")]
+    return max(steps, default=-1)
+
+
+def killed_and_resumed(args: list[str], run: Path, cwd: Path, kills: int, seed: int) -> list[int]:
+    """Start, kill -9 after progress plus a seeded random delay, resume=auto; `kills` times, then finish.
+    Returns the newest checkpoint step seen at each kill."""
+    rng = random.Random(seed)
+    seen = []
+    for attempt in range(kills):
+        proc = start([*args, f"hydra.run.dir={run}", *(["resume=auto"] if attempt else [])], cwd)
+        floor = newest_step(run)
+        deadline = time.time() + 300
+        while newest_step(run) <= floor and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))  # anywhere: a step, a validation, a checkpoint write
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before kill {attempt + 1}: exit {proc.returncode}\n{proc.stderr.read()[-3000:]}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.append(newest_step(run))
+    ok(lmforge("train", *args, f"hydra.run.dir={run}", "resume=auto", cwd=cwd))
+    return seen
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_run(a: Path, b: Path, final: str) -> None:
+    wa, wb = weights(a / "checkpoints" / final), weights(b / "checkpoints" / final)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert different == [], different[:5]
+    for name in ("train/loss", "val/loss"):
+        assert csv_metric(a, name) == csv_metric(b, name), name
+    steps = [row["step"] for row in csv.DictReader(open(b / "csv" / "metrics.csv")) if row.get("train/loss")]
+    assert len(steps) == len(set(steps)), "a step logged twice"
+
+
+@pytest.mark.slow
+def test_pretraining_killed_five_times_ends_bitwise_equal(corpus: Path, tmp_path: Path):
+    args = pretrain(corpus, tmp_path / "cache")
+    ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+    seen = killed_and_resumed(args, tmp_path / "killed", tmp_path, kills=5, seed=1)
+    assert len(seen) == 5 and seen == sorted(seen)
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", "step-0000060.ckpt")
+    info = json.loads((tmp_path / "killed" / "run.json").read_text())
+    assert info["status"] == "finished" and info["attempt"] == 6 and info["global_step"] == 60
+
+
+@pytest.mark.slow
+def test_mlp_killed_mid_epoch_keeps_its_shuffle_dropout_and_history(tmp_path: Path):
+    ok(lmforge("train", *MLP, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+    killed_and_resumed(MLP, tmp_path / "killed", tmp_path, kills=2, seed=2)
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", "last.ckpt")
+    assert metrics(tmp_path / "killed")["test/acc"] == metrics(tmp_path / "straight")["test/acc"]
+    # TensorBoard: one event stream with each step once; W&B: the same run continued.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tb_steps(run: Path) -> list[int]:
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        return [e.step for e in events.Scalars("train/loss")]
+
+    assert tb_steps(tmp_path / "killed") == tb_steps(tmp_path / "straight")
+    killed_wandb = tmp_path / "killed" / "wandb"
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in killed_wandb.glob("offline-run-*")}
+    assert run_ids == {(killed_wandb / "run_id").read_text().strip()}
+
+
+@pytest.mark.slow
+def test_fine_tuning_killed_and_resumed_is_exact(tiny_hf_lm: Path, review_files: dict, tmp_path: Path):
+    args = ["experiment=finetune_classify", f"init_from={tiny_hf_lm}", f"data.train_file={review_files['train']}",
+            "data.text_column=review", "data.label_column=sentiment", "trainer.max_epochs=2", "data.batch_size=4",
+            "checkpoint.every_n_steps=2", "print_config=false", "model.dropout=null"]
+    ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+    killed_and_resumed(args, tmp_path / "killed", tmp_path, kills=2, seed=3)
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", "last.ckpt")
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path):
+    run = tmp_path / "run"
+    args = [*MLP[:4], "debug=limit", "checkpoint.every_n_steps=5", "logger=csv"]
+    ok(lmforge("train", *args, f"hydra.run.dir={run}", cwd=tmp_path))
+    newest = run / "checkpoints" / "step-0000015.ckpt"
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "checkpoints" / "best.ckpt").unlink()
+    newest.write_bytes(newest.read_bytes()[:2000])  # as a full disk or a foreign tool might leave it
+    proc = ok(lmforge("train", *args, "trainer.max_epochs=4", f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path))
+    assert "skipping" in proc.stderr and "step-0000015.ckpt" in proc.stderr
+    assert json.loads((run / "run.json").read_text())["resumed_from"].endswith("step-0000010.ckpt")
