@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OFFLINE_ENV, cli, csv_metric, lmforge, one_line_error
+from conftest import OFFLINE_ENV, cli, csv_metric, lmforge, metrics, one_line_error
 
 LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=200",
             "callbacks=none", "logger=csv"]
@@ -144,4 +144,6 @@ def test_a_nan_loss_stops_naming_the_step_or_skips_the_batch(policy: str, tmp_pa
     else:
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert csv_metric(run, "train/skipped_batches")[-1] == 2.0  # one poisoned batch per epoch
-        assert json.loads((run / "run.json").read_text())["global_step"] == 18
+        # Lightning still counts the step of a skipped batch; the optimizer left the weights alone.
+        assert json.loads((run / "run.json").read_text())["global_step"] == 20
+        assert metrics(run)["test/acc"] > 0.5

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Optional
 
 from lmforge.errors import RunFailed, UserError
+
+log = logging.getLogger(__name__)
 
 
 def final_metrics(logged: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -20,14 +23,19 @@ def final_metrics(logged: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def optimized_value(logged: dict[str, Any], name: Optional[str]) -> Optional[float]:
-    """The value of `optimized_metric` for the sweeper: a missing or non-finite one fails the job."""
+def optimized_value(logged: dict[str, Any], name: Optional[str], required: bool) -> Optional[float]:
+    """The value of `optimized_metric` for the sweeper: in a sweep (`required`) a missing or
+    non-finite one fails the job; a single run only warns about it."""
     if not name:
         return None
     if name not in logged:
-        raise UserError(f"optimized_metric '{name}' was not logged; logged: {', '.join(sorted(logged))}")
+        message = f"optimized_metric '{name}' was not logged; logged: {', '.join(sorted(logged))}"
+        if required:
+            raise UserError(message)
+        log.warning(message)
+        return None
     value = logged[name]
     value = float(value.item() if hasattr(value, "item") else value)
-    if not math.isfinite(value):
+    if not math.isfinite(value) and required:
         raise RunFailed(f"optimized_metric {name} is {value}")
     return value

@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.experiment.load import resolve_init_from
     from lmforge.loggers.wandb import finish_run
     from lmforge.metrics import final_metrics, optimized_value
-    from lmforge.runs.checkpoints import find_checkpoint, newest_valid_checkpoint, read_checkpoint
+    from lmforge.runs.checkpoints import find_checkpoint, newest_valid_checkpoint, read_checkpoint, run_dir_of
     from lmforge.runs.directory import RunDir
     from lmforge.runs.lock import RunLock
     from lmforge.runs.metadata import run_info
@@ -60,8 +60,9 @@ def main(cfg: DictConfig) -> Optional[float]:
         per_job = config["trainer"]["devices"] if isinstance(config["trainer"]["devices"], int) else 1
         devices = restrict_devices(HydraConfig.get().sweep.dir, int(os.environ["LMFORGE_DEVICE_SLOTS"]), per_job)
     if owner:
-        RunLock(run.path).acquire()  # held until this process exits, even when it is killed
+        lock = RunLock(run.path).acquire()  # held until this process exits, even when it is killed
         run.refuse_unless(resume=resume, overwrite=config["overwrite"])
+        lock.record_holder()
     start: Optional[Path] = None
     if config["ckpt_path"]:
         start = find_checkpoint(config["ckpt_path"], prefer=("last.ckpt", "best.ckpt"))
@@ -116,7 +117,7 @@ def main(cfg: DictConfig) -> Optional[float]:
             ckpt = best_path or (str(start) if start and not config["train"] else None)
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             logged.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-        value = optimized_value(logged, config["optimized_metric"])
+        value = optimized_value(logged, config["optimized_metric"], required=in_multirun())
         status = "finished"
         leave_together()
     finally:
@@ -128,7 +129,8 @@ def main(cfg: DictConfig) -> Optional[float]:
 
     # 5. Write: metrics.json, the module's own outputs (e.g. predictions.csv), where it all is.
     if trainer.is_global_zero:
-        run.write_metrics(final_metrics(logged))
+        earlier = run.read_metrics() if start and run_dir_of(start) == run.path.resolve() else {}
+        run.write_metrics({**earlier, **final_metrics(logged)})  # a resumed run keeps what it measured before
         module.on_run_end(run.path, datamodule)
         job_line(f"run directory: {run}")
     return value

@@ -46,12 +46,16 @@ class RunLock:
                    if holder else "another process")
             raise UserError(f"{self.path.parent} is in use by a live run ({who}); wait for it to end or "
                             "choose another hydra.run.dir") from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "argv": sys.argv}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(record) + "\n").encode())
         self._fd = _HELD[key] = fd
         return self
+
+    def record_holder(self) -> None:
+        """Write who holds the lock (for the error another run prints); done once the run may go on,
+        so that a run refused here leaves the directory as it was."""
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "argv": sys.argv}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(record) + "\n").encode(), 0)
 
     def holder(self) -> dict:
         try:
