@@ -33,7 +33,7 @@ MAX_RETRIES = 3  # a trial cut off more often than this stays FAIL (and counts a
 
 class SharedStudy:
     def __init__(self, storage: str, study_name: str, direction: str, sampler=None, pruner=None,
-                 heartbeat_interval: float = 60.0) -> None:
+                 heartbeat_interval: float = 30.0) -> None:
         if direction not in ("minimize", "maximize"):
             raise UserError(f"hydra.sweeper.direction: '{direction}' is not one of minimize, maximize")
         if heartbeat_interval <= 0:
@@ -48,6 +48,8 @@ class SharedStudy:
             raise UserError(f"study '{study_name}' in {storage}: {exc}") from exc
         self._storage = self.study._storage
         self._in_flight: dict[int, Trial] = {}  # trial id -> asked by this process, not yet told
+        self._asked = False
+        self._waited = False
         self._beats = threading.Lock()
         self._stop = threading.Event()
         self._heart = threading.Thread(target=self._beat_forever, name="optuna-heartbeat", daemon=True)
@@ -76,6 +78,12 @@ class SharedStudy:
             if done >= n_trials:
                 return None
             running = sum(t.state == TrialState.RUNNING for t in trials)
+            if not self._asked and trials:
+                # Joining a study that has trials (a continuation, or a second process): with the
+                # preset's fixed seed, this sampler would repeat the first process's draws. Reseed it at
+                # random, as Optuna does for parallel workers; the study's first process keeps its seed.
+                self.study.sampler.reseed_rng()
+            self._asked = True
             batch = [self.study.ask(distributions) for _ in range(min(n_jobs, n_trials - done - running))]
             with self._beats:
                 self._in_flight.update((t._trial_id, t) for t in batch)
@@ -91,22 +99,24 @@ class SharedStudy:
 
     def wait(self) -> None:
         """Sleep while other processes run the last trials (then check again: they may have died)."""
+        if not self._waited:
+            print(f"optuna: the last trials run in other processes; waiting for them (one silent for "
+                  f"{SILENT_BEATS * self.interval:.0f} s was cut off and is re-run here)", flush=True)
+            self._waited = True
         time.sleep(min(self.interval, 10.0))
 
-    def close(self) -> list[int]:
+    def close(self) -> None:
         """Stop beating; trials still in flight (the sweep was interrupted) are cut off now, so that the
-        next run re-runs them at once. Returns their numbers."""
+        next run re-runs them at once."""
         self._stop.set()
         self._heart.join()
         with self._beats:
             left = list(self._in_flight.values())
             self._in_flight.clear()
-        if not left:
-            return []
-        with self._ask_lock():
-            for trial in left:
-                self._cut_off(self._storage.get_trial(trial._trial_id))
-        return [t.number for t in left]
+        if left:
+            with self._ask_lock():
+                for trial in left:
+                    self._cut_off(self._storage.get_trial(trial._trial_id))
 
     # ---- cut-off trials
     def _is_silent(self, trial: FrozenTrial) -> bool:
@@ -132,7 +142,8 @@ class SharedStudy:
         self.study.add_trial(optuna.trial.create_trial(
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
             user_attrs=trial.user_attrs, system_attrs={"failed_trial": history[0], "retry_history": history}))
-        print(f"optuna: trial {trial.number} was cut off before it finished; its parameters are queued again")
+        print(f"optuna: trial {trial.number} was cut off before it finished; its parameters are queued "
+              f"again (the same command runs them)", flush=True)
         return True
 
     @contextlib.contextmanager

@@ -25,7 +25,7 @@ class OptunaSweeperConf:
     study_name: str = "${task_name}"
     # seconds between the heartbeats of running trials; a trial silent for 3 of them was cut off
     # (its process was killed) and is re-run
-    heartbeat_interval: float = 60.0
+    heartbeat_interval: float = 30.0
     # key: search space in Hydra's override syntax: choice(a, b), range(1, 8), interval(0.1, 1.0),
     # int(interval(1, 8)), tag(log, interval(1e-4, 1e-2))
     params: Optional[Dict[str, str]] = field(default_factory=dict)

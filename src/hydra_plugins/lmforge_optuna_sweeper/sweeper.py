@@ -75,10 +75,8 @@ class OptunaSweeper(Sweeper):
                         told = shared.tell(trial, job_value(trial.number, ret))
                         value = f": {metric}={told.value:.6g}" if told.value is not None else ""
                         print(f"optuna: trial {told.number} {told.state.name.lower()}{value}", flush=True)
-        finally:
-            cut = shared.close()
-            if cut:
-                print(f"optuna: trials {', '.join(map(str, cut))} were cut off; the same command re-runs them")
+        finally:  # an interrupted sweep cuts its running trials off now: the next run re-runs them at once
+            shared.close()
         write_results(shared, space, sweep_dir, self.n_trials, metric)
         return returns
 

@@ -43,8 +43,7 @@ class OptunaPruning(L.Callback):
         if trainer.strategy.broadcast(pruned, src=0):  # every rank stops together
             import optuna
 
-            raise optuna.TrialPruned(f"trial {self.trial_number} pruned at step {trainer.global_step} "
-                                     f"({self.monitor}={float(trainer.callback_metrics[self.monitor]):.6g})")
+            raise optuna.TrialPruned(f"trial {self.trial_number} pruned at step {trainer.global_step}")
 
     def _report(self, trainer: L.Trainer) -> bool:
         """Report the metric; True if the trial is pruned (and now marked so in the study)."""
@@ -73,6 +72,7 @@ class OptunaPruning(L.Callback):
     def _open_trial(self):
         if self._trial is None:
             import optuna
+
             from hydra_plugins.lmforge_optuna_sweeper.storage import open_storage
 
             self._study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
