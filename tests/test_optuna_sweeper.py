@@ -121,6 +121,16 @@ def test_a_trial_worse_than_the_median_is_pruned_and_stops_early(tmp_path: Path)
     assert results(sweep)["trials"] == {"complete": 1, "pruned": 1, "fail": 0}
 
 
+def test_a_failing_trial_is_failed_in_the_study_and_the_sweep_goes_on(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    ok(lmforge(*sweep_args(sweep, 4, "model.activation=choice(relu,nope)"), cwd=tmp_path))
+    trials = study_trials(sweep)
+    assert len(trials) == 4 and any(t.state == TrialState.FAIL for t in trials)
+    for trial in trials:  # the job's error is caught by lmforge's job wrapper: it returns nothing
+        assert (trial.state == TrialState.FAIL) == (trial.params["model.activation"] == "nope")
+    assert results(sweep)["n_trials"] == 4
+
+
 def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -75,8 +75,9 @@ class OptunaPruning(L.Callback):
 
             from hydra_plugins.lmforge_optuna_sweeper.storage import open_storage
 
+            # No pruner configured means no pruning (Optuna's own default would be a MedianPruner).
             self._study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
-                                            pruner=self.pruner)
+                                            pruner=self.pruner or optuna.pruners.NopPruner())
             trial_id = self._study._storage.get_trial_id_from_study_id_trial_number(
                 self._study._study_id, self.trial_number)
             self._trial = optuna.Trial(self._study, trial_id)
