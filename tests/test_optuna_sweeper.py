@@ -70,7 +70,7 @@ def test_a_killed_sweep_continues_to_exactly_n_trials_re_running_the_cut_off_tri
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         first = subprocess.Popen([sys.executable, "-m", "lmforge", *args], cwd=tmp_path, stdout=out,
-                                 stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE_ENV}, start_new_session=True)
+                                 stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
     try:  # kill the whole sweep once trial 0 is told and trial 1's job has started
         wait_for(lambda: "optuna: trial 0 complete" in log.read_text() and (sweep / "1" / ".hydra").is_dir(),
                  first, log)
@@ -94,18 +94,22 @@ def test_a_killed_sweep_continues_to_exactly_n_trials_re_running_the_cut_off_tri
 @pytest.mark.slow
 def test_two_sweep_processes_share_one_study_without_duplicates(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    env = {**os.environ, **OFFLINE_ENV}
-    env.pop("HYDRA_FULL_ERROR", None)
-    procs = [subprocess.Popen([sys.executable, "-m", "lmforge", *sweep_args(sweep, 4, "hydra.sweeper.pruner=null")], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]  # files: a full pipe would stall a process
+    procs = []
+    for log in logs:
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "lmforge", *sweep_args(sweep, 4, "hydra.sweeper.pruner=null")],
+                                          cwd=tmp_path, env=cli_env(), stdout=out, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=600) for p in procs]
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], [out[-3000:] for out in outputs]
     trials = study_trials(sweep)
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert job_dirs(sweep) == {0, 1, 2, 3} and all((sweep / str(n) / "metrics.json").exists() for n in range(4))
-    told = [line for out, _ in outputs for line in out.splitlines() if re.match(r"optuna: trial \d+ complete", line)]
+    told = [line for out in outputs for line in out.splitlines() if re.match(r"optuna: trial \d+ complete", line)]
     assert len(told) == 4  # each trial run and told by exactly one of the processes
+    assert len({t.params["optimizer.lr"] for t in trials}) == 4  # the joining process drew its own points
 
 
 def test_a_trial_worse_than_the_median_is_pruned_and_stops_early(tmp_path: Path):
@@ -129,6 +133,12 @@ def test_a_failing_trial_is_failed_in_the_study_and_the_sweep_goes_on(tmp_path: 
     for trial in trials:  # the job's error is caught by lmforge's job wrapper: it returns nothing
         assert (trial.state == TrialState.FAIL) == (trial.params["model.activation"] == "nope")
     assert results(sweep)["n_trials"] == 4
+
+
+def cli_env() -> dict:
+    env = {**os.environ, **OFFLINE_ENV}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
 
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from hydra.errors import OverrideParseException
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -37,7 +38,7 @@ class SearchSpace:
         lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
         try:
             overrides = OverridesParser.create().parse_overrides(lines)
-        except Exception as exc:  # noqa: BLE001 - Hydra's parse error names the bad override
+        except OverrideParseException as exc:
             raise UserError(f"hydra.sweeper.params: {str(exc).splitlines()[0]}") from exc
         space = cls()
         for override in overrides:
@@ -49,7 +50,7 @@ class SearchSpace:
         for table in (self.distributions, self._keys, self._choice_texts, self._fixed):
             table.pop(name, None)
         if not override.is_sweep_override():
-            self._fixed[name] = override.input_line or f"{override.get_key_element()}={override.get_value_string()}"
+            self._fixed[name] = override.input_line
             return
         self._keys[name] = override.get_key_element()
         try:
@@ -69,7 +70,7 @@ class SearchSpace:
             values = range(int(value.start), int(value.stop), int(value.step))
             if not values:
                 raise UserError(f"sweep '{override.input_line}' has no values")
-            return IntDistribution(values[0], values[-1], step=abs(int(value.step)))
+            return IntDistribution(values[0], values[-1], step=values.step)
         if isinstance(value, IntervalSweep):
             log = "log" in value.tags
             if isinstance(value.start, int) and isinstance(value.end, int):

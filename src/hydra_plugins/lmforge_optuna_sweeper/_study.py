@@ -32,6 +32,8 @@ MAX_RETRIES = 3  # a trial cut off more often than this stays FAIL (and counts a
 
 
 class SharedStudy:
+    """The sweep's view of its study: what to run next, results told back, cut-off trials re-queued."""
+
     def __init__(self, storage: str, study_name: str, direction: str, sampler=None, pruner=None,
                  heartbeat_interval: float = 30.0) -> None:
         if direction not in ("minimize", "maximize"):

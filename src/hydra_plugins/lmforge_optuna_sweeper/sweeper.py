@@ -26,6 +26,8 @@ RESULTS = "optimization_results.yaml"
 
 
 class OptunaSweeper(Sweeper):
+    """Runs `n_trials` trials of the search space in `params` (plus the command line's sweeps)."""
+
     def __init__(self, direction: str, n_trials: int, n_jobs: int, sampler: Any, pruner: Any, storage: str,
                  study_name: str, heartbeat_interval: float, params: Optional[DictConfig]) -> None:
         self.direction = direction
