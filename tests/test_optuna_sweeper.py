@@ -26,9 +26,9 @@ def sweep_args(sweep: Path, n_trials: int, *extra: str) -> list[str]:
             "print_config=false", "-m", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={sweep}", *extra]
 
 
-def study_trials(sweep: Path) -> list[optuna.trial.FrozenTrial]:
+def study_trials(sweep: Path, study_name: str = "debug") -> list[optuna.trial.FrozenTrial]:
     storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
-    return optuna.load_study(study_name="debug", storage=storage).get_trials()
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials()
 
 
 def results(sweep: Path) -> dict:
@@ -133,6 +133,20 @@ def test_a_failing_trial_is_failed_in_the_study_and_the_sweep_goes_on(tmp_path: 
     for trial in trials:  # the job's error is caught by lmforge's job wrapper: it returns nothing
         assert (trial.state == TrialState.FAIL) == (trial.params["model.activation"] == "nope")
     assert results(sweep)["n_trials"] == 4
+
+
+@pytest.mark.slow
+def test_the_language_model_preset_minimizes_val_bpb(tmp_path: Path, corpus: Path):
+    sweep = tmp_path / "sweep"
+    proc = ok(lmforge("train", "hparams_search=optuna_lm", "-m", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
+                      f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=6",
+                      "trainer.val_check_interval=3", "data.val_windows=8", f"paths.cache_dir={tmp_path / 'cache'}",
+                      "print_config=false", cwd=tmp_path))
+    trials = study_trials(sweep, "pretrain_tiny")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert [sorted(t.intermediate_values) for t in trials] == [[3, 6]] * 2  # reported at each validation
+    assert results(sweep)["best_value"] == pytest.approx(min(metrics(sweep / str(n))["val/bpb"] for n in (0, 1)))
+    assert "val/bpb=" in proc.stdout
 
 
 def cli_env() -> dict:
