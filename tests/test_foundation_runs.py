@@ -134,18 +134,6 @@ def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_optuna_search_runs_trials_and_reports_the_best(tmp_path: Path):
-    sweep = tmp_path / "optuna"
-    ok(lmforge("train", "experiment=mnist_mlp", "hparams_search=optuna_mlp", "-m", "hydra.sweeper.n_trials=2",
-               "debug=limit", "data.download=false", "print_config=false", f"hydra.sweep.dir={sweep}",
-               cwd=tmp_path))
-    trials = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]
-    assert len(trials) == 2 and all("val/acc" in metrics(t) for t in trials)
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(metrics(t)["val/acc"] for t in trials))
-
-
-@pytest.mark.slow
 def test_joblib_launcher_runs_sweep_jobs_in_parallel_processes(tmp_path: Path):
     sweep = tmp_path / "joblib"
     ok(lmforge("train", "experiment=mnist_mlp", "launcher=joblib", "-m", "model.activation=relu,tanh", "debug=limit",

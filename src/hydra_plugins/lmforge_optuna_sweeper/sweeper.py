@@ -1,0 +1,136 @@
+"""A Hydra sweeper over Optuna's ask/tell API: ask trials, hand them to the launcher, tell the results.
+
+Each job is numbered after its trial (`hydra.job.num` = trial number, so its directory is
+`<sweep dir>/<trial number>` with lmforge's default `hydra.sweep.subdir`), which keeps job
+directories apart between processes sharing a study and between a run and its continuation. A job
+that fails, returns nothing or returns a non-finite value is a FAIL trial; the sweep goes on. A job
+that pruned itself (lmforge.callbacks.optuna_pruning) has already marked its trial PRUNED.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+RESULTS = "optimization_results.yaml"
+
+
+class OptunaSweeper(Sweeper):
+    """Runs `n_trials` trials of the search space in `params` (plus the command line's sweeps)."""
+
+    def __init__(self, direction: str, n_trials: int, n_jobs: int, sampler: Any, pruner: Any, storage: str,
+                 study_name: str, heartbeat_interval: float, params: Optional[DictConfig]) -> None:
+        self.direction = direction
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs) if int(n_jobs) > 0 else (os.cpu_count() or 1)  # joblib's -1: all cores
+        self.sampler = sampler
+        self.pruner = pruner
+        self.storage = str(storage)
+        self.study_name = str(study_name)
+        self.heartbeat_interval = heartbeat_interval
+        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+        from lmforge.errors import UserError
+
+        from ._search_space import SearchSpace
+        from ._study import SharedStudy
+
+        if self.n_trials < 1:
+            raise UserError(f"hydra.sweeper.n_trials must be at least 1, got {self.n_trials}")
+        space = SearchSpace.parse(self.params, arguments)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        shared = SharedStudy(self.storage, self.study_name, self.direction, self.sampler, self.pruner,
+                             self.heartbeat_interval)
+        metric = OmegaConf.select(self.config, "optimized_metric", default=None) or "value"
+        done = len(shared.finished(shared.trials()))
+        print(f"optuna: study '{self.study_name}' in {self.storage}: {done}/{self.n_trials} trials finished "
+              f"(live view: optuna-dashboard {self.storage})", flush=True)
+        returns: List[Sequence[JobReturn]] = []
+        try:
+            while (batch := shared.next_batch(self.n_trials, self.n_jobs, space.distributions)) is not None:
+                if not batch:
+                    shared.wait()
+                    continue
+                for run in consecutive(batch):
+                    job_returns = self.launcher.launch([space.overrides(t.params) for t in run],
+                                                       initial_job_idx=run[0].number)
+                    returns.append(job_returns)
+                    for trial, ret in zip(run, job_returns):
+                        told = shared.tell(trial, job_value(trial.number, ret))
+                        value = f": {metric}={told.value:.6g}" if told.value is not None else ""
+                        print(f"optuna: trial {told.number} {told.state.name.lower()}{value}", flush=True)
+        finally:  # an interrupted sweep cuts its running trials off now: the next run re-runs them at once
+            shared.close()
+        write_results(shared, space, sweep_dir, self.n_trials, metric)
+        return returns
+
+
+def consecutive(trials: list) -> list[list]:
+    """Trials split into runs of consecutive numbers: a launch numbers its jobs from one index on."""
+    runs: list[list] = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if runs and runs[-1][-1].number + 1 == trial.number:
+            runs[-1].append(trial)
+        else:
+            runs.append([trial])
+    return runs
+
+
+def job_value(number: int, ret: JobReturn) -> Optional[float]:
+    """The job's returned value, or None (a FAIL trial) for a failed job or a missing/non-finite value."""
+    if ret.status != JobStatus.COMPLETED:
+        error = ret._return_value
+        log.error("trial %d failed: %s: %s", number, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return None
+    try:
+        value = float(ret.return_value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def write_results(shared, space, sweep_dir: Path, n_trials: int, metric: str) -> None:
+    """`optimization_results.yaml` in the sweep directory, and one line naming the best trial."""
+    import yaml
+    from optuna.trial import TrialState
+
+    from lmforge.atomic import write_text
+
+    trials = shared.finished(shared.trials())
+    counts = {state.name.lower(): sum(t.state == state for t in trials)
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    tally = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    results: dict[str, Any] = {"name": "optuna", "study_name": shared.study.study_name,
+                               "storage": shared.storage_name,
+                               "direction": shared.study.direction.name.lower(),
+                               "n_trials": len(trials), "trials": counts}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        print(f"optuna: no trial completed ({tally}); sweep directory: {sweep_dir}")
+    else:
+        best = shared.study.best_trial
+        results.update(best_trial=best.number, best_value=best.value, best_params=best.params)
+        run_dir = sweep_dir / str(best.number)
+        if run_dir.is_dir():
+            results["best_run_dir"] = str(run_dir)
+        print(f"best trial {best.number}: {metric}={best.value:.6g} {space.describe(best.params)} "
+              f"({len(trials)}/{n_trials} trials: {tally}; {RESULTS} in {sweep_dir})")
+    write_text(sweep_dir / RESULTS, yaml.safe_dump(results, sort_keys=False))

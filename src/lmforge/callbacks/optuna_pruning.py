@@ -1,0 +1,84 @@
+"""Prune a bad trial of an Optuna sweep from its validation metric, inside the job that trains it.
+
+Ours rather than optuna-integration's PyTorchLightningPruningCallback: that one reports once per
+epoch (a language model validates many times within one epoch), leaves marking the trial PRUNED to
+an `objective` wrapper (our job runs apart from the sweeper, which only sees its return) and needs
+an RDB storage under DDP.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class OptunaPruning(L.Callback):
+    """After each validation, report `monitor` (at the global step) to this job's trial; when the
+    study's pruner says so, mark the trial PRUNED in the study and end the job by raising
+    `optuna.TrialPruned`. Does nothing outside an Optuna sweep (`trial_number` null).
+
+    The sweeper (hydra/sweeper=lmforge_optuna) numbers each job after its trial, so a preset wires it
+    with `trial_number: ${hydra:job.num}` and the sweeper's own storage, study_name and pruner.
+    """
+
+    def __init__(self, monitor: str, storage: Optional[str] = None, study_name: Optional[str] = None,
+                 trial_number: Optional[int] = None, pruner: Optional[Any] = None) -> None:
+        self.monitor = monitor
+        self.storage = storage
+        self.study_name = study_name
+        self.trial_number = trial_number
+        self.pruner = pruner
+        self._study = None
+        self._trial = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.trial_number is None or trainer.sanity_checking:
+            return
+        pruned = self._report(trainer) if trainer.is_global_zero else False
+        if trainer.strategy.broadcast(pruned, src=0):  # every rank stops together
+            import optuna
+
+            raise optuna.TrialPruned(f"trial {self.trial_number} pruned at step {trainer.global_step}")
+
+    def _report(self, trainer: L.Trainer) -> bool:
+        """Report the metric; True if the trial is pruned (and now marked so in the study)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            log.warning("optuna pruning: '%s' is not logged at validation; nothing to report", self.monitor)
+            return False
+        value = float(value)
+        if not math.isfinite(value):
+            return False  # the job fails at its end (a non-finite metric is a failed trial)
+        trial = self._open_trial()
+        try:
+            trial.report(value, step=trainer.global_step)
+            if not trial.should_prune():
+                return False
+            self._study.tell(self.trial_number, state=TrialState.PRUNED)
+        except UpdateFinishedTrialError:  # cut off by a sweep process that took this one for dead
+            log.warning("optuna trial %d is already finished in the study; not reporting", self.trial_number)
+            self.trial_number = None
+            return False
+        return True
+
+    def _open_trial(self):
+        if self._trial is None:
+            import optuna
+
+            from hydra_plugins.lmforge_optuna_sweeper.storage import open_storage
+
+            # No pruner configured means no pruning (Optuna's own default would be a MedianPruner).
+            self._study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
+                                            pruner=self.pruner or optuna.pruners.NopPruner())
+            trial_id = self._study._storage.get_trial_id_from_study_id_trial_number(
+                self._study._study_id, self.trial_number)
+            self._trial = optuna.Trial(self._study, trial_id)
+        return self._trial
