@@ -3,6 +3,7 @@ and the CLI reports each kind of bad input in one line with exit status 2."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def composed(overrides: list[str], tmp_path: Path, command: str = "train") -> di
         cfg.hydra.runtime.output_dir = str(tmp_path)
         cfg.hydra.runtime.cwd = str(tmp_path)
         cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
+    HydraConfig.instance().set_config(copy.deepcopy(cfg))  # it keeps a reference to the root
     with open_dict(cfg):
         del cfg["hydra"]
     return validate(cfg, command)

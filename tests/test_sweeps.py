@@ -58,7 +58,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
     assert [job["status"] for job in jobs] == ["finished", "failed", "finished"]
     assert "model.activation" in jobs[1]["error"] and "swish" in jobs[1]["error"]
     assert "[job 1] error: config key 'model.activation'" in proc.stderr
-    assert "1 of 3 jobs did not finish" in proc.stdout
+    assert "1 of 3 jobs failed" in proc.stdout
 
 
 @pytest.mark.slow

@@ -67,7 +67,7 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
         if parsed.multirun:
             from lmforge.sweeps.summary import SweepSummary
 
-            return 1 if SweepSummary.unfinished else 0
+            return 1 if SweepSummary.failed else 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:

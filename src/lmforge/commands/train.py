@@ -132,7 +132,8 @@ def main(cfg: DictConfig) -> Optional[float]:
         earlier = run.read_metrics() if start and run_dir_of(start) == run.path.resolve() else {}
         run.write_metrics({**earlier, **final_metrics(logged)})  # a resumed run keeps what it measured before
         module.on_run_end(run.path, datamodule)
-        job_line(f"run directory: {run}")
+        if not in_multirun():  # a sweep's jobs announce their directory when they start
+            print(f"run directory: {run}")
     return value
 
 

@@ -38,9 +38,9 @@ def direction_of(metric: Optional[str], explicit: Optional[str] = None) -> Optio
 
 
 class SweepSummary(Callback):
-    #: Jobs of the last multirun of this process that did not finish (failed, preempted...): the CLI
-    #: exits with status 1 when there are any, after the whole sweep ran.
-    unfinished = 0
+    #: Jobs of the last multirun of this process that failed: the CLI exits with status 1 when there
+    #: are any, after the whole sweep ran.
+    failed = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -85,7 +85,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = _read_json(sweep_dir / "sweep.json")
-        SweepSummary.unfinished = sum(job.get("status") not in ("finished", "pruned") for job in summary.get("jobs", []))
+        SweepSummary.failed = sum(job.get("status") == "failed" for job in summary.get("jobs", []))
         print(render(summary))
         print(f"sweep directory: {sweep_dir}")
 
@@ -128,9 +128,9 @@ def render(summary: dict) -> str:
         best = jobs[0]
         lines.append(f"best: job {best['job']} ({metric}={best['metrics'][metric]:.4g}, "
                      f"{summary.get('direction')}) {best.get('run_dir', '')}")
-    failed = [j for j in jobs if j.get("status") not in ("finished", "pruned")]
+    failed = [j for j in jobs if j.get("status") == "failed"]
     if failed:
-        lines.append(f"{len(failed)} of {len(jobs)} jobs did not finish: see sweep.csv")
+        lines.append(f"{len(failed)} of {len(jobs)} jobs failed: see the error column of sweep.csv")
     return "\n".join(lines)
 
 
