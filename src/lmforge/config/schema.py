@@ -16,15 +16,6 @@ class Paths:
 
 
 @dataclass
-class Tokenizer:
-    """`tokenizer=bpe|bytes|pretrained`: how text becomes token ids."""
-
-    kind: Literal["bpe", "bytes", "pretrained"] = "bpe"
-    vocab_size: int = 8192
-    path: Optional[str] = None  # bpe: where to save it (default: the cache); pretrained: an HF dir
-
-
-@dataclass
 class Finetune:
     """`finetune=full|lora|freeze`: which parameters train, and at which learning rates."""
 
@@ -119,6 +110,6 @@ class Report:
 
 
 # Sections of each command that are plain (no `_target_`) and have a schema here.
-SECTION_SCHEMAS = {"paths": Paths, "tokenizer": Tokenizer, "finetune": Finetune}
+SECTION_SCHEMAS = {"paths": Paths, "finetune": Finetune}
 COMMAND_SCHEMAS = {"train": Train, "eval": Eval, "tokenizer": TokenizerCommand,
                    "generate": Generate, "export": Export, "report": Report}

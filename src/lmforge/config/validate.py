@@ -47,8 +47,8 @@ def validate(cfg: DictConfig, command: str, overlays: tuple[str, ...] = ()) -> d
     plain = to_plain(cfg)
     schema = COMMAND_SCHEMAS.get(command)
     fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
-    allowed = set(fields) | set(SECTION_SCHEMAS) | set(COLLECTIONS) | {"data", "model", "module",
-                                                                      "optimizer", "scheduler", "trainer"}
+    allowed = set(fields) | set(SECTION_SCHEMAS) | set(COLLECTIONS) | {"data", "model", "module", "optimizer",
+                                                                      "scheduler", "trainer", "tokenizer"}
     for key, value in plain.items():
         if key in overlays:
             continue
