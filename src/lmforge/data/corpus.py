@@ -221,11 +221,11 @@ def tail_start(text: str, fraction: float) -> int:
 class Corpus:
     """The documents of `sources` read with fixed settings, and their train/validation split.
 
-    By document when it can: document i is held out when `in_holdout(i, val_fraction)`, which
-    needs no count of the documents (streaming). When that leaves train or validation without a
-    document (a corpus of one file, or a few), by position: the last `val_fraction` of each
-    document's text is held out (see `tail_start`). Both are deterministic and never put the same
-    text in train and validation.
+    By document when the corpus has enough of them (at least 1 / val_fraction, so that one or more
+    is expected in validation, and one on each side): document i is held out when
+    `in_holdout(i, val_fraction)`, which needs no count of the documents (streaming). Otherwise (one file, or a few) by position:
+    the last `val_fraction` of each document's text is held out (see `tail_start`). Both are
+    deterministic and never put the same text in train and validation.
     """
 
     def __init__(self, sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
@@ -248,13 +248,14 @@ class Corpus:
 
     @functools.cached_property
     def split_by(self) -> str:
-        """"document", or "position" when a split by document would leave a side without text."""
+        """"document", or "position" when the corpus has too few documents to split by document."""
         if self.val_fraction == 0:
             return "document"
+        enough = math.ceil(1 / self.val_fraction)
         sides = set()
-        for i, _ in enumerate(self.documents()):  # usually stops after a few dozen documents
+        for i, _ in enumerate(self.documents()):  # stops after `enough` documents, or a few more
             sides.add(in_holdout(i, self.val_fraction))
-            if len(sides) == 2:
+            if len(sides) == 2 and i + 1 >= enough:
                 return "document"
         return "position"
 
