@@ -241,17 +241,20 @@ def big(args, tmp: Path) -> None:
               f"{data.stat().st_size / 1e9:.2f} GB gzipped, in {time.perf_counter() - t0:.0f} s", flush=True)
     cache = tmp / "cache-big"
     child_args = ["new", "--corpus", str(data), "--tokenizer", str(tokenizer), "--cache", str(cache)]
+    saved = {"parts": 0, "train_bytes": 0, "val_bytes": 0, "train_tokens": 0, "val_tokens": 0}
     if args.interrupt:
-        res, peak = run_child(child_args, kill_after=args.interrupt)
-        partial = list((cache / "corpus").glob(".*.partial"))
-        done = json.loads((partial[0] / "progress.json").read_text())["parts"] if partial else 0
+        _, peak = run_child(child_args, kill_after=args.interrupt)
+        partial = list((cache / "corpus").glob(".*.partial/progress.json"))
+        saved.update(json.loads(partial[0].read_text()) if partial else {})
         print(f"killed (SIGKILL) after {args.interrupt:.0f} s: peak PSS {peak:.0f} MB, "
-              f"{done:,} documents saved as done", flush=True)
+              f"{saved['parts']:,} documents saved as done", flush=True)
     res, peak = run_child(child_args)
-    gb = res["text_bytes"] / 1e9
-    print(f"packed {gb:.2f} GB of text ({res['tokens']:,} tokens, {res['encoder']}, {os.cpu_count()} CPUs) in "
-          f"{res['seconds']:.0f} s: {gb * 1e3 / res['seconds']:.1f} MB/s, {res['tokens'] / res['seconds'] / 1e6:.2f} "
-          f"M tokens/s{' (continuing the killed run)' if args.interrupt else ''}")
+    text = res["text_bytes"] - saved["train_bytes"] - saved["val_bytes"]
+    tokens = res["tokens"] - saved["train_tokens"] - saved["val_tokens"]
+    print(f"packed {res['text_bytes'] / 1e9:.2f} GB of text ({res['tokens']:,} tokens, {res['encoder']}, "
+          f"{os.cpu_count()} CPUs){' continuing the killed run' if args.interrupt else ''}: "
+          f"{text / 1e9:.2f} GB in {res['seconds']:.0f} s, {text / 1e6 / res['seconds']:.1f} MB/s, "
+          f"{tokens / res['seconds'] / 1e6:.2f} M tokens/s")
     print(f"peak memory: {peak:.0f} MB PSS over the process tree (main process max RSS {res['main_rss_mb']:.0f} MB, "
           f"largest worker {res['worker_rss_mb']:.0f} MB): {'under' if peak < LIMIT_MB else 'OVER'} {LIMIT_MB} MB")
     print(f"load average after: {os.getloadavg()}")

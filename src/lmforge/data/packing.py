@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -64,17 +65,24 @@ def default_num_proc() -> int:
 @contextlib.contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold `<path>.lock` exclusively (an fcntl lock, dropped by the kernel if the process dies):
-    the first process does `what`, the others wait here, then find it done."""
+    the first process does `what`, the others wait here, then find it done. Where no lock file can
+    be made (a read-only cache someone built before), nobody can build either: go on unlocked."""
     from filelock import FileLock, Timeout
 
-    with unwritable_as_user_error(path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{path}.lock")
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("waiting for another process %s (%s.lock)", what, path)
-        lock.acquire()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process %s (%s.lock)", what, path)
+            lock.acquire()
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        log.debug("no lock for %s (%s): read-only", path, e)
+        yield
+        return
     try:
         yield
     finally:
