@@ -15,6 +15,7 @@ from typing import Any
 
 from lmforge.tokenizers.build import byte_alphabet
 
+HF_SLICE_CHARS = 1 << 16  # text per Hugging Face `encode_batch` call
 # GPT-2's pre-tokenizer: the regex of `tokenizers`' ByteLevel(use_regex=True), in tiktoken's syntax.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -100,4 +101,11 @@ class TextEncoder:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self._tiktoken is not None:
             return [self._tiktoken.encode_ordinary(t) for t in texts]
-        return [e.ids for e in self._hf.encode_batch(texts, add_special_tokens=False)]
+        out: list[list[int]] = []
+        start = size = 0
+        for end, text in enumerate(texts, 1):  # in slices: a Hugging Face Encoding costs ~100 bytes a token
+            size += len(text)
+            if size >= HF_SLICE_CHARS or end == len(texts):
+                out += [e.ids for e in self._hf.encode_batch(texts[start:end], add_special_tokens=False)]
+                start, size = end, 0
+        return out
