@@ -220,7 +220,7 @@ def generate_jsonl_gz(path: Path, gb: float) -> tuple[int, int]:
     target, written, docs = int(gb * 1e9), 0, 0
     with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
         while written < target:
-            for i, chunk in enumerate(chunks):
+            for chunk in chunks:
                 out.write(json.dumps({"text": chunk, "id": docs}) + "\n")
                 written += len(chunk.encode())
                 docs += 1

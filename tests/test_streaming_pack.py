@@ -21,7 +21,7 @@ from conftest import STDLIB, lmforge, metrics, ok
 from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files, tail_start
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.data.text import TextDataModule
-from lmforge.tokenizers import BPE, Bytes, byte_tokenizer
+from lmforge.tokenizers import BPE, byte_tokenizer
 from lmforge.tokenizers.build import wrap
 from lmforge.tokenizers.fast import TextEncoder, mergeable_ranks
 
