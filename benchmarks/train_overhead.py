@@ -83,9 +83,10 @@ def lmforge_run(args, corpus: Path, cache: Path, run_dir: Path) -> tuple[float, 
 def prepare(corpus: Path, cache: Path, args):
     """Tokenize + pack the corpus into `cache` (what the CLI will reuse); return the datamodule."""
     from lmforge.data.text import TextDataModule
+    from lmforge.tokenizers import BPE
 
     dm = TextDataModule(paths=[str(corpus)], block_size=args.block_size, batch_size=args.batch_size,
-                        tokenizer={"kind": "bpe", "vocab_size": 4096, "path": None}, cache_dir=str(cache),
+                        tokenizer=BPE(4096), cache_dir=str(cache),
                         seed=SEED)
     dm.prepare_data()
     dm.setup("fit")

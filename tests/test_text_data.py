@@ -17,14 +17,14 @@ import torch
 from transformers import AutoTokenizer
 
 from lmforge.data import packing
-from lmforge.data.corpus import corpus_fingerprint, iter_documents, resolve_sources, stdlib_files
-from lmforge.data.packing import load_packed, pack_corpus, split_documents
+from lmforge.data.corpus import Corpus, corpus_fingerprint, iter_documents, resolve_sources, stdlib_files
+from lmforge.data.packing import load_packed, pack_corpus
+from lmforge.data.splits import in_holdout
 from lmforge.data.text import TextDataModule
 from lmforge.errors import UserError
-from lmforge.tokenizers import byte_tokenizer, load_tokenizer, save_tokenizer, train_bpe
+from lmforge.tokenizers import BPE, Bytes, Pretrained, byte_tokenizer, save_tokenizer, train_bpe
 
 TRICKY = "héllo wörld 🎉 ĀĂ 中文字 e\u0301 \x00\t\r\n  spaces  <|endoftext|> don't  .,; \U0010ffff"
-BPE = {"kind": "bpe", "vocab_size": 400}
 
 
 def english(n: int) -> list[str]:
@@ -70,35 +70,35 @@ def test_byte_tokenizer_round_trips_any_unicode(tmp_path: Path) -> None:
     assert len(again) == 258 and again.eos_token_id == 256 and again.pad_token_id == 257
 
 
-def test_load_tokenizer_caches_bpe_and_loads_pretrained(tmp_path: Path) -> None:
+def test_tokenizer_specs_cache_bpe_and_load_pretrained(tmp_path: Path) -> None:
     calls = []
 
-    def docs():
+    def texts():
         calls.append(1)
         return english(20)
 
-    a, dir_a = load_tokenizer("bpe", vocab_size=300, cache_dir=tmp_path, documents_fn=docs, fingerprint="fp1")
-    b, dir_b = load_tokenizer("bpe", vocab_size=300, cache_dir=tmp_path, documents_fn=docs, fingerprint="fp1")
+    a, dir_a = BPE(300).load_or_train(tmp_path, texts, "fp1")
+    b, dir_b = BPE(300).load_or_train(tmp_path, texts, "fp1")
     assert calls == [1] and dir_a == dir_b and dir_a.parent == tmp_path / "tokenizers"
     assert a.encode(TRICKY) == b.encode(TRICKY)
-    _, dir_c = load_tokenizer("bpe", vocab_size=300, cache_dir=tmp_path, documents_fn=docs, fingerprint="fp2")
+    _, dir_c = BPE(300).load_or_train(tmp_path, texts, "fp2")
     assert calls == [1, 1] and dir_c != dir_a
-    _, dir_p = load_tokenizer("bpe", vocab_size=300, path=tmp_path / "mine", documents_fn=docs)
+    _, dir_p = BPE(300, path=str(tmp_path / "mine")).load_or_train(tmp_path, texts, "")
     assert dir_p == tmp_path / "mine" and (dir_p / "tokenizer.json").exists()
+    _, dir_b = Bytes().load_or_train(tmp_path, texts, "")
+    assert calls == [1, 1, 1] and dir_b.parent == tmp_path / "tokenizers"
 
     # a pretrained tokenizer without a pad token gets pad = eos
     nopad = byte_tokenizer(tmp_path / "tmp")
     nopad.pad_token = None
     save_tokenizer(nopad, tmp_path / "nopad")
-    pre, pdir = load_tokenizer("pretrained", path=tmp_path / "nopad")
+    pre, pdir = Pretrained(str(tmp_path / "nopad")).load_or_train(tmp_path, texts, "")
     assert pdir == tmp_path / "nopad" and pre.pad_token == pre.eos_token == "<|endoftext|>"
 
-    with pytest.raises(UserError, match="tokenizer.path=.*missing"):
-        load_tokenizer("pretrained", path=tmp_path / "missing")
-    with pytest.raises(UserError, match="tokenizer.kind=wordpiece"):
-        load_tokenizer("wordpiece")
+    with pytest.raises(UserError, match="tokenizer.path=.*missing: no such directory"):
+        Pretrained(str(tmp_path / "missing"))
     with pytest.raises(UserError, match="vocab_size=100"):
-        load_tokenizer("bpe", vocab_size=100, cache_dir=tmp_path, documents_fn=docs)
+        BPE(100)
 
 
 # ---- corpus
@@ -156,7 +156,7 @@ def test_jsonl_errors_name_path_and_line(tmp_path: Path) -> None:
     g = tmp_path / "e.jsonl.gz"
     with gzip.open(g, "wt") as fh:
         fh.write('{"text": "a"}\n\nnot json\n')
-    with pytest.raises(UserError, match=r"e\.jsonl\.gz:3: not a JSON object"):
+    with pytest.raises(UserError, match=r"e\.jsonl\.gz:3: malformed JSON"):
         list(iter_documents([g]))
 
 
@@ -172,14 +172,14 @@ def test_empty_corpus_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text('{"text": ""}\n')
     with pytest.raises(UserError, match="no non-empty document"):
         list(iter_documents(resolve_sources([str(tmp_path)])))
-    dm = TextDataModule(paths=[str(tmp_path)], tokenizer={"kind": "bytes"}, cache_dir=str(tmp_path / "cache"))
+    dm = TextDataModule(paths=[str(tmp_path)], tokenizer=Bytes(), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(UserError, match="no non-empty document"):
         dm.prepare_data()
 
 
 # ---- packing and the DataModule
 def make_dm(corpus: Path, cache: Path, **kw) -> TextDataModule:
-    args = dict(paths=[str(corpus)], tokenizer=BPE, cache_dir=str(cache), block_size=16, batch_size=4,
+    args = dict(paths=[str(corpus)], tokenizer=BPE(400), cache_dir=str(cache), block_size=16, batch_size=4,
                 val_fraction=0.2, val_windows=8)
     return TextDataModule(**{**args, **kw})
 
@@ -192,7 +192,8 @@ def test_packing_is_exact(tmp_path: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     train, val, meta = load_packed(dm.packed_dir)
-    flags = split_documents(len(docs), 0.2)
+    flags = [in_holdout(i, 0.2) for i in range(len(docs))]
+    assert meta["split"] == "document" and meta["encoder"] == "tiktoken"
     eos = dm.tokenizer.eos_token_id
     train_docs = [d for d, v in zip(docs, flags) if not v]
     val_docs = [d for d, v in zip(docs, flags) if v]
@@ -211,18 +212,18 @@ def test_packing_is_exact(tmp_path: Path) -> None:
 
 
 def test_worker_pool_packs_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = stdlib_files()[:40]
-    docs = list(iter_documents(files))
+    corpus = Corpus(stdlib_files()[:40])
+    docs = list(corpus.documents())
     tok = byte_tokenizer(tmp_path / "bytes")
-    one, _ = pack_corpus(lambda: docs, tok, cache_dir=tmp_path / "one", corpus_fp="x", num_proc=1)
-    monkeypatch.setattr(packing, "MIN_PARALLEL_BYTES", 0)  # force the Pool even for this small corpus
+    one, _ = pack_corpus(corpus, tok, cache_dir=tmp_path / "one", num_proc=1)
+    monkeypatch.setattr(packing, "MIN_PARALLEL_BYTES", 0)  # start the Pool even for this small corpus
     monkeypatch.setattr(packing, "BATCH_BYTES", 64 << 10)
-    two, _ = pack_corpus(lambda: docs, tok, cache_dir=tmp_path / "two", corpus_fp="x", num_proc=2)
+    two, _ = pack_corpus(corpus, tok, cache_dir=tmp_path / "two", num_proc=2)
     for name in ("train.bin", "val.bin"):
         assert (one / name).read_bytes() == (two / name).read_bytes()
     _, val, meta = load_packed(two)
     assert meta["train_tokens"] + meta["val_tokens"] == sum(len(d.encode()) for d in docs) + len(docs)
-    assert not list((tmp_path / "two" / "corpus").glob(".tmp-*"))  # temp dir renamed away
+    assert [p.name for p in (tmp_path / "two" / "corpus").iterdir() if p.name.startswith(".")] == []  # temp dirs gone
 
 
 def test_second_prepare_reuses_cache(tmp_path: Path) -> None:
@@ -277,11 +278,14 @@ def test_train_split_shorter_than_block(tmp_path: Path) -> None:
 
 def test_bad_constructor_args(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="matches no file"):
-        TextDataModule(paths=[str(tmp_path / "nope" / "*.txt")])
+        TextDataModule(paths=[str(tmp_path / "nope" / "*.txt")], tokenizer=Bytes())
     with pytest.raises(UserError, match="block_size=0"):
-        TextDataModule(paths=[str(tmp_path)], block_size=0)
+        TextDataModule(paths=[str(tmp_path)], block_size=0, tokenizer=Bytes())
     with pytest.raises(UserError, match="on_decode_error=ignore"):
-        TextDataModule(paths=[str(tmp_path)], on_decode_error="ignore")
+        TextDataModule(paths=[str(tmp_path)], on_decode_error="ignore", tokenizer=Bytes())
+    (tmp_path / "a.txt").write_text("text")
+    with pytest.raises(UserError, match="data.tokenizer: expected a tokenizer of the tokenizer group"):
+        TextDataModule(paths=[str(tmp_path)], tokenizer={"kind": "bpe"})
 
 
 def test_fingerprint_depends_on_files_and_settings(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ sequence: `{"input_ids", "attention_mask", "labels"}`.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from lmforge.data import stdlib_tasks
+from lmforge.data.splits import split
 from lmforge.data.tables import LINE, read_rows, require_columns
 from lmforge.data.tokenized import TokenizedDataModule
 from lmforge.errors import UserError
@@ -32,11 +32,6 @@ class Example:
     where: str
 
 
-def _hash(seed: int, text: str) -> str:
-    """Deterministic order key of a text for splitting (independent of file order)."""
-    return hashlib.sha256(f"{seed}\0{text}".encode("utf-8")).hexdigest()
-
-
 def stratified_split(
     examples: list[Example], fractions: dict[str, float], seed: int
 ) -> dict[str, list[Example]]:
@@ -45,19 +40,12 @@ def stratified_split(
     Identical texts always land in the same split; each label keeps at least one text in train.
     """
     out: dict[str, list[Example]] = {"train": [], **{name: [] for name in fractions}}
-    by_label: dict[str, dict[str, list[Example]]] = {}
+    by_label: dict[str, list[Example]] = {}
     for ex in examples:
-        by_label.setdefault(ex.label, {}).setdefault(ex.text, []).append(ex)
+        by_label.setdefault(ex.label, []).append(ex)
     for label in sorted(by_label):
-        texts = sorted(by_label[label], key=lambda t: _hash(seed, t))
-        start = 0
-        for name, fraction in fractions.items():
-            n = min(int(len(texts) * fraction + 0.5), len(texts) - start - 1)
-            for text in texts[start : start + max(n, 0)]:
-                out[name].extend(by_label[label][text])
-            start += max(n, 0)
-        for text in texts[start:]:
-            out["train"].extend(by_label[label][text])
+        for name, part in split(by_label[label], fractions, seed, key=lambda ex: ex.text).items():
+            out[name].extend(part)
     order = {id(ex): i for i, ex in enumerate(examples)}
     for name in out:  # restore file order within each split
         out[name].sort(key=lambda ex: order[id(ex)])

@@ -1,24 +1,34 @@
-"""Find and read the documents of a text corpus: files, directories, globs, or `hf:` datasets.
+"""Find and read the documents of a text corpus (files, directories, globs, `hf:` datasets) and
+split them into train and validation text.
 
 Plain text (any extension) is one document per file; `.jsonl` is one document per line (from a
-text field); `.gz` of either is read by its inner extension. Bad input raises a one-line UserError.
+text field); `.gz` of either is read by its inner extension. Documents stream: a JSONL corpus is
+read one line at a time, so it may be far larger than memory (a plain-text file is read whole).
+Bad input raises a one-line UserError.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
 import glob
-import gzip
 import hashlib
+import itertools
 import json
 import logging
+import math
 import sysconfig
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.data.jsonl import decode_utf8, iter_jsonl, open_binary, read_errors
+from lmforge.data.splits import in_holdout
 from lmforge.errors import UserError
 
 _GLOB_CHARS = set("*?[")
+# Directories of the standard library that are not its own source: tests, caches, installed packages.
+SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +97,17 @@ def resolve_sources(paths: Sequence[str | Path]) -> list[Source]:
     return out
 
 
-def stdlib_files() -> list[Path]:
-    """The interpreter's standard-library `.py` files (no site-packages, no test dirs), sorted."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "__pycache__"}
-    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts[:-1]))
+def stdlib_dir() -> Path:
+    """The directory of the running interpreter's standard library."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files(package: str | None = None) -> list[Path]:
+    """The standard library's `.py` files (or those of one of its packages), sorted, without
+    `SKIP_DIRS`: the default pretraining corpus and the source of the embedded fine-tuning tasks."""
+    root = stdlib_dir()
+    base = root / package if package else root
+    return sorted(p for p in base.rglob("*.py") if not SKIP_DIRS & set(p.relative_to(root).parts[:-1]))
 
 
 def corpus_fingerprint(sources: Sequence[Source], **settings: object) -> str:
@@ -112,53 +128,37 @@ def _inner_name(path: Path) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-
-
-def _decode(data: bytes, where: str, base: int = 0) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _NotUtf8(f"{where}: not UTF-8 text at byte offset {base + e.start}") from e
-
-
-class _NotUtf8(UserError):
-    """A file has bytes that are not UTF-8 (skippable with on_decode_error=skip)."""
-
-
 def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
     """One document per non-blank line, taken from `text_field`."""
-    with _open(path) as f:
-        offset = 0
-        for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, f"{path}:{lineno}", offset)
-            offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
-            if not isinstance(obj, dict) or text_field not in obj:
-                raise UserError(f"{path}:{lineno}: no {text_field!r} field (set data.text_field)")
-            value = obj[text_field]
-            if not isinstance(value, str):
-                raise UserError(f"{path}:{lineno}: field {text_field!r} is {type(value).__name__}, not a string")
-            yield value
+    for lineno, obj in iter_jsonl(path):
+        if text_field not in obj:
+            raise UserError(f"{path}:{lineno}: no {text_field!r} field (set data.text_field)")
+        value = obj[text_field]
+        if not isinstance(value, str):
+            raise UserError(f"{path}:{lineno}: field {text_field!r} is {type(value).__name__}, not a string")
+        yield value
 
 
 def _read_file(path: Path, text_field: str) -> Iterator[str]:
+    if _inner_name(path).endswith(".jsonl"):
+        yield from _read_jsonl(path, text_field)
+    else:
+        with read_errors(path), open_binary(path) as f:
+            data = f.read()
+        yield decode_utf8(data, str(path))
+
+
+def _is_utf8(path: Path) -> bool:
+    """Whether every byte of the file is UTF-8 text (read in blocks: any size)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        if _inner_name(path).endswith(".jsonl"):
-            yield from _read_jsonl(path, text_field)
-        else:
-            with _open(path) as f:
-                yield _decode(f.read(), str(path))
-    except (gzip.BadGzipFile, EOFError) as e:
-        raise UserError(f"{path}: not a valid gzip file ({e})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        with read_errors(path), open_binary(path) as f:
+            while block := f.read(1 << 20):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _read_hf(source: HFSource, text_field: str) -> Iterator[str]:
@@ -191,15 +191,12 @@ def iter_documents(
     n_docs = skipped = 0
     for source in sources:
         if isinstance(source, HFSource):
-            docs: list[str] | Iterator[str] = _read_hf(source, text_field)
+            docs: Iterator[str] = _read_hf(source, text_field)
+        elif on_decode_error == "skip" and not _is_utf8(source):  # checked first: it yields nothing
+            skipped += 1
+            continue
         else:
-            try:  # read a whole file first, so a skipped file contributes no documents
-                docs = list(_read_file(source, text_field))
-            except _NotUtf8:
-                if on_decode_error == "error":
-                    raise
-                skipped += 1
-                continue
+            docs = _read_file(source, text_field)
         for doc in docs:
             if doc.strip():
                 n_docs += 1
@@ -210,3 +207,71 @@ def iter_documents(
         log.warning("skipped %d file(s) that are not UTF-8 text (data.on_decode_error=skip)", skipped)
     if n_docs == 0:
         raise UserError("the corpus has no non-empty document")
+
+
+def tail_start(text: str, fraction: float) -> int:
+    """Where the held-out tail of `text` begins: its last `fraction` of characters, moved back to
+    the start of a line when one begins within another tail's length."""
+    n_tail = math.ceil(len(text) * fraction)
+    cut = len(text) - n_tail
+    line = text.rfind("\n", max(0, cut - n_tail), cut) + 1
+    return line or cut
+
+
+class Corpus:
+    """The documents of `sources` read with fixed settings, and their train/validation split.
+
+    By document when the corpus has enough of them (at least 1 / val_fraction, so that one or more
+    is expected in validation, and one on each side): document i is held out when
+    `in_holdout(i, val_fraction)`, which needs no count of the documents (streaming). Otherwise (one file, or a few) by position:
+    the last `val_fraction` of each document's text is held out (see `tail_start`). Both are
+    deterministic and never put the same text in train and validation.
+    """
+
+    def __init__(self, sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
+                 val_fraction: float = 0.05, max_docs: int | None = None) -> None:
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise UserError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        self.sources, self.text_field, self.on_decode_error = list(sources), text_field, on_decode_error
+        self.val_fraction, self.max_docs = float(val_fraction), max_docs
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Hash of the files (path, size, mtime) and of every setting that changes the text or its split."""
+        return corpus_fingerprint(self.sources, text_field=self.text_field, on_decode_error=self.on_decode_error,
+                                  max_docs=self.max_docs, val_fraction=self.val_fraction)
+
+    def documents(self) -> Iterator[str]:
+        """The non-empty documents in order (at most `max_docs`), read as they are consumed."""
+        docs = iter_documents(self.sources, self.text_field, self.on_decode_error)
+        return itertools.islice(docs, self.max_docs) if self.max_docs else docs
+
+    @functools.cached_property
+    def split_by(self) -> str:
+        """"document", or "position" when the corpus has too few documents to split by document."""
+        if self.val_fraction == 0:
+            return "document"
+        enough = math.ceil(1 / self.val_fraction)
+        sides = set()
+        for i, _ in enumerate(self.documents()):  # stops after `enough` documents, or a few more
+            sides.add(in_holdout(i, self.val_fraction))
+            if len(sides) == 2 and i + 1 >= enough:
+                return "document"
+        return "position"
+
+    def parts(self) -> Iterator[tuple[str, bool]]:
+        """(text, held out) in corpus order: whole documents, or each document's head then its tail."""
+        by_position = self.split_by == "position"
+        for i, doc in enumerate(self.documents()):
+            if not by_position:
+                yield doc, in_holdout(i, self.val_fraction)
+                continue
+            cut = tail_start(doc, self.val_fraction)
+            if cut > 0:
+                yield doc[:cut], False
+            if cut < len(doc):
+                yield doc[cut:], True
+
+    def train_texts(self) -> Iterator[str]:
+        """The text a tokenizer may learn from: never any validation text."""
+        return (text for text, held_out in self.parts() if not held_out)

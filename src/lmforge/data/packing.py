@@ -1,49 +1,55 @@
 """Tokenize a corpus once and pack it into flat token files `train.bin` / `val.bin` + `meta.json`.
 
-Like nanoGPT's prepare.py: each document's ids followed by eos, concatenated, stored as uint16
-(or uint32 for vocabularies over 65536) so training can memory-map them. The result is cached under
-`cache_dir/corpus/<key>`, key = hash(corpus fingerprint, tokenizer fingerprint, val_fraction, version).
+Like nanoGPT's prepare.py: each text's ids followed by eos, concatenated, stored as uint16 (uint32
+for vocabularies over 65536) so that training memory-maps them. Cached under
+`cache_dir/corpus/<key>`, key = hash(corpus fingerprint, tokenizer fingerprint, format version).
+
+Built for corpora larger than memory: the text streams through (`Corpus.parts`), batches of ~1 MB
+go to one worker process per core with a bounded number in flight (`Pool.imap` would read the
+whole input ahead), and ids are appended to the files in corpus order as they come back. Every
+~64 MB of text the files are flushed and the progress recorded, so an interrupted build continues
+where it stopped; the finished directory appears at once, meta.json included. One process builds
+an entry (an exclusive file lock); the others wait, then reuse it.
+
+Why not litdata (Lightning's streaming format, `optimize` + `StreamingDataset`)? It installs a
+torchvision that breaks imports here (shared/STACK.md), and a memory-mapped train.bin read at
+offsets drawn from (seed, sample index) already gives an exact, resumable stream: this file is
+the whole packer, and training needs nothing else.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import errno
 import hashlib
+import itertools
 import json
+import logging
 import os
 import shutil
 import sys
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from transformers import PreTrainedTokenizerFast
 
+from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
+from lmforge.data.corpus import Corpus
 from lmforge.errors import UserError
-from lmforge.tokenizers import tokenizer_fingerprint
+from lmforge.tokenizers.fast import TextEncoder
+from lmforge.tokenizers.specs import tokenizer_fingerprint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BATCH_BYTES = 1 << 20  # text per worker task
-MIN_PARALLEL_BYTES = 4 << 20  # below this, tokenizing in-process beats starting workers
+CHECKPOINT_BYTES = 64 << 20  # text between two saved progress points
+MIN_PARALLEL_BYTES = 4 << 20  # tokenized in-process first: small corpora never start workers
+CHECK_CHARS = 64 << 10  # text encoded both ways before trusting tiktoken on a corpus
+COUNTS = ("parts", "train_tokens", "val_tokens", "train_bytes", "val_bytes", "train_docs", "val_docs")
 
-
-def is_val(index: int, val_fraction: float) -> bool:
-    """Whether document `index` goes to validation: a stable hash of the index, not random state."""
-    h = int.from_bytes(hashlib.sha256(f"doc:{index}".encode()).digest()[:8], "big")
-    return h / 2**64 < val_fraction
-
-
-def split_documents(n_docs: int, val_fraction: float) -> list[bool]:
-    """Per-document val flags; at least one val doc (and one train doc) when there are >= 2 docs."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise UserError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
-    flags = [is_val(i, val_fraction) for i in range(n_docs)]
-    if n_docs >= 2 and not any(flags):
-        flags[n_docs - 1] = True
-    if n_docs >= 2 and all(flags):
-        flags[0] = False
-    return flags
+log = logging.getLogger(__name__)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -51,36 +57,70 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-# ---- worker side: a raw `tokenizers.Tokenizer` rebuilt from its JSON in each process
+def default_num_proc() -> int:
+    """Every core this process may run on (its CPU affinity: SLURM and containers narrow it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold `<path>.lock` exclusively (an fcntl lock, dropped by the kernel if the process dies):
+    the first process does `what`, the others wait here, then find it done. Where no lock file can
+    be made (a read-only cache someone built before), nobody can build either: go on unlocked."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process %s (%s.lock)", what, path)
+            lock.acquire()
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        log.debug("no lock for %s (%s): read-only", path, e)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# ---- worker side: an encoder rebuilt from the tokenizer's JSON in each process
 _worker: dict = {}
 
 
-def _init_worker(tokenizer_json: str, eos_id: int, dtype: str) -> None:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer_json)
-    tok.encode_special_tokens = True  # a literal "<|endoftext|>" in a document is text, not eos
-    _worker.update(tok=tok, eos=eos_id, dtype=np.dtype(dtype))
+def _init_worker(tokenizer_json: str, fast: bool, eos_id: int, dtype: str) -> None:
+    _worker.update(encoder=TextEncoder(tokenizer_json, fast), eos=eos_id, dtype=np.dtype(dtype))
 
 
-def _encode(batch: list[tuple[bool, str]]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Encode a batch of (is_val, text): the packed train ids, packed val ids, and text bytes done."""
-    encs = _worker["tok"].encode_batch([t for _, t in batch], add_special_tokens=False)
-    eos, dtype = _worker["eos"], _worker["dtype"]
+def _encode(batch: list[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Encode a batch of (text, held out): the packed train ids, the packed val ids, and counts."""
+    encoded = _worker["encoder"].encode_batch([text for text, _ in batch])
+    eos = _worker["eos"]
     ids: dict[bool, list[int]] = {False: [], True: []}
-    for (val, _), enc in zip(batch, encs):
-        ids[val].extend(enc.ids)
-        ids[val].append(eos)
-    packed = [np.array(ids[v], dtype=dtype) for v in (False, True)]
-    return packed[0], packed[1], sum(len(t.encode()) for _, t in batch)
+    counts = dict.fromkeys(COUNTS, 0)
+    for (text, held_out), part in zip(batch, encoded):
+        ids[held_out] += part
+        ids[held_out].append(eos)
+        side = "val" if held_out else "train"
+        counts[f"{side}_bytes"] += len(text.encode())
+        counts[f"{side}_docs"] += 1
+    counts["parts"] = len(batch)
+    counts["train_tokens"], counts["val_tokens"] = len(ids[False]), len(ids[True])
+    dtype = _worker["dtype"]
+    return np.array(ids[False], dtype=dtype), np.array(ids[True], dtype=dtype), counts
 
 
-def _batches(docs: Sequence[str], flags: Sequence[bool]) -> Iterator[list[tuple[bool, str]]]:
-    batch: list[tuple[bool, str]] = []
+def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
+    batch: list[tuple[str, bool]] = []
     size = 0
-    for doc, val in zip(docs, flags):
-        batch.append((val, doc))
-        size += len(doc)
+    for text, held_out in parts:
+        batch.append((text, held_out))
+        size += len(text)
         if size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
@@ -88,17 +128,8 @@ def _batches(docs: Sequence[str], flags: Sequence[bool]) -> Iterator[list[tuple[
         yield batch
 
 
-def _progress():
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("tokenizing"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        disable=not sys.stderr.isatty(), transient=True,
-    )
-
-
 def _start_pool(num_proc: int, initargs: tuple):
-    """A worker pool (fork on Linux); workers tokenize single-threaded, so no rayon-after-fork warning."""
+    """A worker pool (fork on Linux); workers run single-threaded, so no rayon-after-fork warning."""
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
@@ -111,92 +142,147 @@ def _start_pool(num_proc: int, initargs: tuple):
             os.environ["TOKENIZERS_PARALLELISM"] = saved
 
 
-def _tokenize_to(tmp: Path, docs: Sequence[str], flags: Sequence[bool], tokenizer_json: str,
-                 eos_id: int, dtype: np.dtype, num_proc: int) -> dict:
-    """Write train.bin / val.bin into `tmp`; return token and byte counts per split."""
-    counts = {"train_tokens": 0, "val_tokens": 0}
-    total = sum(len(d.encode()) for d in docs)
-    args = (tokenizer_json, eos_id, dtype.str)
-    with open(tmp / "train.bin", "wb") as ftrain, open(tmp / "val.bin", "wb") as fval, _progress() as bar:
-        task = bar.add_task("tokenizing", total=total)
-
-        def write(result: tuple[np.ndarray, np.ndarray, int]) -> None:
-            train, val, nbytes = result
-            ftrain.write(train.tobytes())
-            fval.write(val.tobytes())
-            counts["train_tokens"] += len(train)
-            counts["val_tokens"] += len(val)
-            bar.advance(task, nbytes)
-
-        if num_proc <= 1 or total < MIN_PARALLEL_BYTES:
-            _init_worker(*args)
-            for batch in _batches(docs, flags):
-                write(_encode(batch))
-        else:
-            with _start_pool(num_proc, args) as pool:
-                for result in pool.imap(_encode, _batches(docs, flags)):
-                    write(result)
-    return counts
+def _tiktoken_agrees(tokenizer_json: str, batch: list[tuple[str, bool]]) -> bool:
+    """Whether tiktoken converts this tokenizer and gives its ids on the start of this text."""
+    fast = TextEncoder(tokenizer_json, fast=True)
+    if fast.name != "tiktoken":
+        return False
+    sample = "".join(text for text, _ in batch)[:CHECK_CHARS]
+    if fast.encode_batch([sample]) == TextEncoder(tokenizer_json, fast=False).encode_batch([sample]):
+        return True
+    log.warning("tiktoken gives other ids than the tokenizer itself on this corpus: encoding with tokenizers")
+    return False
 
 
-def packed_key(corpus_fp: str, tokenizer: PreTrainedTokenizerFast, val_fraction: float) -> str:
-    """Cache key of a packed corpus."""
-    blob = json.dumps([corpus_fp, tokenizer_fingerprint(tokenizer), float(val_fraction), FORMAT_VERSION])
+def _encoded(batches: Iterator[list[tuple[str, bool]]], tokenizer_json: str, eos_id: int, dtype: np.dtype,
+             num_proc: int, fast: bool, state: dict) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """`_encode` of each batch, in order: in-process for the first MIN_PARALLEL_BYTES, then on
+    `num_proc` workers with at most 2 * num_proc batches in flight (bounded memory)."""
+    first = next(batches, None)
+    if first is None:
+        return
+    init = (tokenizer_json, fast and _tiktoken_agrees(tokenizer_json, first), eos_id, dtype.str)
+    _init_worker(*init)
+    state["encoder"] = _worker["encoder"].name
+    done = 0
+    for batch in itertools.chain([first], batches):
+        yield _encode(batch)
+        done += sum(len(text) for text, _ in batch)
+        if num_proc > 1 and done >= MIN_PARALLEL_BYTES:
+            break
+    else:
+        return
+    with _start_pool(num_proc, init) as pool:
+        pending: collections.deque = collections.deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_encode, (batch,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---- main side
+def packed_key(corpus_fp: str, tokenizer: Any) -> str:
+    """Cache key of a packed corpus (the corpus fingerprint covers its split settings)."""
+    blob = json.dumps([corpus_fp, tokenizer_fingerprint(tokenizer), FORMAT_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def pack_corpus(
-    documents_fn,
-    tokenizer: PreTrainedTokenizerFast,
-    *,
-    cache_dir: str | Path,
-    corpus_fp: str,
-    val_fraction: float = 0.05,
-    tokenizer_dir: str | Path | None = None,
-    num_proc: int | None = None,
-) -> tuple[Path, bool]:
-    """Return (packed dir, built): reuse `cache_dir/corpus/<key>` if present, else tokenize and write it.
+def _progress_bar():
+    from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
 
-    `documents_fn()` returns the documents (a sequence of strings); it is only called on a cache miss.
-    """
-    out = Path(cache_dir) / "corpus" / packed_key(corpus_fp, tokenizer, val_fraction)
+    return Progress(TextColumn("tokenizing"), SpinnerColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    disable=not sys.stderr.isatty(), transient=True)
+
+
+def _resume(partial: Path, dtype: np.dtype) -> dict[str, int]:
+    """Counts of an interrupted build in `partial` (zeros if none), its files cut back to them."""
+    fresh = dict.fromkeys(COUNTS, 0)
+    try:
+        progress = {**fresh, **json.loads((partial / "progress.json").read_text())}
+    except (OSError, ValueError):
+        progress = fresh
+    sizes = {name: progress[f"{name}_tokens"] * dtype.itemsize for name in ("train", "val")}
+    if any(not (partial / f"{n}.bin").exists() or (partial / f"{n}.bin").stat().st_size < s
+           for n, s in sizes.items()):
+        progress, sizes = fresh, dict.fromkeys(sizes, 0)
+    for name, size in sizes.items():
+        with open(partial / f"{name}.bin", "ab") as f:
+            f.truncate(size)  # drop what was written after the last saved progress
+    if progress["parts"]:
+        log.info("continuing an interrupted build of %s after %d texts", partial, progress["parts"])
+    return progress
+
+
+def _save_progress(partial: Path, progress: dict, *files) -> None:
+    for f in files:
+        f.flush()
+        os.fsync(f.fileno())
+    write_json(partial / "progress.json", progress)
+
+
+def pack_corpus(corpus: Corpus, tokenizer: Any, *, cache_dir: str | Path, tokenizer_dir: str | Path | None = None,
+                num_proc: int | None = None, fast: bool = True) -> tuple[Path, bool]:
+    """Return (packed dir, built): reuse `cache_dir/corpus/<key>` if it is there, else build it
+    (continuing an interrupted build). `tokenizer` is a Hugging Face fast tokenizer; `fast=False`
+    encodes with it even where tiktoken would give the same ids faster (for comparisons)."""
+    out = Path(cache_dir) / "corpus" / packed_key(corpus.fingerprint, tokenizer)
     if (out / "meta.json").exists():
         return out, False
+    with exclusive(out, "packing this corpus"):
+        if (out / "meta.json").exists():
+            return out, False  # built by another process while this one waited
+        with unwritable_as_user_error(out):
+            _build(out, corpus, tokenizer, tokenizer_dir, num_proc or default_num_proc(), fast)
+    return out, True
+
+
+def _build(out: Path, corpus: Corpus, tokenizer: Any, tokenizer_dir: str | Path | None, num_proc: int,
+           fast: bool) -> None:
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise UserError("the tokenizer has no eos token to separate documents")
-    docs = documents_fn()
-    flags = split_documents(len(docs), val_fraction)
     dtype = token_dtype(len(tokenizer))
-    num_proc = num_proc or min(2, os.cpu_count() or 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        counts = _tokenize_to(tmp, docs, flags, tokenizer.backend_tokenizer.to_str(), eos_id, dtype, num_proc)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "dtype": dtype.name,
-            **counts,
-            "train_bytes": sum(len(d.encode()) for d, v in zip(docs, flags) if not v),
-            "val_bytes": sum(len(d.encode()) for d, v in zip(docs, flags) if v),
-            "train_docs": flags.count(False),
-            "val_docs": flags.count(True),
-            "val_fraction": val_fraction,
-            "eos_id": eos_id,
-            "vocab_size": len(tokenizer),
-            "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir is not None else None,
-            "corpus_fingerprint": corpus_fp,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "meta.json").exists():  # not just a concurrent builder that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out, True
+    partial = out.parent / f".{out.name}.partial"  # kept when interrupted: the next build continues it
+    partial.mkdir(exist_ok=True)
+    progress = _resume(partial, dtype)
+    parts = itertools.islice(corpus.parts(), progress["parts"], None)
+    state: dict = {"encoder": None}
+    results = _encoded(_batches(parts), tokenizer.backend_tokenizer.to_str(), eos_id, dtype, num_proc, fast, state)
+    with open(partial / "train.bin", "ab") as ftrain, open(partial / "val.bin", "ab") as fval, \
+            contextlib.closing(results), _progress_bar() as bar:
+        task = bar.add_task("tokenizing", total=None)
+        unsaved = 0
+        for train, val, counts in results:
+            ftrain.write(train.tobytes())
+            fval.write(val.tobytes())
+            for key, value in counts.items():
+                progress[key] += value
+            text_bytes = counts["train_bytes"] + counts["val_bytes"]
+            bar.advance(task, text_bytes)
+            unsaved += text_bytes
+            if unsaved >= CHECKPOINT_BYTES:
+                _save_progress(partial, progress, ftrain, fval)
+                unsaved = 0
+        _save_progress(partial, progress, ftrain, fval)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype.name,
+        **{key: progress[key] for key in COUNTS if key != "parts"},
+        "split": corpus.split_by,  # "document", or "position": *_docs then count heads and tails
+        "val_fraction": corpus.val_fraction,
+        "eos_id": eos_id,
+        "vocab_size": len(tokenizer),
+        "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir is not None else None,
+        "corpus_fingerprint": corpus.fingerprint,
+        "encoder": state["encoder"],
+    }
+    with publish_dir(out, replace=True) as tmp:
+        for name in ("train.bin", "val.bin"):
+            os.replace(partial / name, tmp / name)
+        write_json(tmp / "meta.json", meta)
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 def load_packed(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -8,11 +8,11 @@ the model shifts them itself, Hugging Face style. Optional packing puts several 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from lmforge.data import stdlib_tasks
+from lmforge.data.splits import split
 from lmforge.data.tables import LINE, columns, read_rows
 from lmforge.data.tokenized import IGNORE, TokenizedDataModule
 from lmforge.errors import UserError
@@ -118,11 +118,6 @@ def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str
     return rows
 
 
-def _hash(seed: int, pair: Pair) -> str:
-    """Deterministic order key of a pair for the train/val split."""
-    return hashlib.sha256(f"{seed}\0{pair.prompt}\0{pair.response}".encode("utf-8")).hexdigest()
-
-
 class SFTDataModule(TokenizedDataModule):
     """Instruction-tuning data from JSONL (or CSV/TSV) files, or the embedded stdlib docstring task.
 
@@ -202,13 +197,8 @@ class SFTDataModule(TokenizedDataModule):
             if self.val_file is not None:
                 pairs = {"train": train, "val": read_pairs(self.val_file)}
             else:
-                keys = sorted({_hash(self.seed, p) for p in train})
-                n_val = min(max(1, int(len(keys) * self.val_fraction + 0.5)), len(keys) - 1)
-                val_keys = set(keys[:n_val])
-                pairs = {
-                    "train": [p for p in train if _hash(self.seed, p) not in val_keys],
-                    "val": [p for p in train if _hash(self.seed, p) in val_keys],
-                }
+                pairs = split(train, {"val": self.val_fraction}, self.seed, min_each=1,
+                              key=lambda p: f"{p.prompt}\0{p.response}")
                 if not pairs["val"]:
                     raise UserError(
                         f"{self.train_file}: too few distinct examples to split off a val set; "

@@ -4,15 +4,15 @@ Why: tests and default runs need real text tasks with no network. The standard l
 files are always there.
 
 Derivation (deterministic for a given Python version and `seed`):
-- Files: every `.py` under `sysconfig.get_paths()["stdlib"]`, walked in sorted order, skipping
-  `site-packages`, `__pycache__` and test directories (`test`, `tests`, `idle_test`).
+- Files: `lmforge.data.corpus.stdlib_files` (every `.py` of the standard library in sorted order,
+  skipping `site-packages`, `__pycache__` and test directories), the pretraining corpus's walker.
 - Functions: parsed with `ast`; module-level functions and methods of (nested) classes, not
   functions nested inside functions (so no function's source is part of another's). The source
   is the `def` line to the end of the body (decorators dropped), dedented. Functions shorter
   than 40 characters or longer than `max_chars` are dropped; identical sources are kept once.
-- Order and split: every item gets the key `sha256(f"{seed}\\0{text}")`; items are sorted by it
-  and the first ones go to train, then val, then test (per class for the classification task, so
-  the split is stratified and balanced). A function therefore lands in exactly one split.
+- Order and split: `lmforge.data.splits.split`: items are ordered by `sha256(f"{seed}\\0{text}")`,
+  the first ones go to val, then test, the rest to train (per class for the classification task,
+  so the split is stratified and balanced). A function therefore lands in exactly one split.
 - `package_classification`: text = function source, label = top-level package name
   (e.g. "email", "asyncio"), the first `n_classes` of a fixed preference list of packages with
   at least 150 functions;
@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
-import os
-import sysconfig
 import textwrap
 
-SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+from lmforge.data.corpus import stdlib_dir, stdlib_files
+from lmforge.data.splits import hash_key, split
+
 PACKAGES = (
     "email", "asyncio", "xml", "unittest", "multiprocessing", "http", "logging", "urllib",
     "importlib", "tkinter", "lib2to3", "idlelib", "ctypes", "concurrent", "json",
@@ -42,20 +41,6 @@ MIN_CHARS = 40
 MIN_PER_PACKAGE = 150
 
 Split = dict[str, list[dict]]
-
-
-def stdlib_dir() -> str:
-    """The directory of the running interpreter's standard library."""
-    return sysconfig.get_paths()["stdlib"]
-
-
-def _py_files(root: str) -> list[str]:
-    """`.py` files under `root` in sorted order, skipping tests and site-packages."""
-    files: list[str] = []
-    for here, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        files.extend(os.path.join(here, n) for n in sorted(names) if n.endswith(".py"))
-    return files
 
 
 def _functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -110,36 +95,18 @@ def _file_functions(path: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
-def _key(seed: int, text: str) -> str:
-    """The deterministic order key of an item: a hash of the seed and its text."""
-    return hashlib.sha256(f"{seed}\0{text}".encode("utf-8")).hexdigest()
-
-
-def _split(items: list[dict], val_fraction: float, test_fraction: float) -> Split:
-    """Cut an already ordered list into train/val/test by position (val and test get >= 1 if possible)."""
-    n = len(items)
-    n_val = round(n * val_fraction) if n >= 3 else 0
-    n_test = round(n * test_fraction) if n >= 3 else 0
-    if val_fraction > 0 and n >= 3:
-        n_val = max(n_val, 1)
-    if test_fraction > 0 and n >= 3:
-        n_test = max(n_test, 1)
-    n_train = n - n_val - n_test
-    return {
-        "train": items[:n_train],
-        "val": items[n_train : n_train + n_val],
-        "test": items[n_train + n_val :],
-    }
+def _split(items: list[dict], seed: int, key, val_fraction: float, test_fraction: float) -> Split:
+    """Train/val/test of already distinct items (val and test get at least one when asked for)."""
+    return split(items, {"val": val_fraction, "test": test_fraction}, seed, key=key, min_each=1)
 
 
 def _package_sources(package: str, max_chars: int) -> list[str]:
     """Distinct function sources of one stdlib package, within the length limits."""
-    root = os.path.join(stdlib_dir(), package)
-    if not os.path.isdir(root):
+    if not (stdlib_dir() / package).is_dir():
         return []
     seen: dict[str, None] = {}
-    for path in _py_files(root):
-        for source, _, _ in _file_functions(path):
+    for path in stdlib_files(package):
+        for source, _, _ in _file_functions(str(path)):
             if MIN_CHARS <= len(source) <= max_chars:
                 seen.setdefault(source, None)
     return list(seen)
@@ -180,12 +147,13 @@ def package_classification(
     per_class = min(max_per_class, min(sum(counts[s] == 1 for s in v) for v in chosen.values()))
     out: Split = {"train": [], "val": [], "test": []}
     for package, sources in chosen.items():
-        unique = sorted((s for s in sources if counts[s] == 1), key=lambda s: _key(seed, s))[:per_class]
-        parts = _split([{"text": s, "label": package} for s in unique], val_fraction, test_fraction)
+        unique = sorted((s for s in sources if counts[s] == 1), key=lambda s: hash_key(seed, s))[:per_class]
+        parts = _split([{"text": s, "label": package} for s in unique], seed, lambda item: item["text"],
+                       val_fraction, test_fraction)
         for name, items in parts.items():
             out[name].extend(items)
     for name in out:  # interleave classes in a deterministic, seed-dependent order
-        out[name].sort(key=lambda item: _key(seed, item["text"]))
+        out[name].sort(key=lambda item: hash_key(seed, item["text"]))
     return out
 
 
@@ -203,8 +171,8 @@ def docstring_sft(
     items: list[dict] = []
     prompts: set[str] = set()
     responses: set[str] = set()
-    for path in _py_files(stdlib_dir()):
-        for _, prompt, response in _file_functions(path):
+    for path in stdlib_files():
+        for _, prompt, response in _file_functions(str(path)):
             if not prompt or len(prompt) > max_chars or len(response) > max_chars:
                 continue
             if len(response.strip()) < 10 or prompt in prompts or response in responses:
@@ -212,5 +180,8 @@ def docstring_sft(
             prompts.add(prompt)
             responses.add(response)
             items.append({"prompt": prompt, "response": response})
-    items.sort(key=lambda item: _key(seed, item["prompt"] + "\0" + item["response"]))
-    return _split(items[:max_examples], val_fraction, test_fraction)
+    def key(item: dict) -> str:
+        return item["prompt"] + "\0" + item["response"]
+
+    items.sort(key=lambda item: hash_key(seed, key(item)))
+    return _split(items[:max_examples], seed, key, val_fraction, test_fraction)

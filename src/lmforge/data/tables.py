@@ -1,5 +1,7 @@
 """Read small user tables (CSV, TSV, JSON Lines, optionally gzipped) into row dicts.
 
+JSON Lines go through `lmforge.data.jsonl`, the reader the pretraining corpus uses too.
+
 Every row keeps its 1-based source line under the key `LINE` ("_line") so that later
 errors (missing label, empty text) can point at `path:line`. Bad input raises `UserError`.
 """
@@ -7,12 +9,10 @@ errors (missing label, empty text) can point at `path:line`. Bad input raises `U
 from __future__ import annotations
 
 import csv
-import gzip
 import io
-import json
 import os
-import zlib
 
+from lmforge.data.jsonl import iter_jsonl, open_binary, read_errors
 from lmforge.errors import UserError
 
 LINE = "_line"
@@ -45,18 +45,8 @@ def check_table(path: str | os.PathLike, key: str = "file") -> None:
 
 def _read_text(path: str | os.PathLike) -> str:
     """The whole file as text (gunzipped when `.gz`), with a `path:line` error if not UTF-8."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
-    if os.fspath(path).lower().endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{path}: not a valid gzip file ({e})") from None
+    with read_errors(path), open_binary(path) as f:
+        data = f.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -99,26 +89,6 @@ def _read_delimited(path: str | os.PathLike, text: str, delimiter: str) -> list[
     return rows
 
 
-def _read_jsonl(path: str | os.PathLike, text: str) -> list[dict]:
-    """Rows of a JSON Lines text: one JSON object per non-blank line."""
-    rows: list[dict] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            hint = ""
-            if not rows and line.lstrip().startswith("["):
-                hint = " (a JSON array is not supported: write one JSON object per line)"
-            raise UserError(f"{path}:{number}: malformed JSON: {e.msg} at column {e.colno}{hint}") from None
-        if not isinstance(value, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(value).__name__}")
-        value[LINE] = number
-        rows.append(value)
-    return rows
-
-
 def read_rows(path: str | os.PathLike) -> list[dict]:
     """Rows of a `.csv`, `.tsv`, `.jsonl`/`.json` (JSON Lines) file, or a `.gz` of one.
 
@@ -129,13 +99,15 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     fmt = table_format(path)
     if not os.path.isfile(path):
         raise UserError(f"file not found: {path}")
+    if fmt == "jsonl":
+        rows = [{**value, LINE: number} for number, value in iter_jsonl(path)]
+        if not rows:
+            raise UserError(f"{path}: file is empty")
+        return rows
     text = _read_text(path)
     if not text.strip():
         raise UserError(f"{path}: file is empty")
-    if fmt == "jsonl":
-        rows = _read_jsonl(path, text)
-    else:
-        rows = _read_delimited(path, text, "," if fmt == "csv" else "\t")
+    rows = _read_delimited(path, text, "," if fmt == "csv" else "\t")
     if not rows:
         raise UserError(f"{path}: no rows (only a header or blank lines)")
     return rows

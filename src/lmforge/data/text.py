@@ -2,26 +2,26 @@
 
 Training windows start at offsets drawn from `torch.Generator(seed, sample_index)`, so the stream
 is a pure function of (seed, global sample index): reproducible, and a resumed run continues it
-exactly. Validation uses a fixed set of evenly spaced windows of the held-out documents.
+exactly. Validation uses a fixed set of evenly spaced windows of the held-out text (held-out
+documents, or the tails of the documents of a corpus too small to split by document: see Corpus).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.data.base import DataModule
-from lmforge.data.corpus import Source, corpus_fingerprint, iter_documents, resolve_sources, stdlib_files
-from lmforge.data.packing import load_packed, pack_corpus, split_documents
+from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
+from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.errors import UserError
-from lmforge.tokenizers import load_tokenizer
-
-DEFAULT_TOKENIZER = {"kind": "bpe", "vocab_size": 4096, "path": None}
+from lmforge.tokenizers import TokenizerSpec
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -118,7 +118,13 @@ class FixedWindows(Dataset):
 
 
 class TextDataModule(DataModule):
-    """Plain-text / JSONL corpus (default: the Python stdlib) -> tokenizer -> packed cache -> windows."""
+    """Plain-text / JSONL corpus (default: the Python stdlib) -> tokenizer -> packed cache -> windows.
+
+    `tokenizer` is a node of the tokenizer group (`lmforge.tokenizers.BPE`, `Bytes`, `Pretrained`).
+    Preparing is safe on every process at once (the builders call it before the Trainer exists):
+    one process per corpus trains the tokenizer and packs while the others wait on a file lock,
+    then they reuse what it built.
+    """
 
     def __init__(
         self,
@@ -129,7 +135,7 @@ class TextDataModule(DataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         on_decode_error: str = "error",
-        tokenizer: Mapping | None = None,
+        tokenizer: TokenizerSpec | None = None,
         cache_dir: str = ".cache",
         seed: int = 0,
         val_windows: int = 64,
@@ -145,58 +151,48 @@ class TextDataModule(DataModule):
             raise UserError(f"data.val_windows={val_windows}: must be > 0")
         if on_decode_error not in ("error", "skip"):
             raise UserError(f"data.on_decode_error={on_decode_error}: expected 'error' or 'skip'")
-        if not 0.0 <= float(val_fraction) < 1.0:
-            raise UserError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
-        self.sources: list[Source] = resolve_sources(list(paths)) if paths else stdlib_files()
-        self.tokenizer_cfg = {**DEFAULT_TOKENIZER, **dict(tokenizer or {})}
-        self.text_field, self.val_fraction, self.on_decode_error = text_field, float(val_fraction), on_decode_error
+        if num_proc is not None and int(num_proc) <= 0:
+            raise UserError(f"data.num_proc={num_proc}: must be > 0 (or null: every core)")
+        sources = resolve_sources(list(paths)) if paths else stdlib_files()
+        self.corpus = Corpus(sources, text_field, on_decode_error, val_fraction, max_docs)
+        if not isinstance(tokenizer, TokenizerSpec):
+            raise UserError(f"data.tokenizer: expected a tokenizer of the tokenizer group (tokenizer=bpe, bytes "
+                            f"or pretrained), got {tokenizer!r}")
+        self.tokenizer_spec = tokenizer
         self.block_size, self.batch_size, self.num_workers = int(block_size), int(batch_size), int(num_workers)
         self.cache_dir, self.seed, self.val_windows = Path(cache_dir), int(seed), int(val_windows)
-        self.max_docs, self.num_proc = max_docs, num_proc
+        self.num_proc = num_proc
         self.start_sample: int | None = None  # set to override the trainer-derived stream position
         self.tokenizer = None
         self.tokenizer_dir: Path | None = None
         self.packed_dir: Path | None = None
         self.packed_built = False  # True when the last prepare tokenized (False: cache reused)
         self.meta: dict = {}
-        self._docs: list[str] | None = None
         self.val_bytes_per_token = float("nan")
+        self._told_split = False
 
     # ---- preparing: tokenizer + packed cache (idempotent, cheap when cached)
-    def _fingerprint(self) -> str:
-        return corpus_fingerprint(
-            self.sources, text_field=self.text_field, on_decode_error=self.on_decode_error, max_docs=self.max_docs
-        )
+    def _lock(self):
+        return exclusive(self.cache_dir / "locks" / self.corpus.fingerprint, "preparing this corpus")
 
-    def documents(self) -> list[str]:
-        if self._docs is None:
-            it = iter_documents(self.sources, self.text_field, self.on_decode_error)
-            self._docs = [d for d, _ in zip(it, range(self.max_docs))] if self.max_docs else list(it)
-        return self._docs
+    def _load_tokenizer(self) -> None:
+        self.tokenizer, self.tokenizer_dir = self.tokenizer_spec.load_or_train(
+            self.cache_dir, self.corpus.train_texts, self.corpus.fingerprint)
 
     def prepare_tokenizer(self) -> None:
-        """Build or reuse the tokenizer (trained on the train documents only): `lmforge tokenizer`."""
-        def train_documents() -> list[str]:  # the tokenizer never sees validation text
-            docs = self.documents()
-            return [d for d, v in zip(docs, split_documents(len(docs), self.val_fraction)) if not v]
-
-        cfg = self.tokenizer_cfg
-        self.tokenizer, self.tokenizer_dir = load_tokenizer(
-            cfg["kind"], vocab_size=cfg.get("vocab_size"), path=cfg.get("path"), cache_dir=self.cache_dir,
-            documents_fn=train_documents, fingerprint=self._fingerprint(),
-        )
+        """Build or reuse the tokenizer alone (BPE: trained on train text only): `lmforge tokenizer`."""
+        with self._lock():
+            self._load_tokenizer()
 
     def _prepare(self) -> None:
-        self.prepare_tokenizer()
-        self.packed_dir, built = pack_corpus(
-            self.documents, self.tokenizer, cache_dir=self.cache_dir, corpus_fp=self._fingerprint(),
-            val_fraction=self.val_fraction, tokenizer_dir=self.tokenizer_dir, num_proc=self.num_proc,
-        )
+        with self._lock():
+            self._load_tokenizer()
+            self.packed_dir, built = pack_corpus(self.corpus, self.tokenizer, cache_dir=self.cache_dir,
+                                                 tokenizer_dir=self.tokenizer_dir, num_proc=self.num_proc)
         self.packed_built = self.packed_built or built
-        self._docs = None  # the packed files hold them now
 
     def prepare_data(self) -> None:
-        """Build or reuse the tokenizer and the packed token files (runs on one process per node)."""
+        """Build or reuse the tokenizer and the packed token files (any number of processes at once)."""
         self.packed_built = False
         self._prepare()
 
@@ -206,6 +202,10 @@ class TextDataModule(DataModule):
             self._prepare()
         train, val, self.meta = load_packed(self.packed_dir)
         self.val_bytes_per_token = self.meta["val_bytes"] / max(1, self.meta["val_tokens"])
+        if self.meta.get("split") == "position" and not self._told_split:
+            self._told_split = True
+            rank_zero_info(f"data: too few documents to split by document; validation is the last "
+                           f"{self.corpus.val_fraction:.0%} of each document ({len(val):,} tokens)")
         if len(train) < self.block_size + 1:
             raise UserError(
                 f"train split has {len(train)} tokens, fewer than block_size+1={self.block_size + 1}; "

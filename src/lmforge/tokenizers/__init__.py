@@ -1,6 +1,8 @@
-"""Tokenizers: train a byte-level BPE, build a byte tokenizer, or load a pretrained one."""
+"""Tokenizers: the `tokenizer` config group (train a byte-level BPE, plain bytes, or a pretrained
+one), Hugging Face fast tokenizers as the saved format, and tiktoken to encode corpora fast."""
 
 from lmforge.tokenizers.build import EOS, PAD, byte_tokenizer, save_tokenizer, train_bpe
-from lmforge.tokenizers.load import load_tokenizer, tokenizer_fingerprint
+from lmforge.tokenizers.specs import BPE, Bytes, Pretrained, TokenizerSpec, tokenizer_fingerprint
 
-__all__ = ["EOS", "PAD", "byte_tokenizer", "load_tokenizer", "save_tokenizer", "tokenizer_fingerprint", "train_bpe"]
+__all__ = ["BPE", "EOS", "PAD", "Bytes", "Pretrained", "TokenizerSpec", "byte_tokenizer", "save_tokenizer",
+           "tokenizer_fingerprint", "train_bpe"]

@@ -6,15 +6,14 @@ Both are byte-level, so every string round-trips exactly, and both are saved as 
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from lmforge.atomic import publish_dir, write_bytes
 from lmforge.errors import UserError
 
 EOS = "<|endoftext|>"
@@ -56,21 +55,20 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> Path:
-    """Save with `save_pretrained` into a temp dir beside `out_dir`, then move files in atomically."""
+    """`save_pretrained` atomically: a new directory appears whole; into an existing one (e.g. a
+    model directory) each tokenizer file is replaced atomically and the other files stay."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        tokenizer.save_pretrained(str(tmp))
         if not out_dir.exists():
-            os.replace(tmp, out_dir)
-        else:
-            for f in tmp.iterdir():
-                os.replace(f, out_dir / f.name)
+            with publish_dir(out_dir) as tmp:
+                tokenizer.save_pretrained(str(tmp))
+            return out_dir
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
+            tokenizer.save_pretrained(tmp)
+            for f in sorted(Path(tmp).iterdir()):
+                write_bytes(out_dir / f.name, f.read_bytes())
     except OSError as e:
         raise UserError(f"{out_dir}: cannot save tokenizer: {e}") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

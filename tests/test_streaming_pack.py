@@ -1,0 +1,166 @@
+"""Packing at scale and on tiny corpora: tiktoken ids equal the tokenizer's own, an interrupted
+build continues, concurrent processes wait for one builder, and a one-file corpus trains."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+from conftest import STDLIB, lmforge, metrics, ok
+from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files, tail_start
+from lmforge.data.packing import exclusive, load_packed, pack_corpus
+from lmforge.data.text import TextDataModule
+from lmforge.tokenizers import BPE, byte_tokenizer
+from lmforge.tokenizers.build import wrap
+from lmforge.tokenizers.fast import TextEncoder, mergeable_ranks
+
+
+def input_txt(folder: Path, names=("json/decoder.py", "json/encoder.py", "textwrap.py", "shlex.py")) -> Path:
+    """One real text file, as users try first: a few stdlib modules concatenated."""
+    path = folder / "input.txt"
+    path.write_text("".join((STDLIB / name).read_text(encoding="utf-8") for name in names), encoding="utf-8")
+    return path
+
+
+def test_tiktoken_gives_the_tokenizers_ids_on_the_whole_stdlib(tmp_path: Path) -> None:
+    corpus = Corpus(stdlib_files())
+    bpe, _ = BPE(4096).load_or_train(tmp_path, corpus.train_texts, corpus.fingerprint)
+    docs = list(corpus.documents())
+    docs.append("literal <|endoftext|> and <|pad|> are text here: héllo 🎉 \x00\r\n")
+    for tokenizer, texts in ((bpe, docs), (byte_tokenizer(tmp_path / "bytes"), docs[:100] + docs[-1:])):
+        json_text = tokenizer.backend_tokenizer.to_str()
+        fast, reference = TextEncoder(json_text), TextEncoder(json_text, fast=False)
+        assert fast.name == "tiktoken" and reference.name == "tokenizers"
+        assert fast.encode_batch(texts) == reference.encode_batch(texts)
+
+
+def test_a_tokenizer_that_does_not_convert_keeps_its_own_encoder(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()  # not GPT-2's byte-level regex
+    raw.train_from_iterator(["some words to learn merges from"] * 20,
+                            trainers.BpeTrainer(vocab_size=80, special_tokens=["<|endoftext|>", "<|pad|>"]))
+    tokenizer = wrap(raw)
+    assert mergeable_ranks(tokenizer.backend_tokenizer.to_str()) is None
+    (tmp_path / "a.txt").write_text("some words to learn\n" * 50)
+    out, _ = pack_corpus(Corpus(resolve_sources([str(tmp_path / "a.txt")])), tokenizer, cache_dir=tmp_path / "c")
+    train, val, meta = load_packed(out)
+    assert meta["encoder"] == "tokenizers" and meta["split"] == "position"
+    assert tokenizer.decode(train[:-1].tolist() + val[:-1].tolist()).replace(" ", "") == ("somewordstolearn" * 50)
+
+
+KILLED_BUILD = """
+import sys
+from transformers import AutoTokenizer
+from lmforge.data import packing
+from lmforge.data.corpus import Corpus, stdlib_files
+packing.CHECKPOINT_BYTES, packing.BATCH_BYTES = 1 << 18, 1 << 15  # save progress often
+packing.pack_corpus(Corpus(stdlib_files()), AutoTokenizer.from_pretrained(sys.argv[1]), cache_dir=sys.argv[2],
+                    num_proc=1, fast=False)
+"""
+
+
+def test_a_killed_build_continues_where_it_stopped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tokenizer = byte_tokenizer(tmp_path / "bytes")
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path / "bytes"), str(cache)])
+    deadline = time.time() + 120
+    progress: list[Path] = []
+    while not progress and proc.poll() is None and time.time() < deadline:
+        progress = list((cache / "corpus").glob(".*.partial/progress.json"))
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert progress, "the build ended before it saved any progress"
+    done = json.loads(progress[0].read_text())["parts"]
+    assert done > 0
+    corpus = Corpus(stdlib_files())
+    with caplog.at_level("INFO", logger="lmforge.data.packing"):
+        resumed, built = pack_corpus(corpus, tokenizer, cache_dir=cache, num_proc=1)
+    assert built and "continuing an interrupted build" in caplog.text
+    fresh, _ = pack_corpus(corpus, tokenizer, cache_dir=tmp_path / "fresh", num_proc=1)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (resumed / name).read_bytes() == (fresh / name).read_bytes()
+    assert not list((cache / "corpus").glob(".*.partial"))
+
+
+def _prepare(corpus_dir: str, cache: str, queue) -> None:
+    dm = TextDataModule(paths=[corpus_dir], tokenizer=BPE(300), cache_dir=cache, block_size=16)
+    dm.prepare_data()
+    queue.put((dm.packed_built, str(dm.packed_dir), str(dm.tokenizer_dir)))
+
+
+def test_processes_preparing_at_once_wait_for_one_builder(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    for name in ("json/decoder.py", "json/encoder.py", "json/scanner.py", "json/__init__.py", "textwrap.py"):
+        (tmp_path / "corpus" / name.replace("/", "_")).write_text((STDLIB / name).read_text())
+    cache = tmp_path / "cache"
+    probe = TextDataModule(paths=[str(tmp_path / "corpus")], tokenizer=BPE(300), cache_dir=str(cache))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with exclusive(cache / "locks" / probe.corpus.fingerprint, "holding the lock in the test"):
+        ranks = [ctx.Process(target=_prepare, args=(str(tmp_path / "corpus"), str(cache), queue)) for _ in range(2)]
+        for rank in ranks:
+            rank.start()
+        time.sleep(1.5)
+        assert queue.empty() and all(rank.is_alive() for rank in ranks)  # both wait for the lock
+    results = [queue.get(timeout=120) for _ in ranks]
+    for rank in ranks:
+        rank.join()
+    assert sorted(built for built, _, _ in results) == [False, True]  # one built, the other reused it
+    assert len({(packed, tok) for _, packed, tok in results}) == 1
+    assert len(list((cache / "tokenizers").iterdir())) == 1
+
+
+def test_a_one_file_corpus_holds_out_the_tail_of_its_text(tmp_path: Path) -> None:
+    path = input_txt(tmp_path)
+    text = path.read_text()
+    dm = TextDataModule(paths=[str(path)], tokenizer=BPE(400), cache_dir=str(tmp_path / "cache"), val_fraction=0.1,
+                        block_size=64)
+    dm.setup("fit")
+    train, val, meta = load_packed(dm.packed_dir)
+    cut = tail_start(text, 0.1)
+    assert meta["split"] == "position" and text[cut - 1] == "\n"  # the tail starts at a line
+    assert dm.tokenizer.decode(train[:-1].tolist()) == text[:cut]
+    assert dm.tokenizer.decode(val[:-1].tolist()) == text[cut:]  # no text in both
+    assert 0.09 < len(text[cut:]) / len(text) < 0.12 and meta["val_bytes"] == len(text[cut:].encode())
+    assert list(dm.corpus.train_texts()) == [text[:cut]]  # the tokenizer never saw the tail
+    assert len(dm.val_dataloader()) >= 1 and next(iter(dm.train_dataloader()))["input_ids"].shape == (16, 64)
+    again = TextDataModule(paths=[str(path)], tokenizer=BPE(400), cache_dir=str(tmp_path / "other"), val_fraction=0.1)
+    again.setup("fit")
+    assert np.array_equal(load_packed(again.packed_dir)[1], val)  # deterministic
+
+
+def test_a_few_documents_split_each_one_by_position(tmp_path: Path) -> None:
+    for i, name in enumerate(("json/decoder.py", "json/encoder.py")):
+        (tmp_path / f"{i}.txt").write_text((STDLIB / name).read_text())
+    corpus = Corpus(resolve_sources([str(tmp_path)]), val_fraction=0.2)
+    assert corpus.split_by == "position"  # 2 documents: the hash would hold out one of the two
+    parts = list(corpus.parts())
+    assert [held_out for _, held_out in parts] == [False, True, False, True]
+    assert "".join(text for text, _ in parts) == "".join(corpus.documents())
+    many = Corpus(stdlib_files()[:50], val_fraction=0.2)
+    assert many.split_by == "document"
+
+
+@pytest.mark.slow
+def test_a_one_file_corpus_trains_from_the_cli(tmp_path: Path) -> None:
+    path = input_txt(tmp_path)
+    run = tmp_path / "run"
+    ok(lmforge("train", "data=text", f"data.paths=[{path}]", "tokenizer.vocab_size=300", "model.block_size=64",
+               "data.batch_size=8", "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.max_time=null",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", "print_config=false", cwd=tmp_path))
+    result = metrics(run)
+    assert np.isfinite(result["val/loss"]) and np.isfinite(result["test/loss"]) and result["val/bpb"] > 0
