@@ -108,11 +108,13 @@ class Command:
 
 
 COMMANDS = {
-    "train": Command(Train, sections=("data", "model", "module", "optimizer", "scheduler", "trainer",
-                                      "tokenizer", "finetune", "checkpoint"),
+    # Sections are checked in this order: `tokenizer` before `data`, which interpolates it, so that an
+    # error names the key the user typed.
+    "train": Command(Train, sections=("tokenizer", "data", "model", "module", "optimizer", "scheduler", "trainer",
+                                      "finetune", "checkpoint"),
                      collections=("callbacks", "logger")),
     "eval": Command(Eval, sections=("trainer",), collections=("logger",), overlays=("data", "module")),
-    "tokenizer": Command(Tokenizer, sections=("data", "tokenizer")),
+    "tokenizer": Command(Tokenizer, sections=("tokenizer", "data")),
     "generate": Command(Generate),
     "export": Command(Export),
     "report": Command(Report),

@@ -47,16 +47,18 @@ def validate(cfg: DictConfig, command: str) -> dict:
     spec = COMMANDS[command]
     fields = {f.name for f in dataclasses.fields(spec.keys)}
     known = fields | set(spec.sections) | set(spec.collections) | set(spec.overlays) | set(spec.plain)
-    for key, value in plain.items():
+    for key in plain:
         if key not in known:
             raise UserError(f"unknown config key '{key}'{did_you_mean(key, known)}")
-        if key in spec.sections:
-            check_node(key, value)
-        elif key in spec.collections:
-            for name, node in (value or {}).items():
-                check_node(f"{key}.{name}", node)
-        elif key in spec.plain:
-            check_schema(key, value, spec.plain[key])
+    for key in spec.sections:
+        if key in plain:
+            check_node(key, plain[key])
+    for key in spec.collections:
+        for name, node in (plain.get(key) or {}).items():
+            check_node(f"{key}.{name}", node)
+    for key, schema in spec.plain.items():
+        if key in plain:
+            check_schema(key, plain[key], schema)
     check_schema("", {k: v for k, v in plain.items() if k in fields}, spec.keys)
     return plain
 

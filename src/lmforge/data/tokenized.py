@@ -79,8 +79,8 @@ class TokenizedDataModule(DataModule):
             self.setup()
         examples = self._encoded[name]
         sampler = self.train_sampler(len(examples), self.batch_size) if shuffle else None
-        return DataLoader(examples, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=PadCollate(pad_token_id(self.tokenizer)))
+        return DataLoader(examples, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, collate_fn=PadCollate(pad_token_id(self.tokenizer)))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
