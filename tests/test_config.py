@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from conftest import lmforge, ok, one_line_error
+from conftest import cli, lmforge, ok, one_line_error
 from lmforge.config import conf_dir
 from lmforge.config.resolvers import register_resolvers
 from lmforge.config.validate import validate
@@ -117,11 +117,11 @@ def test_user_config_dir_adds_experiments_without_forking(tmp_path: Path):
     (["experiment=mnist_mlp", "data.batch_sise=3"], "did you mean 'data.batch_size'?"),
 ])
 def test_bad_input_is_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path):
-    line = one_line_error(lmforge("train", *args, cwd=tmp_path))
+    line = one_line_error(cli("train", *args, cwd=tmp_path))
     assert expected in line
     assert not (tmp_path / "logs" / "mnist_mlp").exists() or not list((tmp_path / "logs").rglob("metrics.json"))
 
 
 def test_missing_required_value_and_unknown_command(tmp_path: Path):
-    assert "missing required value 'ckpt_path'" in one_line_error(lmforge("eval", cwd=tmp_path))
-    assert "did you mean 'train'" in one_line_error(lmforge("trian", cwd=tmp_path))
+    assert "missing required value 'ckpt_path'" in one_line_error(cli("eval", cwd=tmp_path))
+    assert "did you mean 'train'" in one_line_error(cli("trian", cwd=tmp_path))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import csv_metric, lmforge, metrics, ok, one_line_error, reviews
+from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error, reviews
 
 
 def classify_args(files: dict[str, Path], *extra: str) -> list[str]:
@@ -108,20 +108,20 @@ def test_fast_dev_run_of_the_embedded_fine_tuning_tasks(pretrain_run, tmp_path: 
 
 
 def test_bad_fine_tuning_input_is_one_line(review_files, pretrain_run, tmp_path: Path):
-    line = one_line_error(lmforge(*classify_args(review_files, "data.label_column=stars"), cwd=tmp_path))
+    line = one_line_error(cli(*classify_args(review_files, "data.label_column=stars"), cwd=tmp_path))
     assert "stars" in line and "review" in line and "sentiment" in line  # names the columns that exist
 
     unseen = tmp_path / "val.csv"
     unseen.write_text("review,sentiment\ngreat fun,pos\nso so,meh\n")
-    line = one_line_error(lmforge(*classify_args({**review_files, "val": unseen}), cwd=tmp_path))
+    line = one_line_error(cli(*classify_args({**review_files, "val": unseen}), cwd=tmp_path))
     assert f"{unseen}:3" in line and "meh" in line
 
     empty = tmp_path / "train.csv"
     empty.write_text("review,sentiment\ngreat fun,pos\n,neg\n")
-    line = one_line_error(lmforge(*classify_args({**review_files, "train": empty}), cwd=tmp_path))
+    line = one_line_error(cli(*classify_args({**review_files, "train": empty}), cwd=tmp_path))
     assert f"{empty}:3" in line
 
-    line = one_line_error(lmforge(*classify_args(review_files, f"init_from={tmp_path}"), cwd=tmp_path))
+    line = one_line_error(cli(*classify_args(review_files, f"init_from={tmp_path}"), cwd=tmp_path))
     assert "init_from" in line and "neither" in line
 
 
@@ -132,5 +132,5 @@ def test_tokenizer_larger_than_the_model_is_one_line(pretrain_run, review_files,
     ok(lmforge("export", f"ckpt_path={pretrain_run[0]}", f"export_dir={model_dir}", cwd=tmp_path))
     texts = [p.read_text() for p in sorted((corpus / "email").glob("*.py"))]
     train_bpe(texts, vocab_size=1200, out_dir=model_dir)  # replaces the 512-token tokenizer
-    line = one_line_error(lmforge(*classify_args(review_files, f"init_from={model_dir}"), cwd=tmp_path))
+    line = one_line_error(cli(*classify_args(review_files, f"init_from={model_dir}"), cwd=tmp_path))
     assert "tokenizer has" in line and "embedding only 512" in line

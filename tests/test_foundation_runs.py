@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import csv_metric, lmforge, metrics, ok, one_line_error
+from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error
 
 
 def test_mnist_mlp_reaches_95_percent_on_digits(mlp_run: Path):
@@ -129,7 +129,7 @@ def test_ddp_on_two_cpu_processes_shares_one_run_directory(tmp_path: Path):
 def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes((mlp_run / "checkpoints" / "last.ckpt").read_bytes()[:500])
-    line = one_line_error(lmforge("eval", f"ckpt_path={bad}", cwd=tmp_path))
+    line = one_line_error(cli("eval", f"ckpt_path={bad}", cwd=tmp_path))
     assert str(bad) in line and "corrupt" in line
 
 

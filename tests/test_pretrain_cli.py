@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import csv_metric, lmforge, metrics, ok, one_line_error
+from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error
 
 
 def test_pretraining_lowers_validation_loss_and_ends_with_a_sample(pretrain_run):
@@ -128,7 +128,7 @@ def bad_corpus(tmp_path: Path, name: str, content: bytes) -> Path:
 ])
 def test_bad_text_input_is_one_line(tmp_path: Path, name, content, extra, expected):
     path = bad_corpus(tmp_path, name, content)
-    line = one_line_error(lmforge("train", f"data.paths=[{path}]", "tokenizer=bytes", *extra,
+    line = one_line_error(cli("train", f"data.paths=[{path}]", "tokenizer=bytes", *extra,
                                   f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path))
     assert expected in line
     if "offset" in expected or ":2" in expected:

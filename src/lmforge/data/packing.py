@@ -38,6 +38,7 @@ import numpy as np
 
 from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
 from lmforge.data.corpus import Corpus
+from lmforge.data.encode_worker import COUNTS, encode, init_worker, worker_state
 from lmforge.errors import UserError
 from lmforge.tokenizers.fast import TextEncoder
 from lmforge.tokenizers.specs import tokenizer_fingerprint
@@ -47,7 +48,6 @@ BATCH_BYTES = 1 << 20  # text per worker task
 CHECKPOINT_BYTES = 64 << 20  # text between two saved progress points
 MIN_PARALLEL_BYTES = 4 << 20  # tokenized in-process first: small corpora never start workers
 CHECK_CHARS = 64 << 10  # text encoded both ways before trusting tiktoken on a corpus
-COUNTS = ("parts", "train_tokens", "val_tokens", "train_bytes", "val_bytes", "train_docs", "val_docs")
 
 log = logging.getLogger(__name__)
 
@@ -89,32 +89,6 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
         lock.release()
 
 
-# ---- worker side: an encoder rebuilt from the tokenizer's JSON in each process
-_worker: dict = {}
-
-
-def _init_worker(tokenizer_json: str, fast: bool, eos_id: int, dtype: str) -> None:
-    _worker.update(encoder=TextEncoder(tokenizer_json, fast), eos=eos_id, dtype=np.dtype(dtype))
-
-
-def _encode(batch: list[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Encode a batch of (text, held out): the packed train ids, the packed val ids, and counts."""
-    encoded = _worker["encoder"].encode_batch([text for text, _ in batch])
-    eos = _worker["eos"]
-    ids: dict[bool, list[int]] = {False: [], True: []}
-    counts = dict.fromkeys(COUNTS, 0)
-    for (text, held_out), part in zip(batch, encoded):
-        ids[held_out] += part
-        ids[held_out].append(eos)
-        side = "val" if held_out else "train"
-        counts[f"{side}_bytes"] += len(text.encode())
-        counts[f"{side}_docs"] += 1
-    counts["parts"] = len(batch)
-    counts["train_tokens"], counts["val_tokens"] = len(ids[False]), len(ids[True])
-    dtype = _worker["dtype"]
-    return np.array(ids[False], dtype=dtype), np.array(ids[True], dtype=dtype), counts
-
-
 def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
     batch: list[tuple[str, bool]] = []
     size = 0
@@ -129,12 +103,13 @@ def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool
 
 
 def _start_pool(num_proc: int, initargs: tuple):
-    """A worker pool (fork on Linux); workers run single-threaded, so no rayon-after-fork warning."""
+    """A worker pool of fresh processes ("spawn"): forking a process that already runs threads (torch,
+    the Rust tokenizers, a Trainer) can deadlock the child. The workers import only the light
+    `lmforge.data.encode_worker`; they run single-threaded."""
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        method = "fork" if sys.platform == "linux" else "spawn"
-        return get_context(method).Pool(num_proc, initializer=_init_worker, initargs=initargs)
+        return get_context("spawn").Pool(num_proc, initializer=init_worker, initargs=initargs)
     finally:
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
@@ -156,17 +131,17 @@ def _tiktoken_agrees(tokenizer_json: str, batch: list[tuple[str, bool]]) -> bool
 
 def _encoded(batches: Iterator[list[tuple[str, bool]]], tokenizer_json: str, eos_id: int, dtype: np.dtype,
              num_proc: int, fast: bool, state: dict) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-    """`_encode` of each batch, in order: in-process for the first MIN_PARALLEL_BYTES, then on
+    """`encode` of each batch, in order: in-process for the first MIN_PARALLEL_BYTES, then on
     `num_proc` workers with at most 2 * num_proc batches in flight (bounded memory)."""
     first = next(batches, None)
     if first is None:
         return
     init = (tokenizer_json, fast and _tiktoken_agrees(tokenizer_json, first), eos_id, dtype.str)
-    _init_worker(*init)
-    state["encoder"] = _worker["encoder"].name
+    init_worker(*init)
+    state["encoder"] = worker_state["encoder"].name
     done = 0
     for batch in itertools.chain([first], batches):
-        yield _encode(batch)
+        yield encode(batch)
         done += sum(len(text) for text, _ in batch)
         if num_proc > 1 and done >= MIN_PARALLEL_BYTES:
             break
@@ -175,7 +150,7 @@ def _encoded(batches: Iterator[list[tuple[str, bool]]], tokenizer_json: str, eos
     with _start_pool(num_proc, init) as pool:
         pending: collections.deque = collections.deque()
         for batch in batches:
-            pending.append(pool.apply_async(_encode, (batch,)))
+            pending.append(pool.apply_async(encode, (batch,)))
             if len(pending) >= 2 * num_proc:
                 yield pending.popleft().get()
         while pending:

@@ -15,24 +15,12 @@ from transformers import PreTrainedTokenizerFast
 
 from lmforge.atomic import publish_dir, write_bytes
 from lmforge.errors import UserError
+from lmforge.tokenizers.fast import byte_alphabet
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIALS = [EOS, PAD]
 MIN_BPE_VOCAB = 256 + len(SPECIALS)
-
-
-def byte_alphabet() -> list[str]:
-    """The 256 printable characters GPT-2's byte-level scheme uses for bytes 0..255, in byte order."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
 
 
 def _byte_level(model: models.Model) -> Tokenizer:

@@ -13,7 +13,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmforge.tokenizers.build import byte_alphabet
+
+def byte_alphabet() -> list[str]:
+    """The 256 printable characters GPT-2's byte-level scheme uses for bytes 0..255, in byte order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
 
 HF_SLICE_CHARS = 1 << 16  # text per Hugging Face `encode_batch` call
 # GPT-2's pre-tokenizer: the regex of `tokenizers`' ByteLevel(use_regex=True), in tiktoken's syntax.

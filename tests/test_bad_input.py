@@ -1,0 +1,182 @@
+"""Every bad input is one line naming the key, file or line, exit status 2, no traceback, and no
+change to an existing run. Run in-process (`cli`): no interpreter start-up per case."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import cli, one_line_error
+
+MLP = ["train", "experiment=mnist_mlp", "data.download=false"]
+TEXT = ["train", "tokenizer.vocab_size=300", "print_config=false"]
+CLASSIFY = ["train", "experiment=finetune_classify", "data.text_column=review", "data.label_column=sentiment"]
+SFT = ["train", "experiment=finetune_sft"]
+
+
+class Evil:
+    """Unpickling this runs a shell command: what a crafted checkpoint would carry."""
+
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-lmforge-test",))
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, mlp_run: Path) -> Path:
+    """A folder of malformed inputs, each named after what is wrong with it."""
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.txt").write_text("")
+    (d / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (d / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
+    (d / "nofield.jsonl").write_text('{"body": "a document without a text field"}\n')
+    (d / "notgzip.txt.gz").write_bytes(b"this is not gzip data at all")
+    (d / "ok.txt").write_text("def f():\n    return 1\n" * 200)
+    (d / "missing_col.csv").write_text("review,label\nnice film,pos\n")
+    (d / "short_row.csv").write_text("review,sentiment\nnice film,pos\njust one field\n")
+    (d / "empty_label.csv").write_text("review,sentiment\nnice film,pos\nbad film,\n")
+    (d / "one_label.csv").write_text("review,sentiment\n" + "nice film,pos\n" * 20)
+    (d / "train.csv").write_text("review,sentiment\n" + "".join(f"film {i} good,pos\nfilm {i} bad,neg\n" for i in range(20)))
+    (d / "unseen.csv").write_text("review,sentiment\nan odd film,meh\n")
+    (d / "table.xlsx").write_bytes(b"PK\x03\x04 not a table lmforge reads")
+    (d / "bad_utf8.csv").write_bytes(b"review,sentiment\nnice \xff film,pos\n")
+    (d / "malformed.jsonl").write_text('{"review": "x", "sentiment": "pos"}\n[1, 2]\n')
+    (d / "sft_missing.jsonl").write_text('{"prompt": "say hi"}\n')
+    (d / "sft_messages.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    (d / "sft_empty.jsonl").write_text('{"prompt": "say hi", "response": "   "}\n')
+    ckpt = mlp_run / "checkpoints" / "last.ckpt"
+    (d / "corrupt.ckpt").write_bytes(ckpt.read_bytes()[:700])
+    torch.save({"state_dict": {}, "payload": Evil()}, d / "pickle.ckpt")
+    torch.save({"weights": torch.zeros(3)}, d / "foreign.ckpt")
+    (d / "empty_run").mkdir()
+    (d / "nocfg_model").mkdir()
+    (d / "foreign_export").mkdir()
+    (d / "foreign_export" / "notes.txt").write_text("mine")
+    untrusted = d / "untrusted_run"
+    shutil.copytree(mlp_run, untrusted)
+    config = yaml.safe_load((untrusted / ".hydra" / "config.yaml").read_text())
+    config["model"]["_target_"] = "os.system"
+    (untrusted / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (d / "conf" / "experiment").mkdir(parents=True)
+    (d / "conf" / "experiment" / "broken.yaml").write_text("# @package _global_\nmodel:\n  hidden: [16\n")
+    (d / "conf" / "experiment" / "typo.yaml").write_text("# @package _global_\ndefaults:\n  - mnist_mlp\nmax_epoch: 3\n")
+    with gzip.open(d / "ok.jsonl.gz", "wt") as f:
+        f.write('{"text": "x"}\n')
+    return d
+
+
+# (arguments, a fragment the one error line must hold); "{bad}" (the folder above), "{run}" (a finished
+# MLP run) and "{lm}" (a tiny Hugging Face causal LM) are filled in.
+CASES = [
+    # config keys and values
+    ([*MLP, "model.activaton=tanh"], "unknown config key 'model.activaton' (did you mean 'model.activation'?)"),
+    ([*MLP, "model.activation=tahn"], "'model.activation': expected 'relu', 'sigmoid', 'tanh' or 'gelu', got 'tahn'"),
+    ([*MLP, "trainer.max_epochs=abc"], "'trainer.max_epochs': expected a valid integer, got 'abc'"),
+    ([*MLP, "seed=abc"], "'seed': expected a valid integer, got 'abc'"),
+    ([*MLP, "seeed=1"], "did you mean 'seed'"),
+    ([*MLP, "model=mlpp"], "unknown model preset 'mlpp' (did you mean 'mlp'?)"),
+    (["train", "experiment=mnist_mlpp"], "unknown experiment preset 'mnist_mlpp'"),
+    ([*MLP, "debug=fdrr"], "unknown debug preset 'fdrr'"),
+    ([*MLP, "data._target_=lmforge.nope.Data"], "'data._target_': cannot import 'lmforge.nope.Data'"),
+    ([*MLP, "data.batch_sise=3"], "did you mean 'data.batch_size'?"),
+    ([*MLP, "data.batch_size=0"], "'data.batch_size': expected"),
+    ([*MLP, "optimizer.lr=-0.1"], "'optimizer': Invalid learning rate: -0.1"),
+    ([*MLP, "optimizer.betas=[0.9]"], "optimizer.betas"),
+    ([*MLP, "optimizer.weight_decay=-1"], "'optimizer': Invalid weight_decay value: -1"),
+    ([*MLP, "scheduler.warmup_steps=-5"], "'scheduler.warmup_steps'"),
+    ([*MLP, "model.hidden=[0]"], "model.hidden"),
+    ([*MLP, "model.dropout=1.5"], "model.dropout"),
+    ([*MLP, "resume=maybe"], "'resume': expected 'auto'"),
+    ([*MLP, "nan_policy=ignore"], "'nan_policy': expected 'stop' or 'skip'"),
+    ([*MLP, "compile=maybe"], "'compile': expected a valid boolean"),
+    ([*MLP, "monitor_mode=maximum"], "'monitor_mode': expected 'min' or 'max'"),
+    ([*MLP, "checkpoint.every_n_steps=0"], "'checkpoint.every_n_steps': expected"),
+    ([*MLP, "checkpoint.keep=0"], "'checkpoint.keep': expected"),
+    ([*MLP, "max_new_tokens=0"], "'max_new_tokens': expected"),
+    ([*MLP, "trainer.precision=17"], "precision"),
+    ([*MLP, "trainer=gpu"], "this machine has no CUDA GPU"),
+    ([*MLP, "trainer.accelerator=gpu", "trainer.devices=4"], "has no CUDA GPU"),
+    ([*MLP, "callbacks.model_checkpoint.mode=maxx"], "mode"),
+    ([*MLP, "model.hidden=[1,2"], "cannot parse override"),
+    ([*MLP, "+model.colour=red"], "unknown config key 'model.colour'"),
+    ([*MLP, "resume=auto"], "resume=auto needs a run directory"),
+    (["train", "--config-dir", "{bad}/conf", "experiment=broken"], "broken.yaml:4"),
+    (["train", "--config-dir", "{bad}/conf", "experiment=typo"], "'max_epoch'"),
+    (["train", "--cfg", "jb"], "invalid choice: 'jb'"),
+    (["trian"], "did you mean 'train'"),
+    # paths and checkpoints
+    ([*MLP, "ckpt_path=/no/such/run"], "/no/such/run"),
+    ([*MLP, "ckpt_path={bad}/corrupt.ckpt"], "corrupt.ckpt: not a readable checkpoint"),
+    ([*MLP, "ckpt_path={bad}/pickle.ckpt"], "pickle.ckpt: refused to load"),
+    ([*MLP, "ckpt_path={bad}/foreign.ckpt"], "foreign.ckpt: not a Lightning checkpoint"),
+    ([*MLP, "ckpt_path={bad}/empty_run"], "empty_run: no checkpoint found"),
+    ([*MLP, "hydra.run.dir={run}"], "already holds a run"),
+    ([*MLP, "paths.log_dir=/proc/lmforge"], "/proc/lmforge"),
+    ([*CLASSIFY, "init_from=/no/such/model"], "init_from=/no/such/model"),
+    ([*CLASSIFY, "init_from={bad}/nocfg_model"], "no config.json"),
+    # data files
+    ([*TEXT, "data.paths=[/no/such/dir/*.txt]"], "/no/such/dir/*.txt"),
+    ([*TEXT, "data.paths=[{bad}/empty.txt]"], "no non-empty document"),
+    ([*TEXT, "data.paths=[{bad}/latin1.txt]"], "latin1.txt: not UTF-8"),
+    ([*TEXT, "data.paths=[{bad}/bad.jsonl]"], "bad.jsonl:2"),
+    ([*TEXT, "data.paths=[{bad}/nofield.jsonl]"], "nofield.jsonl:1"),
+    ([*TEXT, "data.paths=[{bad}/notgzip.txt.gz]"], "notgzip.txt.gz: not a valid gzip file"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "data.block_size=512"], "data.block_size=512"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "model.vocab_size=100"], "model.vocab_size"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "model.n_head=3"], "model.n_head"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
+    ([*TEXT, "tokenizer=pretrained", "tokenizer.path=/no/such/tok"], "tokenizer.path"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "data.val_fraction=1.5"], "data.val_fraction"),
+    ([*CLASSIFY, "data.train_file={bad}/missing_col.csv"], "missing_col.csv: no column 'sentiment'"),
+    ([*CLASSIFY, "data.train_file={bad}/short_row.csv"], "short_row.csv:3"),
+    ([*CLASSIFY, "data.train_file={bad}/empty_label.csv"], "empty_label.csv:3"),
+    ([*CLASSIFY, "data.train_file={bad}/one_label.csv"], "only one label"),
+    ([*CLASSIFY, "data.train_file={bad}/train.csv", "data.val_file={bad}/unseen.csv"], "unseen.csv:2: label 'meh'"),
+    ([*CLASSIFY, "data.train_file={bad}/table.xlsx"], "table.xlsx: unsupported table format"),
+    ([*CLASSIFY, "data.train_file={bad}/bad_utf8.csv"], "bad_utf8.csv:2"),
+    ([*CLASSIFY, "data.train_file={bad}/malformed.jsonl", "data.text_column=review"], "malformed.jsonl:2"),
+    ([*CLASSIFY, "data.train_file={bad}/nope.csv"], "nope.csv"),
+    ([*CLASSIFY, "data.val_file={bad}/train.csv"], "data.train_file is not"),
+    ([*SFT, "init_from={lm}", "data.train_file={bad}/sft_missing.jsonl"], "sft_missing.jsonl:1: missing 'response'"),
+    ([*SFT, "init_from={lm}", "data.train_file={bad}/sft_messages.jsonl"], "sft_messages.jsonl:1"),
+    ([*SFT, "init_from={lm}", "data.train_file={bad}/sft_empty.jsonl"], "sft_empty.jsonl:1: empty response"),
+    ([*SFT, "init_from={lm}", "data.template=no prompt here"], "must contain {prompt}"),
+    # the other commands
+    (["eval"], "missing required value 'ckpt_path'"),
+    (["eval", "ckpt_path={run}", "data.test_file={bad}/nope.csv"], "nope.csv"),
+    (["eval", "ckpt_path={run}", "data.bogus=1"], "unknown config key 'data.bogus'"),
+    (["eval", "ckpt_path={bad}/untrusted_run"], "'model._target_' = 'os.system' is not a trusted target"),
+    (["eval", "ckpt_path={bad}/pickle.ckpt"], "refused to load"),
+    (["generate", "ckpt_path={run}", "max_new_tokens=-1"], "'max_new_tokens': expected"),
+    (["generate", "ckpt_path={run}", "temperature=-1"], "'temperature': expected"),
+    (["generate", "ckpt_path={run}", "top_p=2"], "'top_p': expected"),
+    (["generate", "ckpt_path={run}", "top_k=0"], "'top_k': expected"),
+    (["generate", "ckpt_path={run}", "data.paths=[x]"], "unknown config key 'data'"),
+    (["generate", "ckpt_path={run}"], "no tokenizer/"),
+    (["export", "ckpt_path={run}", "export_dir={bad}/foreign_export"], "is not a previous lmforge export"),
+    (["export", "ckpt_path={bad}/corrupt.ckpt", "export_dir={bad}/out"], "corrupt.ckpt"),
+    (["export", "ckpt_path={run}"], "missing required value 'export_dir'"),
+    (["report", "runs=[{bad}/no_such_sweep]"], "no_such_sweep"),
+    (["report", "runs=[{run}]", "sort_by=val/nope"], "val/nope"),
+    (["tokenizer", "data.paths=[{bad}/empty.txt]"], "no non-empty document"),
+]
+
+
+@pytest.mark.parametrize("args, expected", CASES, ids=[f"{i:02d}-{' '.join(a[1:])[:50]}" for i, (a, _) in enumerate(CASES)])
+def test_bad_input_is_one_line_naming_it(args, expected, bad: Path, mlp_run: Path, tiny_hf_lm: Path, tmp_path: Path):
+    def fill(text: str) -> str:
+        return text.replace("{bad}", str(bad)).replace("{run}", str(mlp_run)).replace("{lm}", str(tiny_hf_lm))
+
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in mlp_run.rglob("*") if p.is_file()}
+    line = one_line_error(cli(*map(fill, args), cwd=tmp_path))
+    assert fill(expected) in line
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in mlp_run.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.rglob("metrics.json"))  # nothing was trained or evaluated
+
+
+def test_the_table_is_at_least_sixty_cases():
+    assert len(CASES) >= 60
