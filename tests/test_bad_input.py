@@ -39,7 +39,7 @@ def bad(tmp_path_factory, mlp_run: Path) -> Path:
     (d / "missing_col.csv").write_text("review,label\nnice film,pos\n")
     (d / "short_row.csv").write_text("review,sentiment\nnice film,pos\njust one field\n")
     (d / "empty_label.csv").write_text("review,sentiment\nnice film,pos\nbad film,\n")
-    (d / "one_label.csv").write_text("review,sentiment\n" + "nice film,pos\n" * 20)
+    (d / "one_label.csv").write_text("review,sentiment\n" + "".join(f"nice film {i},pos\n" for i in range(20)))
     (d / "train.csv").write_text("review,sentiment\n" + "".join(f"film {i} good,pos\nfilm {i} bad,neg\n" for i in range(20)))
     (d / "unseen.csv").write_text("review,sentiment\nan odd film,meh\n")
     (d / "table.xlsx").write_bytes(b"PK\x03\x04 not a table lmforge reads")
@@ -141,13 +141,13 @@ CASES = [
     ([*CLASSIFY, "data.train_file={bad}/malformed.jsonl", "data.text_column=review"], "malformed.jsonl:2"),
     ([*CLASSIFY, "data.train_file={bad}/nope.csv"], "nope.csv"),
     ([*CLASSIFY, "data.val_file={bad}/train.csv"], "data.train_file is not"),
-    ([*SFT, "init_from={lm}", "data.train_file={bad}/sft_missing.jsonl"], "sft_missing.jsonl:1: missing 'response'"),
-    ([*SFT, "init_from={lm}", "data.train_file={bad}/sft_messages.jsonl"], "sft_messages.jsonl:1"),
-    ([*SFT, "init_from={lm}", "data.train_file={bad}/sft_empty.jsonl"], "sft_empty.jsonl:1: empty response"),
-    ([*SFT, "init_from={lm}", "data.template=no prompt here"], "must contain {prompt}"),
+    ([*SFT, "init_from={lm}", "data.max_length=32", "data.train_file={bad}/sft_missing.jsonl"], "sft_missing.jsonl:1: missing 'response'"),
+    ([*SFT, "init_from={lm}", "data.max_length=32", "data.train_file={bad}/sft_messages.jsonl"], "sft_messages.jsonl:1"),
+    ([*SFT, "init_from={lm}", "data.max_length=32", "data.train_file={bad}/sft_empty.jsonl"], "sft_empty.jsonl:1: empty response"),
+    ([*SFT, "init_from={lm}", "data.max_length=32", "data.template=no prompt here"], "must contain {prompt}"),
     # the other commands
     (["eval"], "missing required value 'ckpt_path'"),
-    (["eval", "ckpt_path={run}", "data.test_file={bad}/nope.csv"], "nope.csv"),
+    (["eval", "ckpt_path={run}", "data.test_file={bad}/nope.csv"], "unknown config key 'data.test_file'"),
     (["eval", "ckpt_path={run}", "data.bogus=1"], "unknown config key 'data.bogus'"),
     (["eval", "ckpt_path={bad}/untrusted_run"], "'model._target_' = 'os.system' is not a trusted target"),
     (["eval", "ckpt_path={bad}/pickle.ckpt"], "refused to load"),
@@ -155,7 +155,7 @@ CASES = [
     (["generate", "ckpt_path={run}", "temperature=-1"], "'temperature': expected"),
     (["generate", "ckpt_path={run}", "top_p=2"], "'top_p': expected"),
     (["generate", "ckpt_path={run}", "top_k=0"], "'top_k': expected"),
-    (["generate", "ckpt_path={run}", "data.paths=[x]"], "unknown config key 'data'"),
+    (["generate", "ckpt_path={run}", "data.paths=[x]"], "unknown config key 'data.paths'"),
     (["generate", "ckpt_path={run}"], "no tokenizer/"),
     (["export", "ckpt_path={run}", "export_dir={bad}/foreign_export"], "is not a previous lmforge export"),
     (["export", "ckpt_path={bad}/corrupt.ckpt", "export_dir={bad}/out"], "corrupt.ckpt"),

@@ -12,9 +12,10 @@ def main(cfg: DictConfig) -> None:
     config = validate(cfg, "export")
 
     from lmforge.experiment.load import load_model
-    from lmforge.models.export import export_hf
+    from lmforge.models.export import check_export_dir, export_hf
 
-    # 2. Build the model with its weights, 3. write it (atomically; a foreign directory is refused).
+    # 2. Build the model with its weights (once the target is known to be writable), 3. write it atomically.
+    check_export_dir(config["export_dir"])
     model, tokenizer, _ = load_model(config["ckpt_path"])
     path = export_hf(model, tokenizer, config["export_dir"])
     auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \

@@ -50,6 +50,9 @@ def validate(cfg: DictConfig, command: str) -> dict:
     for key in plain:
         if key not in known:
             raise UserError(f"unknown config key '{key}'{did_you_mean(key, known)}")
+    # The command's own keys first: a section interpolating one of them (module.nan_policy: ${nan_policy})
+    # would otherwise be blamed for it.
+    check_schema("", {k: v for k, v in plain.items() if k in fields}, spec.keys)
     for key in spec.sections:
         if key in plain:
             check_node(key, plain[key])
@@ -59,7 +62,6 @@ def validate(cfg: DictConfig, command: str) -> dict:
     for key, schema in spec.plain.items():
         if key in plain:
             check_schema(key, plain[key], schema)
-    check_schema("", {k: v for k, v in plain.items() if k in fields}, spec.keys)
     return plain
 
 

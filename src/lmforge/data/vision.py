@@ -7,10 +7,11 @@ import logging
 import struct
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
 
 from lmforge.atomic import write_bytes
@@ -20,12 +21,15 @@ from lmforge.errors import UserError
 log = logging.getLogger(__name__)
 
 Split = tuple[np.ndarray, np.ndarray]
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class ArrayDataModule(DataModule):
     """Train/val/test arrays loaded once (by `load_splits`), served as (x, y) float/long batches."""
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0, standardize: bool = True):
+    def __init__(self, batch_size: Positive = 32, num_workers: NonNegative = 0, standardize: bool = True):
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -74,8 +78,8 @@ class ArrayDataModule(DataModule):
 class DigitsDataModule(ArrayDataModule):
     """scikit-learn's 1,797 bundled 8x8 digits, scaled to [0, 1], in a fixed stratified split."""
 
-    def __init__(self, batch_size: int = 32, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 split_seed: int = 0, num_workers: int = 0, standardize: bool = True):
+    def __init__(self, batch_size: Positive = 32, val_fraction: Fraction = 0.1, test_fraction: Fraction = 0.2,
+                 split_seed: int = 0, num_workers: NonNegative = 0, standardize: bool = True):
         super().__init__(batch_size, num_workers, standardize)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -112,8 +116,8 @@ class MNISTDataModule(ArrayDataModule):
     line and falls back to the bundled digits, so the example runs on any machine.
     """
 
-    def __init__(self, root: str = "data/mnist", download: bool = True, val_size: int = 5000,
-                 batch_size: int = 32, num_workers: int = 0, split_seed: int = 0, standardize: bool = True):
+    def __init__(self, root: str = "data/mnist", download: bool = True, val_size: Positive = 5000,
+                 batch_size: Positive = 32, num_workers: NonNegative = 0, split_seed: int = 0, standardize: bool = True):
         super().__init__(batch_size, num_workers, standardize)
         self.root = Path(root)
         self.download = download

@@ -23,6 +23,16 @@ def plain_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_export_dir(export_dir: str | Path) -> Path:
+    """The absolute export directory; a non-empty one that is not a previous lmforge export is refused."""
+    export_dir = Path(export_dir).expanduser().resolve()
+    if export_dir.exists() and (not export_dir.is_dir() or
+                                (any(export_dir.iterdir()) and not (export_dir / MARKER).exists())):
+        raise UserError(f"export_dir {export_dir} exists and is not a previous lmforge export; "
+                        "choose a new or empty directory")
+    return export_dir
+
+
 def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
               generation: Optional[dict[str, Any]] = None) -> Path:
     """Save `model` (+ `tokenizer`, generation defaults) to `export_dir` and return its path.
@@ -32,11 +42,7 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     that is not a previous lmforge export is refused. `generation` (e.g. `{"temperature": 0.8, "top_k": 50}`) goes into
     generation_config.json beside the tokenizer's eos/pad ids. A peft-wrapped model is merged first.
     """
-    export_dir = Path(export_dir).expanduser().resolve()
-    if export_dir.exists() and (not export_dir.is_dir() or
-                                (any(export_dir.iterdir()) and not (export_dir / MARKER).exists())):
-        raise UserError(f"export_dir {export_dir} exists and is not a previous lmforge export; "
-                        "choose a new or empty directory")
+    export_dir = check_export_dir(export_dir)
     reason = getattr(model, "not_exportable", None)
     if reason:
         raise UserError(reason)

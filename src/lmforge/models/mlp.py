@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from lmforge.errors import UserError
@@ -16,8 +17,9 @@ class MLP(nn.Module):
     """Returns logits; the softmax lives in the loss (cross-entropy) or the module (mse, metrics)."""
 
     def __init__(self, input_size: Optional[int] = None, num_classes: Optional[int] = None,
-                 hidden: list[int] = (128,), activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu",
-                 dropout: float = 0.0):
+                 hidden: list[Annotated[int, Field(ge=1)]] = (128,),
+                 activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu",
+                 dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0):
         super().__init__()
         if input_size is None or num_classes is None:
             raise UserError("model.input_size and model.num_classes must be set (they follow the data "
