@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
+from lmforge.data.base import DataModule
 from lmforge.errors import UserError
 from lmforge.generation import generate
 from lmforge.models.causal_lm import gpt2, llama, pretrained
@@ -53,13 +54,12 @@ def tiny_llama(vocab: int = 258, **kw) -> torch.nn.Module:
                                       "n_embd": 32, **kw})
 
 
-class RepeatText(L.LightningDataModule):
+class RepeatText(DataModule):
     """Blocks of a repetitive text, labels already shifted, like lmforge.data.text.TextDataModule."""
 
     def __init__(self, tokenizer, block_size: int = 32, batch_size: int = 8):
         super().__init__()
         self.tokenizer = tokenizer
-        self.dims = {"vocab_size": len(tokenizer)}
         ids = torch.tensor(tokenizer.encode(TEXT, add_special_tokens=False))
         self.val_bytes_per_token = len(TEXT.encode()) / len(ids)
         n = (len(ids) - 1) // block_size
@@ -68,6 +68,9 @@ class RepeatText(L.LightningDataModule):
         y[:, :2] = -100  # some ignored positions, as after a document boundary
         self.rows = [{"input_ids": a, "labels": b} for a, b in zip(x, y)]
         self.batch_size = batch_size
+
+    def bytes_per_token(self, stage: str) -> float:
+        return self.val_bytes_per_token
 
     def train_dataloader(self):
         return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True)

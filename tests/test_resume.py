@@ -129,5 +129,6 @@ def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path: P
     (run / "checkpoints" / "best.ckpt").unlink()
     newest.write_bytes(newest.read_bytes()[:2000])  # as a full disk or a foreign tool might leave it
     proc = ok(lmforge("train", *args, "trainer.max_epochs=4", f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path))
-    assert "skipping" in proc.stderr and "step-0000015.ckpt" in proc.stderr
+    output = proc.stdout + proc.stderr  # lmforge logs through Hydra's console handler (stdout)
+    assert "skipping" in output and "step-0000015.ckpt" in output
     assert json.loads((run / "run.json").read_text())["resumed_from"].endswith("step-0000010.ckpt")

@@ -64,7 +64,8 @@ class CausalLMModule(TaskModule):
         its bytes per token, `/bpb`."""
         metric = self.epoch_loss[stage]
         loss = metric.compute()  # every rank joins the reduction, even one that saw no tokens
-        metric.reset()
+        with torch.inference_mode(False):  # fresh states made under validate()'s inference mode could
+            metric.reset()  # not be updated in place by the next fit's validation
         if not torch.isfinite(loss):
             return
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)

@@ -154,9 +154,10 @@ def _sweep_from_json(path: Path, summary: Any) -> Sweep:
     runs = []
     for job in jobs:
         number = str(job.get("job", len(runs)))
-        run_dir = Path(job["run_dir"]) if job.get("run_dir") else None
-        if run_dir is None or not run_dir.is_dir():  # the sweep may have moved since
-            run_dir = path / number if (path / number).is_dir() else None
+        # The job's folder inside this sweep directory first: the sweep may have been moved or copied.
+        run_dir = path / number if (path / number).is_dir() else None
+        if run_dir is None and job.get("run_dir") and Path(job["run_dir"]).is_dir():
+            run_dir = Path(job["run_dir"])
         run = read_run(run_dir, number) if run_dir else Run(label=number, path=None, status="unknown")
         run.status = str(job.get("status") or run.status)
         run.metrics = run.metrics or _numbers(job.get("metrics") or {}, path / "sweep.json")
