@@ -17,6 +17,7 @@ import traceback
 from lmforge.config import conf_dir
 from lmforge.config.errors import describe_error, is_user_error
 from lmforge.config.schema import COMMANDS
+from lmforge.distributed import job_environment
 from lmforge.errors import RunFailed, Stopped
 from lmforge.job import in_multirun
 
@@ -54,7 +55,8 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     @functools.wraps(task)
     def job(cfg):
         try:
-            return task(cfg)
+            with job_environment():
+                return task(cfg)
         except Exception as exc:  # noqa: BLE001 - reported in one line, or re-raised
             if isinstance(exc, Stopped) or not in_multirun():  # a signal stops the whole sweep too
                 sys.exit(report(exc))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 
 def is_main_process() -> bool:
@@ -40,3 +42,23 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
     command += [f"hydra.run.dir={hydra.runtime.output_dir}", f"hydra.job.name={hydra.job.name}_rank_{local_rank}"]
     return command, hydra.runtime.cwd
 
+
+
+# Set by Lightning's launcher in the process of rank 0. Left over after a job, they tell the next job
+# of a sweep run in the same process that its ranks were started externally, so it waits for ranks
+# that never come.
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK")
+
+
+@contextlib.contextmanager
+def job_environment() -> Iterator[None]:
+    """Restore the rank variables of the environment after a job (for the next job of a sweep)."""
+    saved = {name: os.environ.get(name) for name in RANK_VARIABLES}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -21,6 +21,8 @@ class DataModule(L.LightningDataModule):
 
     #: The tokenizer of text data (a Hugging Face tokenizer), None for other data.
     tokenizer: Any = None
+    #: The config key that sets `context_length`, for error messages.
+    context_key: str = "data.block_size"
     #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
     #: then call `set_tokenizer` with the tokenizer of `init_from`.
     takes_model_tokenizer: bool = False

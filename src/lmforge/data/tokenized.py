@@ -53,6 +53,7 @@ class TokenizedDataModule(DataModule):
     test_file and max_length, and fill `self._encoded[split]` (lists of example dicts) in `setup`."""
 
     takes_model_tokenizer = True
+    context_key = "data.max_length"
     max_length: int
     _encoded: dict[str, list[dict]] | None = None
 

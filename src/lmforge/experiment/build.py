@@ -89,8 +89,9 @@ def check_compatible(model: nn.Module, datamodule: DataModule) -> None:
     positions = getattr(hf_config, "n_positions", None) or getattr(hf_config, "max_position_embeddings", None)
     block = datamodule.context_length
     if positions and block and block > positions:
-        raise UserError(f"data.block_size={block} is larger than the model's {positions} positions "
-                        f"(raise model.block_size or lower data.block_size)")
+        key = datamodule.context_key
+        raise UserError(f"{key}={block} is larger than the model's {positions} positions "
+                        f"(lower {key}, or use a model with more positions)")
     if datamodule.tokenizer is None or not hasattr(model, "get_input_embeddings"):
         return
     vocab, embeddings = len(datamodule.tokenizer), model.get_input_embeddings()
