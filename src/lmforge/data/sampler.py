@@ -47,7 +47,8 @@ class ResumableSampler(DistributedSampler):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.ready * self.batch_size
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready * self.batch_size
+        return done if done < len(self) else 0  # a whole epoch done: this is the next one, from its start
 
     def __iter__(self) -> Iterator[int]:
         yield from self.order()[self.start():]
