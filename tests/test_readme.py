@@ -104,7 +104,7 @@ def test_the_readme_has_the_lines_it_promises():
 @pytest.mark.parametrize("line", COMMANDS)
 def test_every_readme_line_works_as_written(line: str, reader_dir: Path):
     words = shlex.split(line)[1:]
-    words = [re.sub(r"\S*<(run|sweep)>", lambda m: newest(m.group(0), reader_dir), w) for w in words]
+    words = [re.sub(r"[^\s=\[\]]*<(run|sweep)>", lambda m: newest(m.group(0), reader_dir), w) for w in words]
     proc = lmforge(*words, *fast_overrides(words), cwd=reader_dir, env={"WANDB_MODE": "offline"})
     needs_gpu = any(w in ("trainer=gpu", "trainer=ddp", "trainer=fsdp") for w in words)
     if "launcher=slurm" in words and shutil.which("sbatch") is None:

@@ -41,7 +41,7 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     parser.error = functools.partial(_usage_error, command)
     # Intermixed: `lmforge train experiment=x -m a=1,2` (flags between overrides) works too.
     parsed = parser.parse_intermixed_args(args)
-    parsed.overrides = open_overlays(COMMANDS[command].overlays, parsed.overrides)
+    parsed.overrides = quote_text(open_overlays(COMMANDS[command].overlays, parsed.overrides))
 
     # Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1; we set it so that the
     # exception reaches us, and remember whether the user asked for full tracebacks themselves.
@@ -90,6 +90,23 @@ def open_overlays(sections: tuple[str, ...], overrides: list[str]) -> list[str]:
             override = f"++{override}"
         opened.append(override)
     return opened
+
+
+# Keys whose values are free text: `prompt="def f(n):"` from a shell reaches Hydra unquoted, and its
+# override grammar would reject the parentheses; such values are quoted for it.
+TEXT_KEYS = ("prompt",)
+
+
+def quote_text(overrides: list[str]) -> list[str]:
+    quoted = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") in TEXT_KEYS and not (value[:1] in "'\"" and value[-1:] == value[:1] and value):
+            # Hydra's quoted strings: escape the quotes, and a backslash that would end up before one.
+            escaped = value.replace("\\'", "\\\\'").replace("'", "\\'")
+            override = f"{key}='{escaped}{chr(92) if escaped.endswith(chr(92)) else ''}'"
+        quoted.append(override)
+    return quoted
 
 
 def _record_failed_job(exc: Exception, report) -> None:

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -23,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lmforge.atomic import write_json, write_text
+from lmforge.errors import UserError
 from lmforge.job import in_multirun
 
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
@@ -43,6 +45,10 @@ class SweepSummary(Callback):
     failed = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if launcher.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+            raise UserError("launcher=slurm needs a SLURM cluster (no sbatch here): run it on a login node, or "
+                            "try the same code path on this machine with launcher=slurm_local")
         sweep_dir = Path(config.hydra.sweep.dir)
         metric = OmegaConf.select(config, "optimized_metric")
         sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
