@@ -125,3 +125,12 @@ def test_bad_input_is_one_line_with_exit_status_2(args: list[str], expected: str
 def test_missing_required_value_and_unknown_command(tmp_path: Path):
     assert "missing required value 'ckpt_path'" in one_line_error(cli("eval", cwd=tmp_path))
     assert "did you mean 'train'" in one_line_error(cli("trian", cwd=tmp_path))
+
+
+@pytest.mark.parametrize("text", ["def fibonacci(n):", "it's [1, 2] = {a: b}", "a\\b", "end\\", "x\\'y"])
+def test_a_free_text_prompt_needs_no_hydra_quoting(text: str, tmp_path: Path):
+    proc = cli("train", f"prompt={text}", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    assert yaml.safe_load(proc.stdout)["prompt"] == text

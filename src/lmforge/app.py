@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -98,15 +99,22 @@ TEXT_KEYS = ("prompt",)
 
 
 def quote_text(overrides: list[str]) -> list[str]:
+    """Overrides of TEXT_KEYS with their value quoted for Hydra (unless it already is)."""
     quoted = []
     for override in overrides:
         key, sep, value = override.partition("=")
-        if sep and key.lstrip("+") in TEXT_KEYS and not (value[:1] in "'\"" and value[-1:] == value[:1] and value):
-            # Hydra's quoted strings: escape the quotes, and a backslash that would end up before one.
-            escaped = value.replace("\\'", "\\\\'").replace("'", "\\'")
-            override = f"{key}='{escaped}{chr(92) if escaped.endswith(chr(92)) else ''}'"
-        quoted.append(override)
+        already = len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]
+        quoted.append(f"{key}={hydra_quoted(value)}" if sep and key.lstrip("+") in TEXT_KEYS and not already
+                      else override)
     return quoted
+
+
+def hydra_quoted(text: str) -> str:
+    """`text` as a single-quoted Hydra string: quotes escaped, and the backslashes before a quote (or
+    before the closing one) doubled, as Hydra's override grammar wants."""
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
+    return f"'{text}'"
 
 
 def _record_failed_job(exc: Exception, report) -> None:
