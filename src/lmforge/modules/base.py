@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional
 
 import lightning as L
@@ -29,9 +28,10 @@ class TaskModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        total_steps = int(total) if math.isfinite(total) else None
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        from lmforge.optim.budget import Budget
+
+        # The schedule is laid out over the run's budget: max_steps and/or max_time, whichever ends first.
+        scheduler = self.scheduler_factory(optimizer, budget=Budget.from_trainer(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
