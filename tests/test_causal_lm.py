@@ -130,7 +130,7 @@ def test_parameter_groups_decay_matrices_only(impl: str) -> None:
         assert len(decay) + len(no_decay) == len(names)
         assert not any(n.endswith(".bias") or "ln" in n or "norm" in n or "wte" in n or "wpe" in n
                        or "embed_tokens" in n for n in decay)
-        assert any(n.endswith(("c_attn.weight", "q_proj.weight", "attn.q.weight")) for n in decay)
+        assert any(n.endswith(("c_attn.weight", "q_proj.weight", "attn.qkv")) for n in decay)
         # Each group says what kind of parameter it holds (Muon picks its rule by it).
         kinds = {g["kind"]: {names[id(p)] for p in g["params"]} for g in groups}
         assert all("wte" in n or "wpe" in n or "embed_tokens" in n for n in kinds["embedding"])

@@ -100,7 +100,7 @@ def test_modern_starts_with_zero_output_projections_and_identity_blocks() -> Non
     model = modern(**SHAPE)
     for layer in model.layers:
         assert not layer.attn.o.weight.any() and not layer.mlp.down.weight.any()
-        assert layer.attn.q_norm is not None and layer.attn.q.bias is None
+        assert layer.attn.q_norm is not None and layer.attn.qkv_bias is None
     assert model.lm_head.weight is not model.wte.weight and model.wpe is None
     ids = torch.randint(0, 300, (1, 10))
     with torch.no_grad():  # every block is the identity: logits = head(norm(embedding))
@@ -123,5 +123,5 @@ def test_compiled_model_trains_like_the_eager_one() -> None:
         loss = torch.nn.functional.cross_entropy(forward(ids).logits.flatten(0, 1), ids.flatten())
         loss.backward()
         losses.append(loss.detach())
-        grads.append(model.layers[0].attn.q.weight.grad.clone())
+        grads.append(model.layers[0].attn.qkv.grad.clone())
     assert torch.allclose(losses[0], losses[1], atol=1e-5) and torch.allclose(grads[0], grads[1], atol=1e-5)

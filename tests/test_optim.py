@@ -71,6 +71,17 @@ def test_newton_schulz_makes_singular_values_near_one() -> None:
         assert orthogonalize(matrix).dtype == matrix.dtype
 
 
+def test_muon_orthogonalizes_each_matrix_of_a_stacked_weight() -> None:
+    """A [3, rows, cols] weight (the native GPT's fused q/k/v) is three matrices: each moves by an
+    orthogonal update of its own, however different their gradients' scales."""
+    weight = torch.nn.Parameter(torch.zeros(3, 8, 16))
+    weight.grad = torch.randn(3, 8, 16) * torch.tensor([1.0, 100.0, 0.01])[:, None, None]
+    Muon([{"params": [weight], "kind": "matrix"}], lr=0.1, momentum=0.0).step()
+    for update in -weight.detach() / 0.1:
+        s = torch.linalg.svdvals(update)
+        assert s.min() > 0.5 and s.max() < 1.3, s
+
+
 def test_muon_under_lightning_lowers_the_loss_and_keeps_kinds_apart(tmp_path: Path) -> None:
     module = lm_module(functools.partial(Muon, lr=0.02, adam_lr=3e-3, weight_decay=0.01))
     before = copy.deepcopy(module.model.state_dict())
@@ -83,9 +94,9 @@ def test_muon_under_lightning_lowers_the_loss_and_keeps_kinds_apart(tmp_path: Pa
     assert set(kinds) == {"matrix", "head", "embedding", "vector"}
     assert kinds["matrix"]["lr"] == 0.02 and kinds["head"]["lr"] == kinds["vector"]["lr"] == 3e-3
     assert kinds["matrix"]["weight_decay"] == 0.01 and kinds["embedding"]["weight_decay"] == 0.0
-    q = module.model.layers[0].attn.q.weight
+    q = module.model.layers[0].attn.qkv
     assert "momentum_buffer" in optimizer.state[q] and "exp_avg" in optimizer.state[module.model.wte.weight]
-    assert not torch.equal(before["layers.0.attn.q.weight"], q)
+    assert not torch.equal(before["layers.0.attn.qkv"], q)
 
 
 def test_muon_adamw_part_is_torch_adamw() -> None:

@@ -71,8 +71,7 @@ class Spec:
         if family == "gpt2":
             return cls(config.vocab_size, config.n_positions, config.n_layer, config.n_head, config.n_head,
                        config.n_embd, config.n_inner or 4 * config.n_embd, family, config.activation_function,
-                       True if bias is None else bias,
-                       tie, float(config.resid_pdrop), config.layer_norm_epsilon)
+                       True if bias is None else bias, tie, float(config.resid_pdrop), config.layer_norm_epsilon)
         if family in ("llama", "qwen3"):
             if config.hidden_size != config.num_attention_heads * config.head_dim:
                 raise ValueError("head_dim must be hidden_size / num_attention_heads")
@@ -106,17 +105,22 @@ def norm(spec: Spec, dim: int) -> nn.Module:
     return nn.RMSNorm(dim, eps=spec.eps)
 
 
+def stacked(groups: int, rows: int, cols: int) -> nn.Parameter:
+    """A weight of `groups` matrices [rows, cols] used as one [groups * rows, cols] matmul: one kernel
+    instead of several, while Muon still orthogonalises each matrix (it takes leading dims as a batch)."""
+    return nn.Parameter(torch.empty(groups, rows, cols))
+
+
 class Attention(nn.Module):
-    """Causal self-attention; q, k, v are separate matrices (clean export, per-matrix Muon) multiplied
-    as one."""
+    """Causal self-attention. `qkv` stacks the query heads (in n_head / n_kv_head blocks of n_kv_head
+    heads), the keys and the values: [n_head / n_kv_head + 2, n_kv_head * head_dim, n_embd]."""
 
     def __init__(self, spec: Spec):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = spec.n_head, spec.n_kv_head, spec.head_dim
-        kv = spec.n_kv_head * spec.head_dim
-        self.q = nn.Linear(spec.n_embd, spec.n_embd, bias=spec.bias)
-        self.k = nn.Linear(spec.n_embd, kv, bias=spec.bias)
-        self.v = nn.Linear(spec.n_embd, kv, bias=spec.bias)
+        self.kv_dim = spec.n_kv_head * spec.head_dim
+        self.qkv = stacked(spec.n_head // spec.n_kv_head + 2, self.kv_dim, spec.n_embd)
+        self.qkv_bias = nn.Parameter(torch.zeros(spec.n_embd + 2 * self.kv_dim)) if spec.bias else None
         self.o = nn.Linear(spec.n_embd, spec.n_embd, bias=spec.bias)
         self.q_norm = nn.RMSNorm(spec.head_dim, eps=spec.eps) if spec.family == "qwen3" else None
         self.k_norm = nn.RMSNorm(spec.head_dim, eps=spec.eps) if spec.family == "qwen3" else None
@@ -124,11 +128,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Optional[tuple[torch.Tensor, torch.Tensor]],
                 mask: Optional[torch.Tensor], cache: Optional[KVCache], index: int) -> torch.Tensor:
-        B, T, _ = x.shape
-        weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
-        bias = torch.cat((self.q.bias, self.k.bias, self.v.bias)) if self.q.bias is not None else None
-        q, k, v = F.linear(x, weight, bias).split([self.q.out_features, self.k.out_features,
-                                                   self.v.out_features], dim=-1)
+        B, T, C = x.shape
+        q, k, v = F.linear(x, self.qkv.flatten(0, 1), self.qkv_bias).split([C, self.kv_dim, self.kv_dim], dim=-1)
         q = q.view(B, T, self.n_head, self.head_dim)
         k = k.view(B, T, self.n_kv_head, self.head_dim)
         if self.q_norm is not None:
@@ -142,20 +143,19 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k.shape[2] == T > 1,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            enable_gqa=self.n_kv_head != self.n_head)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+        return self.o(y.transpose(1, 2).reshape(B, T, C))
 
 
 class MLP(nn.Module):
-    """GPT-2's GELU MLP, or the SwiGLU of Llama with gate and up multiplied as one."""
+    """GPT-2's GELU MLP, or Llama's SwiGLU with gate and up stacked in one weight [2, hidden, n_embd]."""
 
     def __init__(self, spec: Spec):
         super().__init__()
         self.gated = spec.family != "gpt2"
         self.approximate = "none" if spec.act == "gelu" else "tanh"
         if self.gated:
-            self.gate = nn.Linear(spec.n_embd, spec.hidden, bias=spec.bias)
-            self.up = nn.Linear(spec.n_embd, spec.hidden, bias=spec.bias)
-            self.down = nn.Linear(spec.hidden, spec.n_embd, bias=spec.bias)
+            self.gate_up = stacked(2, spec.hidden, spec.n_embd)
+            self.down = nn.Linear(spec.hidden, spec.n_embd, bias=False)
         else:
             self.fc = nn.Linear(spec.n_embd, spec.hidden, bias=spec.bias)
             self.proj = nn.Linear(spec.hidden, spec.n_embd, bias=spec.bias)
@@ -163,8 +163,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.gated:
             return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
-        bias = torch.cat((self.gate.bias, self.up.bias)) if self.gate.bias is not None else None
-        gate, up = F.linear(x, torch.cat((self.gate.weight, self.up.weight)), bias).chunk(2, dim=-1)
+        gate, up = F.linear(x, self.gate_up.flatten(0, 1)).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up)
 
     @property
@@ -215,12 +214,13 @@ class GPT(nn.Module):
         """Normal(0, 0.02) matrices and embeddings, zero biases, unit norms (as `transformers` does);
         GPT-2 scales the residual output projections by 1/sqrt(2 n_layer); `zero_init_out` zeroes them."""
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=0.02)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
                 module.reset_parameters()
+        for name, param in self.named_parameters():
+            if param.ndim >= 2:  # embeddings, linears, stacked weights
+                nn.init.normal_(param, std=0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)
         scaled = 0.02 / math.sqrt(2 * self.spec.n_layer) if self.spec.family == "gpt2" else 0.02
         for layer in self.layers:
             for out in (layer.attn.o, layer.mlp.out):
@@ -287,13 +287,12 @@ HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """`model`'s weights under the names and layouts of its `transformers` class (GPT-2's Conv1D
     stores [in, out]; absent biases are zeros)."""
-    def weight_and_bias(linears: list[nn.Linear], transpose: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        weight = torch.cat([m.weight for m in linears])
-        biases = [m.bias if m.bias is not None else weight.new_zeros(m.out_features) for m in linears]
-        return (weight.t() if transpose else weight), torch.cat(biases)
+    def conv1d(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return weight.t(), bias if bias is not None else weight.new_zeros(weight.shape[0])
 
     state: dict[str, torch.Tensor] = {}
-    if model.spec.family == "gpt2":
+    spec = model.spec
+    if spec.family == "gpt2":
         def layer_norm(name: str, module: nn.LayerNorm) -> None:
             state[f"{name}.weight"] = module.weight
             state[f"{name}.bias"] = module.bias if module.bias is not None else torch.zeros_like(module.weight)
@@ -304,9 +303,11 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
             layer_norm(p + "ln_1", layer.norm1)
             layer_norm(p + "ln_2", layer.norm2)
             attn, mlp = layer.attn, layer.mlp
-            for name, linears in (("attn.c_attn", [attn.q, attn.k, attn.v]), ("attn.c_proj", [attn.o]),
-                                  ("mlp.c_fc", [mlp.fc]), ("mlp.c_proj", [mlp.proj])):
-                state[p + name + ".weight"], state[p + name + ".bias"] = weight_and_bias(linears, True)
+            for name, weight, bias in (("attn.c_attn", attn.qkv.flatten(0, 1), attn.qkv_bias),
+                                       ("attn.c_proj", attn.o.weight, attn.o.bias),
+                                       ("mlp.c_fc", mlp.fc.weight, mlp.fc.bias),
+                                       ("mlp.c_proj", mlp.proj.weight, mlp.proj.bias)):
+                state[p + name + ".weight"], state[p + name + ".bias"] = conv1d(weight, bias)
         layer_norm("transformer.ln_f", model.norm)
     else:
         state["model.embed_tokens.weight"], state["model.norm.weight"] = model.wte.weight, model.norm.weight
@@ -314,12 +315,14 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
             p = f"model.layers.{i}."
             state[p + "input_layernorm.weight"] = layer.norm1.weight
             state[p + "post_attention_layernorm.weight"] = layer.norm2.weight
-            for name in "qkvo":
-                state[f"{p}self_attn.{name}_proj.weight"] = getattr(layer.attn, name).weight
-            if layer.attn.q_norm is not None:
-                state[p + "self_attn.q_norm.weight"] = layer.attn.q_norm.weight
-                state[p + "self_attn.k_norm.weight"] = layer.attn.k_norm.weight
-            for name in ("gate", "up", "down"):
-                state[f"{p}mlp.{name}_proj.weight"] = getattr(layer.mlp, name).weight
+            attn, mlp = layer.attn, layer.mlp
+            q, k, v = attn.qkv.flatten(0, 1).split([spec.n_embd, attn.kv_dim, attn.kv_dim])
+            for name, weight in (("q", q), ("k", k), ("v", v), ("o", attn.o.weight)):
+                state[f"{p}self_attn.{name}_proj.weight"] = weight
+            if attn.q_norm is not None:
+                state[p + "self_attn.q_norm.weight"] = attn.q_norm.weight
+                state[p + "self_attn.k_norm.weight"] = attn.k_norm.weight
+            for name, weight in (("gate", mlp.gate_up[0]), ("up", mlp.gate_up[1]), ("down", mlp.down.weight)):
+                state[f"{p}mlp.{name}_proj.weight"] = weight
     state["lm_head.weight"] = model.lm_head.weight
     return {name: tensor.detach() for name, tensor in state.items()}

@@ -46,9 +46,10 @@ class Muon(Optimizer):
     """Muon on parameter groups of kind "matrix", AdamW on the others ("embedding", "head", "vector").
 
     Give it the groups of `CausalLMModule.parameter_groups()`, whose dicts carry a `kind`; a group
-    without one is split into matrices (2-D and more) and vectors. Matrix groups use `lr`, `momentum`,
-    `nesterov`, `ns_steps` and decoupled `weight_decay`; the update of a [rows, cols] matrix is scaled
-    by sqrt(max(1, rows / cols)). AdamW groups use `adam_lr` (or `embedding_lr` / `head_lr` for those
+    without one is split into matrices (2-D and more) and vectors. A parameter of more than two dims is
+    a stack of [rows, cols] matrices (e.g. the native GPT's fused q/k/v), each orthogonalized on its own.
+    Matrix groups use `lr`, `momentum`, `nesterov`, `ns_steps` and decoupled `weight_decay`; the update
+    of a [rows, cols] matrix is scaled by sqrt(max(1, rows / cols)). AdamW groups use `adam_lr` (or `embedding_lr` / `head_lr` for those
     kinds), `adam_betas`, `adam_eps` and the group's own `weight_decay`. A group's own keys win.
     """
 
@@ -119,14 +120,14 @@ class Muon(Optimizer):
             buffer.lerp_(p.grad, 1 - momentum)
             update = p.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
             by_shape[(tuple(p.shape), p.device, p.dtype)].append((p, update))
-        # Matrices of one shape are orthogonalized together: one batched matmul instead of many small ones.
+        # Parameters of one shape are orthogonalized together: one batched matmul instead of many small ones.
         for (shape, _, _), pairs in by_shape.items():
-            updates = orthogonalize(torch.stack([u.reshape(shape[0], -1) for _, u in pairs]), group["ns_steps"])
-            scale = max(1.0, shape[0] / updates.size(-1)) ** 0.5
+            updates = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"])
+            scale = max(1.0, shape[-2] / shape[-1]) ** 0.5
             for (p, _), update in zip(pairs, updates):
                 if decay:
                     p.mul_(1 - lr * decay)
-                p.add_(update.view_as(p), alpha=-lr * scale)
+                p.add_(update, alpha=-lr * scale)
 
     def _adamw(self, group: dict[str, Any]) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
