@@ -3,7 +3,8 @@
 
 Model: token + learned position embeddings, pre-LayerNorm blocks (fused qkv, `scaled_dot_product_attention`,
 GELU MLP of 4x width), final LayerNorm, head tied to the token embedding; N(0, 0.02) init with the output
-projections scaled by 1/sqrt(2 n_layer). Training: AdamW with weight decay on matrices (not on embeddings,
+projections scaled by 1/sqrt(2 n_layer). With --llama: RMSNorm, rotary positions instead of the position
+table, a SwiGLU MLP of --hidden width and an untied head. Training: AdamW with weight decay on matrices (not on embeddings,
 biases and norms, as lmforge does), linear warmup then cosine to --min-lr, gradient clipping at 1.0,
 random windows of a packed uint16 token file (nanoGPT's `train.bin` format).
 
@@ -29,35 +30,56 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, bias: bool):
+    """GPT-2: LayerNorm + GELU MLP; llama: RMSNorm + rotary positions + SwiGLU MLP of `hidden`."""
+
+    def __init__(self, n_embd: int, n_head: int, bias: bool, llama: bool, hidden: int):
         super().__init__()
-        self.n_head = n_head
-        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.n_head, self.llama = n_head, llama
+        self.ln_1 = nn.RMSNorm(n_embd, eps=1e-6) if llama else nn.LayerNorm(n_embd, bias=bias)
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.mlp_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.ln_2 = nn.RMSNorm(n_embd, eps=1e-6) if llama else nn.LayerNorm(n_embd, bias=bias)
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.c_gate = nn.Linear(n_embd, hidden, bias=False) if llama else None
+        self.mlp_proj = nn.Linear(hidden, n_embd, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.llama:
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+        h = self.ln_2(x)
+        h = F.silu(self.c_gate(h)) * self.c_fc(h) if self.llama else F.gelu(self.c_fc(h))
+        return x + self.mlp_proj(h)
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, bias: bool):
+    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, bias: bool,
+                 llama: bool = False, hidden: int = 0):
         super().__init__()
+        self.llama = llama
         self.wte = nn.Embedding(vocab_size, n_embd)
-        self.wpe = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, bias) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+        self.wpe = None if llama else nn.Embedding(block_size, n_embd)
+        hidden = hidden or 4 * n_embd
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, bias, llama, hidden) for _ in range(n_layer))
+        self.ln_f = nn.RMSNorm(n_embd, eps=1e-6) if llama else nn.LayerNorm(n_embd, bias=bias)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight
+        if not llama:
+            self.lm_head.weight = self.wte.weight
+        head_dim = n_embd // n_head
+        angles = torch.outer(torch.arange(block_size).float(),
+                             10000.0 ** -(torch.arange(0, head_dim, 2).float() / head_dim)).repeat(1, 2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
         for name, p in self.named_parameters():
             if p.ndim == 2:
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
@@ -66,9 +88,10 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        T = idx.shape[1]
+        x = self.wte(idx) if self.llama else self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, self.cos[:T], self.sin[:T])
         return self.lm_head(self.ln_f(x))
 
 
@@ -84,6 +107,8 @@ def main() -> None:
                           ("clip", 1.0)]:
         p.add_argument(f"--{name}", type=float, default=default)
     p.add_argument("--bias", action="store_true", help="biases in linears and LayerNorms")
+    p.add_argument("--llama", action="store_true", help="Llama blocks: RMSNorm, rotary positions, SwiGLU, untied head")
+    p.add_argument("--hidden", type=int, default=0, help="MLP width (default 4 x n_embd)")
     p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s} here")
     args = p.parse_args()
 
@@ -100,7 +125,7 @@ def main() -> None:
         y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(np.int64)) for i in starts])
         return x, y
 
-    model = GPT(args.vocab_size, T, args.n_layer, args.n_head, args.n_embd, args.bias)
+    model = GPT(args.vocab_size, T, args.n_layer, args.n_head, args.n_embd, args.bias, args.llama, args.hidden)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.startswith(("wte", "wpe"))]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not n.startswith(("wte", "wpe")))]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},

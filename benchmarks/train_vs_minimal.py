@@ -11,9 +11,10 @@ warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps on 64 
   `lmforge train experiment=pretrain_tiny tokenizer=bytes model=gpt2_tiny|llama_tiny model.block_size=T
   model.n_layer=L model.n_head=H model.n_embd=C [model.bias=false] data.batch_size=B optimizer.lr=1e-3
   optimizer.betas=[0.9,0.99] scheduler=cosine_warmup scheduler.warmup_steps=100 trainer.max_steps=N
-  trainer.max_time=null test=false`. Its rate: the median of the `train/tokens_per_sec` rows of
+  trainer.max_time=null test=false` (llama: model.n_kv_head=null, as the minimal loop has no GQA). Its rate: the median of the `train/tokens_per_sec` rows of
   csv/metrics.csv (each: tokens over the last 20 steps, every 10 steps, validation excluded).
-* minimal: `python benchmarks/minimal_gpt.py ...`, timed the same way by itself.
+* minimal: `python benchmarks/minimal_gpt.py ...` (with `--llama` against a llama preset: RMSNorm, rotary
+  positions, SwiGLU of the same width, untied head), timed the same way by itself.
 
 Shapes: `tiny` = nanoGPT's CPU recipe (4 layers, 4 heads, width 128, context 64, batch 12; 2,000 steps
 in the issue, fewer by default here) and `small` = nanoGPT's 10.7M shape (6 x 6 x 384, context 256,
@@ -93,15 +94,18 @@ def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path,
     return median(rates), val[-1] if val else float("nan"), wall
 
 
-def minimal_run(shape: tuple, steps: int, train: Path, val: Path, vocab: int, out: Path) -> tuple[float, float, float]:
-    """(median tokens/s, final val loss, process wall s) of one minimal_gpt.py run."""
+def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vocab: int,
+                out: Path) -> tuple[float, float, float]:
+    """(median tokens/s, final val loss, process wall s) of one minimal_gpt.py run (Llama blocks, with
+    the SwiGLU width of lmforge's llama presets, for a llama model)."""
     n_layer, n_head, n_embd, block, batch = shape
+    llama = ["--llama", "--hidden", str(-(-8 * n_embd // 3 // 64) * 64)] if model.startswith("llama") else []
     cmd = [sys.executable, str(HERE / "minimal_gpt.py"), "--train", str(train), "--val", str(val),
            "--vocab-size", str(vocab), "--n-layer", str(n_layer), "--n-head", str(n_head), "--n-embd", str(n_embd),
            "--block-size", str(block), "--batch-size", str(batch), "--iters", str(steps), "--lr", str(TRAINING["lr"]),
            "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
            "--eval-interval", str(TRAINING["eval_interval"]), "--val-windows", str(TRAINING["val_windows"]),
-           "--seed", str(SEED), "--json", str(out)]
+           "--seed", str(SEED), "--json", str(out), *llama]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
@@ -138,8 +142,9 @@ def main() -> None:
         steps = args.steps_tiny if shape_name == "tiny" else args.steps_small
         for model in args.models:
             lm, mini, lm_val, mini_val, lm_wall, mini_wall = [], [], [], [], [], []
+            minimal = "Llama" if model.startswith("llama") else "GPT"
             print(f"\n{shape_name} {'x'.join(map(str, shape[:3]))}, context {shape[3]}, batch {shape[4]}, "
-                  f"{steps} steps: lmforge model={model} vs minimal GPT", flush=True)
+                  f"{steps} steps: lmforge model={model} vs minimal {minimal}", flush=True)
             for i in range(args.repeats):
                 order = ["lmforge", "minimal"] if i % 2 == 0 else ["minimal", "lmforge"]
                 for side in order:
@@ -148,7 +153,7 @@ def main() -> None:
                                                        tmp / f"run-{shape_name}-{model}-{i}", args.override)
                         lm.append(rate), lm_val.append(loss), lm_wall.append(wall)
                     else:
-                        rate, loss, wall = minimal_run(shape, steps, train, val, vocab, tmp / "minimal.json")
+                        rate, loss, wall = minimal_run(model, shape, steps, train, val, vocab, tmp / "minimal.json")
                         mini.append(rate), mini_val.append(loss), mini_wall.append(wall)
                     print(f"  [{i + 1}/{args.repeats}] {side:8s} {rate:9,.0f} tokens/s  val loss {loss:.3f}  "
                           f"wall {wall:.1f} s", flush=True)

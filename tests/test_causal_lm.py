@@ -22,9 +22,9 @@ from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
 from lmforge.data.base import DataModule
 from lmforge.errors import UserError
-from lmforge.models.export import export_hf
 from lmforge.generation import generate
 from lmforge.models.causal_lm import gpt2, llama, pretrained
+from lmforge.models.export import export_hf
 from lmforge.modules.causal_lm import CausalLMModule
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60 + "héllo wörld 🎉 "

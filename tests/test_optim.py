@@ -126,8 +126,12 @@ def test_muon_state_round_trips_for_resume() -> None:
 
     def run(module, optimizer, steps):
         for ids in steps:
-            loss = module.batch_loss({"input_ids": ids, "labels": (ids + 1) % 41})[0]
-            optimizer.step(lambda: (optimizer.zero_grad(), loss.backward(), loss)[-1])
+            def closure(ids=ids):
+                optimizer.zero_grad()
+                loss = module.batch_loss({"input_ids": ids, "labels": (ids + 1) % 41})[0]
+                loss.backward()
+                return loss
+            assert torch.no_grad()(optimizer.step)(closure) is not None  # computes under grad, returns it
 
     factory = functools.partial(Muon, lr=0.02, adam_lr=3e-3, weight_decay=0.01)
     straight = lm_module(factory)
@@ -183,6 +187,10 @@ def test_schedules_follow_time_when_it_ends_first() -> None:
         curve = lrs(functools.partial(factory, warmup_steps=0, min_lr_ratio=0.1),
                     Budget(max_steps=10, max_seconds=1.0, elapsed=lambda: 0.0), 10)
         assert 0.9 < curve[0] < 1.0 and curve[9] == pytest.approx(0.1)  # steps end first here
+    # With a warmup, the cosine starts where warmup ends (the usual definition): peak, half-way, floor.
+    curve = lrs(functools.partial(schedules.cosine_warmup, warmup_steps=10, min_lr_ratio=0.1),
+                Budget(max_steps=110), 110)
+    assert curve[9] == 1.0 and curve[59] == pytest.approx(0.55) and curve[109] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("limit", ["time", "steps"])

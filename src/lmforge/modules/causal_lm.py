@@ -43,7 +43,11 @@ class CausalLMModule(TaskModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.batch_loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # Only on the steps the loggers write (and the last): one `log` call costs about as much as a
+        # whole step of a tiny model, and the values of the other steps would never be written.
+        trainer, step = self.trainer, self.trainer.global_step + 1
+        if step % max(1, trainer.log_every_n_steps) == 0 or step == trainer.max_steps or trainer.fast_dev_run:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:

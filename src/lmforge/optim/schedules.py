@@ -2,8 +2,9 @@
 
 The config gives the shape (`_partial_: true`); the module supplies the optimizer and the run's
 `Budget` (lmforge.optim.budget): steps and/or seconds. Each schedule is a linear warmup over
-`warmup_steps` times a shape of the fraction of the budget spent, so a run limited by `max_time`
-decays as surely as one limited by `max_steps`. Without a known budget the shapes hold their peak.
+`warmup_steps` times a shape of the fraction of the budget spent (at the end of each step), so a run
+limited by `max_time` decays as surely as one limited by `max_steps`, and its last step runs at the
+schedule's floor. Without a known budget the shapes hold their peak.
 The factors are pure functions of (step, elapsed time): nothing of them is saved in checkpoints, and a
 resumed run recomputes them from its restored step count and Timer.
 """
@@ -31,15 +32,19 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 
 def _schedule(optimizer: Optimizer, budget: Optional[Budget], warmup_steps: int,
-              shape: Callable[[float], float]) -> LambdaLR:
-    """LambdaLR of warmup(step) * shape(fraction of the budget spent) (shape(0) when it is unknown)."""
+              shape: Callable[[float], float], after_warmup: bool = False) -> LambdaLR:
+    """LambdaLR of warmup(step) * shape(fraction of the budget spent) (shape(0) when it is unknown).
+    `after_warmup`: the fraction counts from the end of warmup (known for a steps budget only), as a
+    decay that starts when warmup ends is usually defined."""
     if warmup_steps < 0:
         raise UserError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
     budget = budget or Budget()
+    start = min(warmup_steps / budget.max_steps, 0.99) if after_warmup and budget.max_steps else 0.0
 
     def factor(step: int) -> float:
         fraction = budget.fraction(step)
-        return _warmup(step, warmup_steps) * shape(0.0 if fraction is None else fraction)
+        fraction = 0.0 if fraction is None else max(0.0, fraction - start) / (1 - start)
+        return _warmup(step, warmup_steps) * shape(fraction)
     return LambdaLR(optimizer, factor)
 
 
@@ -55,17 +60,17 @@ def constant(optimizer: Optimizer, budget: Optional[Budget] = None, warmup_steps
 
 def cosine_warmup(optimizer: Optimizer, budget: Optional[Budget] = None, warmup_steps: int = 100,
                   min_lr_ratio: float = 0.1) -> LambdaLR:
-    """Linear warmup, and a cosine from the base lr to `min_lr_ratio` times it over the budget."""
+    """Linear warmup, then a cosine from the base lr to `min_lr_ratio` times it over the rest of the budget."""
     _check_ratio(min_lr_ratio)
     return _schedule(optimizer, budget, warmup_steps,
-                     lambda f: min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * f)))
+                     lambda f: min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * f)), True)
 
 
 def linear_warmup(optimizer: Optimizer, budget: Optional[Budget] = None, warmup_steps: int = 100,
                   min_lr_ratio: float = 0.0) -> LambdaLR:
-    """Linear warmup, and a linear decay to `min_lr_ratio` times the base lr over the budget."""
+    """Linear warmup, then a linear decay to `min_lr_ratio` times the base lr over the rest of the budget."""
     _check_ratio(min_lr_ratio)
-    return _schedule(optimizer, budget, warmup_steps, lambda f: 1 - (1 - min_lr_ratio) * f)
+    return _schedule(optimizer, budget, warmup_steps, lambda f: 1 - (1 - min_lr_ratio) * f, True)
 
 
 def wsd(optimizer: Optimizer, budget: Optional[Budget] = None, warmup_steps: int = 100,
