@@ -94,9 +94,10 @@ ACTIVATIONS = {"gpt2": ("gelu", "gelu_new", "gelu_pytorch_tanh"), "llama": ("sil
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary positions, the half-split convention of `transformers` (pairs i and i + head_dim/2)."""
+    """Rotary positions, the half-split convention of `transformers` (pairs i and i + head_dim/2);
+    `sin` carries the sign of the rotation (-sin on the first half), which saves a negation."""
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
 def norm(spec: Spec, dim: int) -> nn.Module:
@@ -129,15 +130,19 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: Optional[tuple[torch.Tensor, torch.Tensor]],
                 mask: Optional[torch.Tensor], cache: Optional[KVCache], index: int) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = F.linear(x, self.qkv.flatten(0, 1), self.qkv_bias).split([C, self.kv_dim, self.kv_dim], dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim)
-        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        qk, v = F.linear(x, self.qkv.flatten(0, 1), self.qkv_bias).split([C + self.kv_dim, self.kv_dim], dim=-1)
+        qk = qk.view(B, T, self.n_head + self.n_kv_head, self.head_dim)  # queries and keys, head by head
         if self.q_norm is not None:
+            q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
             q, k = self.q_norm(q), self.k_norm(k)
+            if rope is not None:
+                q, k = rotate(q, *rope), rotate(k, *rope)
+        else:
+            if rope is not None:  # one rotation for queries and keys together
+                qk = rotate(qk, *rope)
+            q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
             k, v = cache.update(index, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k.shape[2] == T > 1,
@@ -147,7 +152,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GPT-2's GELU MLP, or Llama's SwiGLU with gate and up stacked in one weight [2, hidden, n_embd]."""
+    """GPT-2's GELU MLP, or Llama's SwiGLU with gate and up stacked in one weight [2, hidden, n_embd]
+    (one parameter for the optimizer, two matrices for Muon)."""
 
     def __init__(self, spec: Spec):
         super().__init__()
@@ -163,8 +169,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.gated:
             return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
-        gate, up = F.linear(x, self.gate_up.flatten(0, 1)).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        # Two matmuls beat one on the stack here: the halves of one output are strided, and the
+        # elementwise ops on them slower than the extra matmul call.
+        return self.down(F.silu(F.linear(x, self.gate_up[0])) * F.linear(x, self.gate_up[1]))
 
     @property
     def out(self) -> nn.Linear:
@@ -204,9 +211,9 @@ class GPT(nn.Module):
             self.lm_head.weight = self.wte.weight
         if spec.family != "gpt2":
             inv_freq = spec.rope_theta ** -(torch.arange(0, spec.head_dim, 2, dtype=torch.float) / spec.head_dim)
-            angles = torch.outer(torch.arange(spec.block_size, dtype=torch.float), inv_freq).repeat(1, 2)
-            self.register_buffer("cos", angles.cos(), persistent=False)
-            self.register_buffer("sin", angles.sin(), persistent=False)
+            angles = torch.outer(torch.arange(spec.block_size, dtype=torch.float), inv_freq)
+            self.register_buffer("cos", angles.cos().repeat(1, 2), persistent=False)
+            self.register_buffer("sin", torch.cat((-angles.sin(), angles.sin()), dim=-1), persistent=False)
         self.reset_parameters(zero_init_out)
 
     @torch.no_grad()
@@ -249,7 +256,8 @@ class GPT(nn.Module):
                 x = F.dropout(x, self.spec.dropout, self.training)
         rope = None
         if self.wpe is None:
-            rope = self.cos[past:past + T].to(x.dtype), self.sin[past:past + T].to(x.dtype)
+            # [T, 1, head_dim]: broadcast over the heads of [B, T, heads, head_dim]
+            rope = self.cos[past:past + T, None].to(x.dtype), self.sin[past:past + T, None].to(x.dtype)
         mask = self.mask(attention_mask, past, T, x.device)
         for index, layer in enumerate(self.layers):
             x = layer(x, rope, mask, cache if use_cache else None, index)
