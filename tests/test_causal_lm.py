@@ -88,13 +88,15 @@ def test_builders_shapes_and_tying() -> None:
     x = torch.randint(0, 258, (2, 10))
     assert g(input_ids=x).logits.shape == (2, 10, 258)
     assert lm(input_ids=x).logits.shape == (2, 10, 258)
-    assert g.lm_head.weight is g.transformer.wte.weight  # GPT-2 ties, Llama does not by default
-    assert lm.lm_head.weight is not lm.model.embed_tokens.weight
-    assert g.config._attn_implementation == lm.config._attn_implementation == "sdpa"
+    assert g.lm_head.weight is g.wte.weight  # GPT-2 ties, Llama does not by default
+    assert lm.lm_head.weight is not lm.wte.weight
     assert lm.config.num_key_value_heads == 2 and lm.config.intermediate_size == 128  # 8/3*32 -> 64k
     assert g.config.n_positions == lm.config.max_position_embeddings == 64
-    nobias = tiny_gpt2(bias=False)
-    biases = [p for n, p in nobias.named_parameters() if n.endswith(".bias")]
+    assert any(n.endswith(".bias") for n, _ in g.named_parameters())
+    assert not any(n.endswith(".bias") for n, _ in tiny_gpt2(bias=False).named_parameters())
+    hf = tiny_gpt2(bias=False, impl="hf")  # the stock class keeps its biases at zero, frozen
+    assert type(hf).__name__ == "GPT2LMHeadModel" and hf.config._attn_implementation == "sdpa"
+    biases = [p for n, p in hf.named_parameters() if n.endswith(".bias")]
     assert biases and all(not p.requires_grad and not p.any() for p in biases)
 
 
@@ -109,11 +111,16 @@ def test_builders_reject_bad_input() -> None:
         llama(vocab_size=100, n_head=4, n_kv_head=3)
     with pytest.raises(UserError, match="model.n_layer"):
         llama(vocab_size=100, n_layer=0)
+    with pytest.raises(UserError, match="model.impl"):
+        gpt2(vocab_size=100, impl="fast")
+    with pytest.raises(UserError, match="model.activation"):
+        gpt2(vocab_size=100, activation="relu")
 
 
 # ---- module
-def test_parameter_groups_decay_matrices_only() -> None:
-    for model in (tiny_gpt2(), tiny_llama()):
+@pytest.mark.parametrize("impl", ["native", "hf"])
+def test_parameter_groups_decay_matrices_only(impl: str) -> None:
+    for model in (tiny_gpt2(impl=impl), tiny_llama(impl=impl)):
         module = CausalLMModule(model, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1))
         names = {id(p): n for n, p in module.named_parameters()}
         groups = module.parameter_groups()
@@ -123,12 +130,17 @@ def test_parameter_groups_decay_matrices_only() -> None:
         assert len(decay) + len(no_decay) == len(names)
         assert not any(n.endswith(".bias") or "ln" in n or "norm" in n or "wte" in n or "wpe" in n
                        or "embed_tokens" in n for n in decay)
-        assert any("c_attn.weight" in n or "q_proj.weight" in n for n in decay)
-        optimizer = module.configure_optimizers()
-        assert sorted(g["weight_decay"] for g in optimizer.param_groups) == [0.0, 0.1]
+        assert any(n.endswith(("c_attn.weight", "q_proj.weight", "attn.qkv")) for n in decay)
+        # Each group says what kind of parameter it holds (Muon picks its rule by it).
+        kinds = {g["kind"]: {names[id(p)] for p in g["params"]} for g in groups}
+        assert all("wte" in n or "wpe" in n or "embed_tokens" in n for n in kinds["embedding"])
+        assert all(module.get_parameter(n).ndim == 1 for n in kinds["vector"])
+        assert "head" not in kinds if model.config.tie_word_embeddings else kinds["head"] == {"model.lm_head.weight"}
+        optimizer = module.configure_optimizers()  # torch's AdamW takes (and ignores) the kind key
+        assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, 0.1]
     module = CausalLMModule(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW, weight_decay=0.1),
                             weight_decay_embeddings=True)
-    wte = module.model.transformer.wte.weight
+    wte = module.model.wte.weight
     assert any(p is wte for g in module.parameter_groups() if g["weight_decay"] == 0.1 for p in g["params"])
 
 
@@ -159,7 +171,7 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
 
 def test_flops_per_token_counts_matmuls() -> None:
     g = tiny_gpt2()
-    n = sum(p.numel() for p in g.parameters()) - g.transformer.wpe.weight.numel()  # tied head counts once
+    n = sum(p.numel() for p in g.parameters()) - g.wpe.weight.numel()  # tied head counts once
     assert matmul_params(g) == n
     assert flops_per_token(g, 64) == 6 * n + 12 * 2 * 32 * 64
 
@@ -193,10 +205,11 @@ def test_generate_cache_matches_recomputing(tokenizer) -> None:
 
 def test_generate_stops_at_eos(tokenizer) -> None:
     model = tiny_gpt2()
-    with torch.no_grad():  # make eos the only likely token
-        model.lm_head.weight[tokenizer.eos_token_id] += 50 * model.transformer.ln_f(
-            model.transformer.wte.weight).mean(0).sign()
-        model.transformer.ln_f.bias.zero_()
+    with torch.no_grad():  # the final norm outputs v whatever the input, and only eos's row points along v
+        v = torch.randn(model.norm.bias.shape)
+        model.norm.weight.zero_()
+        model.norm.bias.copy_(v)
+        model.lm_head.weight[tokenizer.eos_token_id] = 50 * v
     assert generate(model, tokenizer, "abc", max_new_tokens=10, temperature=0.0) == ""
 
 
@@ -231,7 +244,7 @@ def test_export_merges_lora_and_saves_classifiers(tokenizer, tmp_path: Path) -> 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
 
-    lora = get_peft_model(tiny_gpt2(), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
+    lora = get_peft_model(tiny_gpt2(impl="hf"), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
     with torch.no_grad():
         for name, p in lora.named_parameters():
             if "lora_B" in name:

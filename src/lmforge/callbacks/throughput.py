@@ -49,7 +49,8 @@ class Throughput(L.Callback):
     after `warmup_steps` batches, and `train/mfu` when `peak_flops` (per device) is given or known.
 
     Tokens are `input_ids.numel()` per batch times the world size (padding included). Validation
-    time is excluded: the window restarts after each validation loop.
+    time is excluded: the window restarts after each validation loop. The rate is logged only on the
+    steps the loggers write (every `trainer.log_every_n_steps`): a `log` call costs more than the rest.
     """
 
     def __init__(self, window: int = 20, warmup_steps: int = 5, peak_flops: Optional[float] = None):
@@ -60,6 +61,7 @@ class Throughput(L.Callback):
         self._tokens: deque = deque(maxlen=self.window + 1)
         self._batches = 0
         self._flops_per_token: Optional[float] = None
+        self._logged_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
@@ -70,8 +72,10 @@ class Throughput(L.Callback):
         input_ids = batch["input_ids"] if isinstance(batch, dict) else batch[0]
         self._times.append(time.perf_counter())
         self._tokens.append(input_ids.numel() * trainer.world_size)
-        if len(self._times) < 2:
+        step = trainer.global_step  # optimizer steps: log once per step, on the steps the loggers write
+        if len(self._times) < 2 or step == self._logged_step or step % max(1, trainer.log_every_n_steps):
             return
+        self._logged_step = step
         # Tokens of the batches that ended after the first timestamp, over the time since it.
         tokens_per_sec = sum(list(self._tokens)[1:]) / max(self._times[-1] - self._times[0], 1e-9)
         pl_module.log("train/tokens_per_sec", tokens_per_sec, on_step=True, on_epoch=False)

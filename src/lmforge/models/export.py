@@ -11,15 +11,19 @@ from torch import nn
 
 from lmforge.atomic import publish_dir
 from lmforge.errors import UserError
+from lmforge.models.gpt import GPT
 
 MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
 
 
 def plain_model(model: nn.Module) -> nn.Module:
-    """The `transformers` model inside: unwraps torch.compile and merges LoRA adapters (peft)."""
+    """The `transformers` model of `model`: unwraps torch.compile, merges LoRA adapters (peft) and
+    converts lmforge's native GPT to its stock class (same weights, same logits)."""
     model = getattr(model, "_orig_mod", model)
     if hasattr(model, "merge_and_unload"):  # peft: fold the adapters into the base weights (in place)
         model = model.merge_and_unload()
+    if isinstance(model, GPT):
+        model = model.to_hf()
     return model
 
 

@@ -3,7 +3,6 @@ optimizer factories, the non-finite loss policy, and `on_run_end` for outputs be
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import RunFailed
+from lmforge.optim.budget import Budget
 
 
 class TaskModule(L.LightningModule):
@@ -60,7 +60,6 @@ class TaskModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        total_steps = int(total) if math.isfinite(total) else None
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        # The schedule is laid out over the run's budget: max_steps and/or max_time, whichever ends first.
+        scheduler = self.scheduler_factory(optimizer, budget=Budget.from_trainer(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -45,7 +45,11 @@ class CausalLMModule(TaskModule):
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss, _ = self.batch_loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # Only on the steps the loggers write (and the last): one `log` call costs about as much as a
+        # whole step of a tiny model, and the values of the other steps would never be written.
+        trainer, step = self.trainer, self.trainer.global_step + 1
+        if step % max(1, trainer.log_every_n_steps) == 0 or step == trainer.max_steps or trainer.fast_dev_run:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
@@ -82,17 +86,30 @@ class CausalLMModule(TaskModule):
         self._log_epoch("test")
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Weight decay on matrices only: not on biases and norms (1-D), nor on embedding tables unless
-        `weight_decay_embeddings` (a tied LM head is the embedding table, so it follows that flag)."""
+        """Groups by the `kind` of parameter, for optimizers that treat them differently (Muon takes
+        "matrix" groups, AdamW the others; torch's optimizers ignore the key): "matrix" (2-D weights in
+        the blocks), "head" (an untied output layer), "embedding" (token/position tables; a tied head
+        is one) and "vector" (biases, norms). Weight decay goes to matrices and the head only, and to
+        embeddings with `weight_decay_embeddings`."""
         weight_decay = 0.0
         if self.optimizer_factory is not None:
             weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
         embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
-        decay, no_decay = [], []
-        for param in self.parameters():
+        get_head = getattr(self.model, "get_output_embeddings", None)
+        head = get_head() if callable(get_head) else None
+        head_ids = {id(head.weight)} if head is not None else set()
+        kinds: dict[str, list[nn.Parameter]] = {"matrix": [], "head": [], "embedding": [], "vector": []}
+        for param in self.parameters():  # each parameter once, even when tied
             if not param.requires_grad:
                 continue
-            is_embedding = id(param) in embeddings and not self.weight_decay_embeddings
-            (decay if param.ndim >= 2 and not is_embedding else no_decay).append(param)
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return [g for g in groups if g["params"]]
+            if id(param) in embeddings:
+                kind = "embedding"
+            elif id(param) in head_ids:
+                kind = "head"
+            else:
+                kind = "matrix" if param.ndim >= 2 else "vector"
+            kinds[kind].append(param)
+        decays = {"matrix": weight_decay, "head": weight_decay, "vector": 0.0,
+                  "embedding": weight_decay if self.weight_decay_embeddings else 0.0}
+        return [{"params": params, "weight_decay": decays[kind], "kind": kind}
+                for kind, params in kinds.items() if params]

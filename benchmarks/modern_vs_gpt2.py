@@ -1,0 +1,100 @@
+"""The modern recipe (experiment=pretrain_modern: RoPE, RMSNorm, QK-norm, SwiGLU, Muon + AdamW, WSD)
+against the GPT-2 recipe of the same size (experiment=pretrain_tiny: AdamW, WSD) at equal training time.
+
+Both run the unchanged CLI for the same `trainer.max_time` (steps unbounded, so time ends both), on the
+same corpus (the first stdlib files up to --mb MB; the BPE 4096 tokenizer and the packed corpus are
+built once, before any timed run, in a shared cache), alternating (ABBA) over --repeats. Each run's
+final weights (checkpoints/last.ckpt, saved when time runs out) are then scored by `lmforge eval` on the
+held-out validation windows: bits per byte (`test/bpb`, comparable across tokenizers) and loss. The
+medians and their difference are printed (> 0: the modern recipe is lower, i.e. better). Nothing is
+asserted. Timings depend on the machine's load: compare the two sides, which share it.
+
+    python benchmarks/modern_vs_gpt2.py                                   # 4 minutes each, 2 repeats
+    python benchmarks/modern_vs_gpt2.py --time 00:00:01:30 --repeats 3 --modern optimizer.lr=0.03
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
+
+SEED = 42
+RECIPES = {"gpt2": "pretrain_tiny", "modern": "pretrain_modern"}
+
+
+def run(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def train_and_score(recipe: str, args, corpus: Path, env: dict, run_dir: Path, extra: list[str]) -> dict:
+    """Train one recipe for --time, then eval its last checkpoint; return its figures."""
+    wall = run(lmforge_cmd() + [
+        "train", f"experiment={RECIPES[recipe]}", f"data.paths=[{corpus}]", f"trainer.max_time={args.time}",
+        "trainer.max_steps=1000000", "test=false", f"seed={SEED}", f"hydra.run.dir={run_dir}", *extra], env)
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = max(int(r["step"]) for r in rows) + 1
+    rates = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
+    run(lmforge_cmd() + ["eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                         f"hydra.run.dir={run_dir / 'eval'}"], env)
+    scores = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    return {"bpb": scores["test/bpb"], "loss": scores["test/loss"], "steps": steps,
+            "tokens_per_sec": median(rates) if rates else float("nan"), "wall": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--time", default="00:00:04:00", help="trainer.max_time of every run (default 4 minutes)")
+    p.add_argument("--repeats", type=int, default=2, help="pairs of runs (default 2)")
+    p.add_argument("--mb", type=float, default=8.0, help="MB of stdlib text in the corpus (default 8)")
+    p.add_argument("--modern", nargs="*", default=[], help="extra overrides for the modern side")
+    p.add_argument("--gpt2", nargs="*", default=[], help="extra overrides for the GPT-2 side")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (runs, cache) and print it")
+    args = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lmforge-bench-modern-"))
+    corpus, cache = tmp / "corpus", tmp / "cache"
+    n_files, n_bytes = stdlib_subset(corpus, max_bytes=int(args.mb * 1e6))
+    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache)}
+    # Build the tokenizer once, outside the timed runs (both recipes share it and the packed corpus;
+    # packing happens before the first run's training starts, which max_time does not count).
+    run(lmforge_cmd() + ["tokenizer", f"data.paths=[{corpus}]"], env)
+    print(f"machine: {machine()}")
+    print(f"corpus: {n_files} stdlib files, {n_bytes / 1e6:.2f} MB; max_time {args.time} per run; "
+          f"overrides: modern {args.modern or 'none'}, gpt2 {args.gpt2 or 'none'}", flush=True)
+
+    results: dict[str, list[dict]] = {"gpt2": [], "modern": []}
+    for i in range(args.repeats):
+        for recipe in (["gpt2", "modern"] if i % 2 == 0 else ["modern", "gpt2"]):
+            extra = args.modern if recipe == "modern" else args.gpt2
+            r = train_and_score(recipe, args, corpus, env, tmp / f"{recipe}-{i}", extra)
+            results[recipe].append(r)
+            print(f"[{i + 1}/{args.repeats}] {recipe:6s} val bpb {r['bpb']:.4f}  loss {r['loss']:.4f}  "
+                  f"{r['steps']} steps  {r['tokens_per_sec']:,.0f} tokens/s  wall {r['wall']:.0f} s", flush=True)
+
+    print()
+    for recipe, rs in results.items():
+        print(f"{recipe:6s} ({RECIPES[recipe]}): val bpb {spread([r['bpb'] for r in rs])}, "
+              f"steps {spread([r['steps'] for r in rs])}")
+    gap = median([r["bpb"] for r in results["gpt2"]]) - median([r["bpb"] for r in results["modern"]])
+    pairs = [g["bpb"] - m["bpb"] for g, m in zip(results["gpt2"], results["modern"])]
+    print(f"gpt2 - modern, median val bpb: {gap:+.4f} bits/byte (pairs: {', '.join(f'{d:+.4f}' for d in pairs)})")
+    clean_up(tmp, args.keep)
+
+
+if __name__ == "__main__":
+    main()

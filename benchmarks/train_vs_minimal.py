@@ -1,0 +1,174 @@
+"""Training speed of `lmforge train` against a minimal hand-written GPT loop (benchmarks/minimal_gpt.py,
+nanoGPT-style) of the same shape, on the same packed text: does the toolkit cost speed?
+
+Both sides run as fresh subprocesses on the same byte-tokenized corpus (the first stdlib files up to
+--mb MB, tokenized once into a shared cache; the minimal loop reads the same train/val tokens as uint16
+files), with the same shape, batch, AdamW (lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on matrices),
+warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps on 64 fixed windows.
+
+* lmforge: the unchanged CLI with pretrain_tiny's default callbacks (checkpoints, LR monitor, rich
+  progress bar, model summary, throughput, text samples) and the CSV logger:
+  `lmforge train experiment=pretrain_tiny tokenizer=bytes model=gpt2_tiny|llama_tiny model.block_size=T
+  model.n_layer=L model.n_head=H model.n_embd=C [model.bias=false] data.batch_size=B optimizer.lr=1e-3
+  optimizer.betas=[0.9,0.99] scheduler=cosine_warmup scheduler.warmup_steps=100 trainer.max_steps=N
+  trainer.max_time=null test=false` (llama: model.n_kv_head=null, as the minimal loop has no GQA). Its rate: the median of the `train/tokens_per_sec` rows of
+  csv/metrics.csv (each: tokens over the last 20 steps, every 10 steps, validation excluded).
+* minimal: `python benchmarks/minimal_gpt.py ...` (with `--llama` against a llama preset: RMSNorm, rotary
+  positions, SwiGLU of the same width, untied head), timed the same way by itself.
+
+Shapes: `tiny` = nanoGPT's CPU recipe (4 layers, 4 heads, width 128, context 64, batch 12; 2,000 steps
+in the issue, fewer by default here) and `small` = nanoGPT's 10.7M shape (6 x 6 x 384, context 256,
+batch 8). The sides alternate (ABBA), medians over repeats and their ratio are printed (> 1: lmforge is
+faster). Only numbers are printed, nothing is asserted.
+
+    python benchmarks/train_vs_minimal.py                                  # tiny and small, gpt2 and llama
+    python benchmarks/train_vs_minimal.py --shapes tiny --models gpt2_tiny --steps-tiny 2000 --repeats 5
+    python benchmarks/train_vs_minimal.py --shapes tiny compile=true      # extra overrides for lmforge
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SEED = 42
+# name: (n_layer, n_head, n_embd, block_size, batch_size)
+SHAPES = {"tiny": (4, 4, 128, 64, 12), "small": (6, 6, 384, 256, 8)}
+TRAINING = {"lr": 1e-3, "beta2": 0.99, "warmup": 100, "eval_interval": 100, "val_windows": 64}
+
+
+def prepare(corpus: Path, cache: Path, out: Path) -> tuple[Path, Path, int]:
+    """Tokenize + pack the corpus with the bytes tokenizer into `cache` (what the CLI reuses) and write
+    its train/val tokens as uint16 files for the minimal loop; return (train, val, vocab_size)."""
+    from lmforge.data.packing import load_packed
+    from lmforge.data.text import TextDataModule
+
+    dm = TextDataModule(paths=[str(corpus)], tokenizer={"kind": "bytes", "vocab_size": 258, "path": None},
+                        cache_dir=str(cache), seed=SEED)
+    dm.prepare_data()
+    train, val, _ = load_packed(dm.packed_dir)
+    paths = out / "train.bin", out / "val.bin"
+    for array, path in zip((train, val), paths):
+        np.asarray(array, dtype=np.uint16).tofile(path)
+    return paths[0], paths[1], len(dm.tokenizer)
+
+
+def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path, run_dir: Path,
+                extra: list[str]) -> tuple[float, float, float]:
+    """(median tokens/s, final val/loss, process wall s) of one `lmforge train`."""
+    n_layer, n_head, n_embd, block, batch = shape
+    cmd = lmforge_cmd() + [
+        "train", "experiment=pretrain_tiny", "tokenizer=bytes", f"model={model}", f"data.paths=[{corpus}]",
+        f"model.block_size={block}", f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}",
+        f"data.batch_size={batch}", f"data.val_windows={TRAINING['val_windows']}", f"optimizer.lr={TRAINING['lr']}",
+        f"optimizer.betas=[0.9,{TRAINING['beta2']}]", "optimizer.weight_decay=0.1", "scheduler=cosine_warmup",
+        f"scheduler.warmup_steps={TRAINING['warmup']}", "scheduler.min_lr_ratio=0.1", f"trainer.max_steps={steps}",
+        "trainer.max_time=null", f"trainer.val_check_interval={TRAINING['eval_interval']}", "test=false",
+        f"seed={SEED}", f"hydra.run.dir={run_dir}", *(["model.bias=false"] if model.startswith("gpt2") else []),
+        *(["model.n_kv_head=null"] if model.startswith("llama") else []), *extra,
+    ]
+    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    rates = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    if not rates:
+        sys.exit(f"no train/tokens_per_sec in {run_dir}/csv/metrics.csv")
+    return median(rates), val[-1] if val else float("nan"), wall
+
+
+def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vocab: int,
+                out: Path) -> tuple[float, float, float]:
+    """(median tokens/s, final val loss, process wall s) of one minimal_gpt.py run (Llama blocks, with
+    the SwiGLU width of lmforge's llama presets, for a llama model)."""
+    n_layer, n_head, n_embd, block, batch = shape
+    llama = ["--llama", "--hidden", str(-(-8 * n_embd // 3 // 64) * 64)] if model.startswith("llama") else []
+    cmd = [sys.executable, str(HERE / "minimal_gpt.py"), "--train", str(train), "--val", str(val),
+           "--vocab-size", str(vocab), "--n-layer", str(n_layer), "--n-head", str(n_head), "--n-embd", str(n_embd),
+           "--block-size", str(block), "--batch-size", str(batch), "--iters", str(steps), "--lr", str(TRAINING["lr"]),
+           "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
+           "--eval-interval", str(TRAINING["eval_interval"]), "--val-windows", str(TRAINING["val_windows"]),
+           "--seed", str(SEED), "--json", str(out), *llama]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"minimal_gpt.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    result = json.loads(out.read_text())
+    return result["tokens_per_sec"], result["val_loss"], wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--models", nargs="+", default=["gpt2_tiny", "llama_tiny"],
+                   help="lmforge model presets to compare with the minimal GPT (default gpt2_tiny llama_tiny)")
+    p.add_argument("--repeats", type=int, default=3, help="A/B pairs per (shape, model) (default 3)")
+    p.add_argument("--steps-tiny", type=int, default=600, help="optimizer steps at the tiny shape (default 600)")
+    p.add_argument("--steps-small", type=int, default=100, help="optimizer steps at the small shape (default 100)")
+    p.add_argument("--mb", type=float, default=1.0, help="MB of stdlib text in the corpus (default 1)")
+    p.add_argument("override", nargs="*", help="extra Hydra overrides for the lmforge side, e.g. compile=true")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (runs, cache) and print it")
+    args = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lmforge-bench-minimal-"))
+    corpus, cache = tmp / "corpus", tmp / "cache"
+    n_files, n_bytes = stdlib_subset(corpus, max_bytes=int(args.mb * 1e6))
+    train, val, vocab = prepare(corpus, cache, tmp)
+    print(f"machine: {machine()}")
+    print(f"corpus: {n_files} stdlib files, {n_bytes / 1e6:.2f} MB, bytes tokenizer ({vocab} ids), "
+          f"{train.stat().st_size // 2:,} train tokens; lmforge overrides: {args.override or 'none'}", flush=True)
+
+    summary = []
+    for shape_name in args.shapes:
+        shape = SHAPES[shape_name]
+        steps = args.steps_tiny if shape_name == "tiny" else args.steps_small
+        for model in args.models:
+            lm, mini, lm_val, mini_val, lm_wall, mini_wall = [], [], [], [], [], []
+            minimal = "Llama" if model.startswith("llama") else "GPT"
+            print(f"\n{shape_name} {'x'.join(map(str, shape[:3]))}, context {shape[3]}, batch {shape[4]}, "
+                  f"{steps} steps: lmforge model={model} vs minimal {minimal}", flush=True)
+            for i in range(args.repeats):
+                order = ["lmforge", "minimal"] if i % 2 == 0 else ["minimal", "lmforge"]
+                for side in order:
+                    if side == "lmforge":
+                        rate, loss, wall = lmforge_run(model, shape, steps, corpus, cache,
+                                                       tmp / f"run-{shape_name}-{model}-{i}", args.override)
+                        lm.append(rate), lm_val.append(loss), lm_wall.append(wall)
+                    else:
+                        rate, loss, wall = minimal_run(model, shape, steps, train, val, vocab, tmp / "minimal.json")
+                        mini.append(rate), mini_val.append(loss), mini_wall.append(wall)
+                    print(f"  [{i + 1}/{args.repeats}] {side:8s} {rate:9,.0f} tokens/s  val loss {loss:.3f}  "
+                          f"wall {wall:.1f} s", flush=True)
+            ratio = median(lm) / median(mini)
+            print(f"  lmforge tokens/s: {spread(lm)}")
+            print(f"  minimal tokens/s: {spread(mini)}")
+            print(f"  ratio of medians lmforge/minimal: {ratio:.3f}   val loss lmforge {median(lm_val):.3f} vs "
+                  f"minimal {median(mini_val):.3f}   wall {median(lm_wall):.1f} vs {median(mini_wall):.1f} s")
+            summary.append((shape_name, model, median(lm), median(mini), ratio))
+
+    print("\nshape  model        lmforge tok/s  minimal tok/s  ratio")
+    for shape_name, model, a, b, ratio in summary:
+        print(f"{shape_name:6s} {model:12s} {a:13,.0f} {b:14,.0f} {ratio:6.3f}")
+    clean_up(tmp, args.keep)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The training budget a learning-rate schedule is laid out over: optimizer steps, seconds, or both.
+
+A run ends at `trainer.max_steps` or `trainer.max_time`, whichever comes first, so a schedule keyed to
+`Budget.fraction(step)` (the larger of the two fractions spent) always finishes its decay, also when a
+slow machine makes time run out first. The seconds are those of Lightning's own `Timer` callback (which
+`max_time` installs): it counts training and validation time, and a resumed run restores it from the
+checkpoint, so the schedule continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`max_steps` optimizer steps and/or `max_seconds` of training, `elapsed()` seconds spent so far."""
+
+    max_steps: Optional[int] = None
+    max_seconds: Optional[float] = None
+    elapsed: Optional[Callable[[], float]] = None
+
+    def fraction(self, step: int) -> Optional[float]:
+        """How much of the budget will be spent when optimizer step `step` (0-based) ends, in [0, 1]:
+        (step + 1) / max_steps, or the elapsed time plus one average step so far over max_seconds,
+        whichever is larger. So the last step of a run, whatever ends it, runs at the end of the
+        schedule. None when the run has no end known in advance (a schedule then holds its peak)."""
+        parts = []
+        if self.max_steps:
+            parts.append((step + 1) / self.max_steps)
+        if self.max_seconds and self.elapsed is not None:
+            elapsed = self.elapsed()
+            parts.append(elapsed * (step + 1) / step / self.max_seconds if step else 0.0)
+        return min(1.0, max(parts)) if parts else None
+
+    @classmethod
+    def from_trainer(cls, trainer) -> "Budget":
+        """The budget of a Lightning Trainer: its estimated optimizer steps (max_steps, or epochs x
+        batches) and the duration of its Timer callback (max_time). Under DDP every rank reads rank
+        0's clock, so all ranks keep the same learning rate."""
+        from lightning.pytorch.callbacks import Timer
+
+        total = trainer.estimated_stepping_batches
+        max_steps = int(total) if math.isfinite(total) and total > 0 else None
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
+        if timer is None:
+            return cls(max_steps=max_steps)
+        elapsed = timer.time_elapsed
+        if trainer.world_size > 1:
+            def elapsed() -> float:
+                return float(trainer.strategy.broadcast(timer.time_elapsed()))
+        return cls(max_steps=max_steps, max_seconds=timer.time_elapsed() + timer.time_remaining(), elapsed=elapsed)
