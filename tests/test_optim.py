@@ -177,9 +177,10 @@ def test_wsd_warms_up_holds_then_decays_over_the_last_fraction() -> None:
 def test_schedules_follow_time_when_it_ends_first() -> None:
     """30 s of a 60 s budget spent after 10 of 1,000 steps: the fraction is the time's, projected to
     the end of the coming step at the average step time so far (3 s)."""
-    clock = iter([0.0, 30.0, 57.0, 59.9])
+    clock = iter([30.0, 50.0, 57.0])
     budget = Budget(max_steps=1000, max_seconds=60.0, elapsed=lambda: next(clock))
-    assert [budget.fraction(s) for s in (0, 10, 20, 30)] == pytest.approx([0.001, 0.55, 0.9975, 1.0])
+    # (elapsed + one average step) / (60 s less two average steps)
+    assert [budget.fraction(s) for s in (0, 10, 20, 30)] == pytest.approx([0.001, 33 / 54, 52.5 / 55, 1.0])
     for factory in (schedules.cosine_warmup, schedules.linear_warmup):
         curve = lrs(functools.partial(factory, warmup_steps=0, min_lr_ratio=0.1),
                     Budget(max_steps=10, max_seconds=1.0, elapsed=lambda: 0.0), 10)

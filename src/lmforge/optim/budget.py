@@ -26,13 +26,18 @@ class Budget:
         """How much of the budget will be spent when optimizer step `step` (0-based) ends, in [0, 1]:
         (step + 1) / max_steps, or the elapsed time plus one average step so far over max_seconds,
         whichever is larger. So the last step of a run, whatever ends it, runs at the end of the
-        schedule. None when the run has no end known in advance (a schedule then holds its peak)."""
+        schedule. None when the run has no end known in advance (a schedule then holds its peak).
+        The time budget is counted two average steps short, so that a slow step near the end (a busy
+        machine) cannot let the Timer stop the run before the schedule reached its floor."""
         parts = []
         if self.max_steps:
             parts.append((step + 1) / self.max_steps)
-        if self.max_seconds and self.elapsed is not None:
+        if self.max_seconds and self.elapsed is not None and step:
             elapsed = self.elapsed()
-            parts.append(elapsed * (step + 1) / step / self.max_seconds if step else 0.0)
+            average = elapsed / step
+            parts.append((elapsed + average) / max(self.max_seconds - 2 * average, 1e-9))
+        elif self.max_seconds and self.elapsed is not None:
+            parts.append(0.0)
         return min(1.0, max(parts)) if parts else None
 
     @classmethod

@@ -16,6 +16,7 @@ import json
 import math
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -24,7 +25,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lmforge.atomic import write_json, write_text
-from lmforge.errors import UserError
 from lmforge.job import in_multirun
 
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
@@ -47,8 +47,10 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         if launcher.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
-            raise UserError("launcher=slurm needs a SLURM cluster (no sbatch here): run it on a login node, or "
-                            "try the same code path on this machine with launcher=slurm_local")
+            # Hydra turns a callback's exception into a warning and goes on: stop here ourselves.
+            print("error: launcher=slurm needs a SLURM cluster (no sbatch here): run it on a login node, or "
+                  "try the same code path on this machine with launcher=slurm_local", file=sys.stderr)
+            raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
         metric = OmegaConf.select(config, "optimized_metric")
         sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
