@@ -105,6 +105,7 @@ def test_default_experiment_runs_on_the_embedded_stdlib_corpus(tmp_path: Path):
 @pytest.mark.slow
 def test_fast_dev_run_of_the_gpt2_124m_recipe(tmp_path: Path, corpus: Path):
     ok(lmforge("train", "experiment=pretrain_gpt2_124m", "debug=fdr", f"data.paths=[{corpus}]", "compile=false",
+               "model.n_layer=2",  # the preset's width, context and vocabulary, 2 of its 12 layers
                "data.batch_size=2", "data.num_workers=0", "tokenizer.vocab_size=1024",
                f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
     assert "test/loss" in metrics(tmp_path / "run")
