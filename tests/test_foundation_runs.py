@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -117,13 +118,23 @@ def test_wandb_runs_offline_one_run_per_sweep_job_inside_its_directory(tmp_path:
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shares_one_run_directory(tmp_path: Path):
+    from lmforge.data.vision import DigitsDataModule
+
     logs = tmp_path / "logs"
-    ok(lmforge("train", "experiment=mnist_mlp", "trainer=ddp_cpu", "debug=limit", "data.download=false",
-               "print_config=false", f"paths.log_dir={logs}", cwd=tmp_path))
+    ok(lmforge("train", "experiment=mnist_mlp", "trainer=ddp_cpu", "debug=limit", "trainer.max_epochs=1",
+               "trainer.limit_train_batches=1.0", "data.download=false", "print_config=false",
+               f"paths.log_dir={logs}", cwd=tmp_path))
     runs = list((logs / "debug" / "runs").iterdir())
     assert len(runs) == 1, runs
-    assert "test/acc" in metrics(runs[0])
-    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+    run = runs[0]
+    # World size 2: the DistributedSampler gives each rank half the training set, so one epoch takes
+    # half the steps of a single process (20 batches of 32 instead of 40); rank 1 ran in this directory.
+    n_train = len(DigitsDataModule().splits["train"][1])
+    per_rank = math.ceil(n_train / 2)
+    assert json.loads((run / "run.json").read_text())["global_step"] == math.ceil(per_rank / 32) == 20
+    assert (run / "train_rank_1.log").is_file()
+    assert metrics(run)["test/acc"] > 0.5  # chance is 0.1
+    assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
