@@ -145,14 +145,6 @@ def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_sweep_jobs_in_parallel_processes(tmp_path: Path):
-    sweep = tmp_path / "joblib"
-    ok(lmforge("train", "experiment=mnist_mlp", "launcher=joblib", "-m", "model.activation=relu,tanh", "debug=limit",
-               "data.download=false", "print_config=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path))
-    assert sorted(metrics(sweep / job)["test/acc"] > 0 for job in ("0", "1")) == [True, True]
-
-
-@pytest.mark.slow
 def test_two_nodes_started_by_hand_share_one_run_directory(tmp_path: Path):
     """A 2-node DDP job simulated on one machine (MASTER_ADDR/NODE_RANK, as a cluster launcher sets)."""
     import os
