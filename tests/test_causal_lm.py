@@ -22,7 +22,7 @@ from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
 from lmforge.data.base import DataModule
 from lmforge.errors import UserError
-from lmforge.generation import generate
+from lmforge.generation import generate, sample_next
 from lmforge.models.causal_lm import gpt2, llama, pretrained
 from lmforge.models.export import export_hf
 from lmforge.modules.causal_lm import CausalLMModule
@@ -185,11 +185,38 @@ def test_generate_greedy_stream_topk(tokenizer) -> None:
     assert all("\ufffd" not in p for p in pieces[:-1])
     assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=0.0) == out
     assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=1.0, top_k=1) == out
-    a = generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
-    assert a == generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
-    # A prompt longer than the model's 64 positions is cropped; generation slides past the limit.
-    long = generate(tiny_llama(), tokenizer, "x" * 100, max_new_tokens=30, temperature=0.0)
-    assert isinstance(long, str) and generate(model, tokenizer, "", max_new_tokens=3, seed=0) is not None
+    # top_p reaches the sampler: a nucleus this small holds the argmax only, so sampling is greedy.
+    assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=1.0, top_p=1e-6, seed=3) == out
+    sampled = generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
+    assert sampled != out and sampled == generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
+    # A prompt longer than the model's 64 positions is cropped to its last 64 tokens, on every step.
+    llama_model = tiny_llama()
+    long = generate(llama_model, tokenizer, "y" * 100, max_new_tokens=30, temperature=0.0)
+    assert long == generate(llama_model, tokenizer, "y" * 64, max_new_tokens=30, temperature=0.0)
+    assert len(tokenizer.encode(long, add_special_tokens=False)) >= 30  # slid past the limit, no eos (bytes that
+    # are no UTF-8 decode to U+FFFD, which encodes to 3 tokens)
+    # An empty prompt starts a fresh document: it continues the bos (here eos) token; `seed` seeds the draw.
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[tokenizer.eos_token_id]])).logits[0, -1]
+    first = sample_next(logits, generator=torch.Generator().manual_seed(0))
+    assert first != tokenizer.eos_token_id
+    assert generate(model, tokenizer, "", max_new_tokens=1, seed=0) == tokenizer.decode([first])
+
+
+def test_top_p_drops_a_token_that_top_k_keeps() -> None:
+    """Probabilities 0.5, 0.3, 0.15, 0.05: top_k=3 keeps token 2; top_p=0.7 drops it (0.5 + 0.3 before it)."""
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+
+    def counts(**kw) -> list[int]:
+        generator = torch.Generator().manual_seed(0)
+        drawn = [sample_next(logits, generator=generator, **kw) for _ in range(2000)]
+        return [drawn.count(token) for token in range(4)]
+
+    top_k = counts(top_k=3)
+    assert top_k[3] == 0 and top_k[2] > 200  # about 0.15 / 0.95 of 2000 = 316
+    both = counts(top_k=3, top_p=0.7)
+    assert both[2] == both[3] == 0 and both[0] > 1000 and both[1] > 500  # 0.5 / 0.8 and 0.3 / 0.8 of 2000
+    assert counts(top_p=0.7) == both
 
 
 def test_generate_cache_matches_recomputing(tokenizer) -> None:
