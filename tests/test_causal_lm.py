@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (set before HF imports)
@@ -161,12 +162,65 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     assert after["val/loss"] < 0.5 * before["val/loss"]
     assert math.isclose(after["val/ppl"], math.exp(after["val/loss"]), rel_tol=1e-4)
     assert math.isclose(after["val/bpb"], after["val/loss"] / math.log(2) / data.val_bytes_per_token, rel_tol=1e-4)
-    assert after["train/tokens_per_sec"] > 0 and 0 < after["train/mfu"] < 1
+    # MFU is the logged rate times the model's FLOPs per token, over the given peak.
+    mfu = flops_per_token(module.model, 32) * after["train/tokens_per_sec"] / 1e12
+    assert math.isclose(after["train/mfu"], mfu, rel_tol=1e-5) and 0 < mfu < 1
     assert [step for step, _ in samples.samples] == [20, 40, 60]
     assert all(isinstance(t, str) for _, t in samples.samples)
     assert list(tmp_path.rglob("events.out.tfevents*"))
     test = trainer.test(module, datamodule=data, verbose=False)[0]
     assert {"test/loss", "test/ppl", "test/bpb"} <= set(test) and test["test/loss"] < before["val/loss"]
+
+
+class BatchClock(L.Callback):
+    """The test's own count: the time each batch ended and the tokens it held, by optimizer step."""
+
+    def __init__(self):
+        self.at: dict[int, tuple[float, int]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.at[trainer.global_step] = (time.perf_counter(), batch["input_ids"].numel())
+
+
+class LoggedValues(L.pytorch.loggers.Logger):
+    """Every value the loggers receive, by the step Lightning logs it under."""
+
+    name, version = "values", 0
+
+    def __init__(self):
+        super().__init__()
+        self.values: dict[int, dict] = {}
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.values.setdefault(step, {}).update(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def test_tokens_per_sec_agrees_with_an_independent_count(tokenizer) -> None:
+    """Each logged rate equals the tokens of the last `window` batches over the time since the batch
+    before them, counted by the test's own clock (called just before the callback's), within 1 %."""
+    L.seed_everything(0)
+    data = RepeatText(tokenizer, batch_size=5)  # 84 rows: a short last batch, so batches differ in size
+    module = CausalLMModule(tiny_gpt2(vocab=data.dims["vocab_size"]), optimizer=functools.partial(torch.optim.AdamW))
+    clock, logged = BatchClock(), LoggedValues()
+    window, warmup = 4, 2
+    trainer = L.Trainer(max_steps=24, accelerator="cpu", devices=1, logger=logged, limit_val_batches=0,
+                        callbacks=[clock, Throughput(window=window, warmup_steps=warmup)], log_every_n_steps=3,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    # Lightning logs a step's metrics under the number of steps before it.
+    rates = {step + 1: v["train/tokens_per_sec"] for step, v in logged.values.items() if "train/tokens_per_sec" in v}
+    checked = [s for s in rates if s > warmup + window]  # full windows
+    assert len(checked) >= 5 and all(s % 3 == 0 for s in rates)
+    sizes = set()
+    for step in checked:
+        start = clock.at[step - window][0]
+        tokens = sum(clock.at[s][1] for s in range(step - window + 1, step + 1))
+        sizes |= {clock.at[s][1] for s in range(step - window, step + 1)}
+        assert rates[step] == pytest.approx(tokens / (clock.at[step][0] - start), rel=0.01), step
+    assert len(sizes) > 1  # the rate is summed over batches, not a batch size times a count
 
 
 def test_flops_per_token_counts_matmuls() -> None:
