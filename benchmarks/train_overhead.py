@@ -26,7 +26,7 @@ are printed (ratio < 1: lmforge is slower). Only numbers are printed, nothing is
 
     python benchmarks/train_overhead.py                       # defaults: 3 repeats of 20 steps
     python benchmarks/train_overhead.py --repeats 5 --steps 40 --batch-size 16 --block-size 256
-    python benchmarks/train_overhead.py --callbacks '[throughput]' +trainer.enable_progress_bar=false  # lean
+    python benchmarks/train_overhead.py --callbacks none +trainer.enable_progress_bar=false  # lean
 """
 
 from __future__ import annotations
