@@ -166,7 +166,10 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     mfu = flops_per_token(module.model, 32) * after["train/tokens_per_sec"] / 1e12
     assert math.isclose(after["train/mfu"], mfu, rel_tol=1e-5) and 0 < mfu < 1
     assert [step for step, _ in samples.samples] == [20, 40, 60]
-    assert all(isinstance(t, str) for _, t in samples.samples)
+    # Each sample is the current model's seeded continuation: the last one is the trained model's.
+    final = generate(module.model, tokenizer, "the quick", max_new_tokens=8, temperature=samples.temperature,
+                     top_k=samples.top_k, seed=samples.seed)
+    assert samples.samples[-1][1] == final and len({t for _, t in samples.samples}) > 1
     assert list(tmp_path.rglob("events.out.tfevents*"))
     test = trainer.test(module, datamodule=data, verbose=False)[0]
     assert {"test/loss", "test/ppl", "test/bpb"} <= set(test) and test["test/loss"] < before["val/loss"]
