@@ -1,5 +1,6 @@
 """A minimal hand-written GPT training loop, nanoGPT-style: the baseline `train_vs_minimal.py` measures
-`lmforge train` against. Self-contained on purpose (torch + numpy only, no lmforge import).
+`lmforge train` against. Self-contained on purpose (torch + numpy only, no lmforge import; the benchmarks'
+clock, _clock.py, times it).
 
 Model: token + learned position embeddings, pre-LayerNorm blocks (fused qkv, `scaled_dot_product_attention`,
 GELU MLP of 4x width), final LayerNorm, head tied to the token embedding; N(0, 0.02) init with the output
@@ -8,9 +9,9 @@ table, a SwiGLU MLP of --hidden width and an untied head. Training: AdamW with w
 biases and norms, as lmforge does), linear warmup then cosine to --min-lr, gradient clipping at 1.0,
 random windows of a packed uint16 token file (nanoGPT's `train.bin` format).
 
-Speed is measured the way lmforge's Throughput callback does: tokens over a sliding window of 20 steps,
-sampled every 10 steps, the first 5 steps left out, the window restarted after each evaluation; the
-median of those samples is printed (and written to --json with the final validation loss).
+Speed is measured by benchmarks/_clock.py, the clock that times lmforge's side too: a stamp at the end of
+each step, evaluation time left out; the rate is the tokens of steps 7..N over the time since the end of
+step 6 (printed, and written to --json with the final validation loss; --clock writes the stamps).
 
     python benchmarks/minimal_gpt.py --train train.bin --val val.bin --vocab-size 258 --iters 2000
 """
@@ -20,14 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
+import sys
 import time
-from collections import deque
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _clock import StepClock, rate  # noqa: E402
+
+WARMUP_STEPS = 5  # left out of the rate (with the step whose end starts the timing)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -110,6 +116,7 @@ def main() -> None:
     p.add_argument("--llama", action="store_true", help="Llama blocks: RMSNorm, rotary positions, SwiGLU, untied head")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (default 4 x n_embd)")
     p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s} here")
+    p.add_argument("--clock", help="write the clock's stamps here (JSON: stamps, tokens)")
     args = p.parse_args()
 
     t_start = time.perf_counter()
@@ -148,8 +155,8 @@ def main() -> None:
         model.train()
         return total / (len(val_starts) * T)
 
-    stamps: deque = deque(maxlen=21)
-    rates, loss_value = [], float("nan")
+    clock = StepClock()
+    loss_value = float("nan")
     for it in range(args.iters):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it)
@@ -159,16 +166,17 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if it >= 5:
-            stamps.append(time.perf_counter())
-            if (it + 1) % 10 == 0 and len(stamps) > 1:
-                rates.append((len(stamps) - 1) * B * T / (stamps[-1] - stamps[0]))
-                loss_value = loss.item()
+        clock.step(B * T)
+        if (it + 1) % 10 == 0:
+            loss_value = loss.item()  # a host sync, as a logger's read of the loss every 10 steps
         if (it + 1) % args.eval_interval == 0 or it + 1 == args.iters:
+            clock.pause()
             last_val = val_loss()
+            clock.resume()
             print(f"step {it + 1}: train loss {loss_value:.4f}, val loss {last_val:.4f}", flush=True)
-            stamps.clear()
-    result = {"tokens_per_sec": statistics.median(rates), "val_loss": last_val,
+    if args.clock:
+        clock.save(args.clock)
+    result = {"tokens_per_sec": rate(clock.stamps, clock.tokens, WARMUP_STEPS), "val_loss": last_val,
               "wall_s": time.perf_counter() - t_start}
     print(json.dumps(result))
     if args.json:

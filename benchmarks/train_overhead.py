@@ -6,30 +6,32 @@ only), the cosine-warmup schedule, gradient clipping at 1.0 (pretrain_tiny's set
 same packed corpus and the same training windows (the first stdlib files copied into a temp dir,
 a BPE of 4096 tokens, all tokenized once before timing: the cache is shared).
 
+Both sides are timed by the same clock, outside the code under test (benchmarks/_clock.py): a
+perf_counter stamp with the step's token count at the end of every training step, validation time left
+out; the rate is the tokens of steps W+2..N over the time from the end of step W+1 to the end of step N
+(start-up, sanity validation and the first W+1 steps excluded), computed by this script from the stamps.
+
 * lmforge side: the real CLI in a subprocess,
   `lmforge train trainer.max_steps=N data.paths=[DIR] data.batch_size=B model.block_size=T
-  'callbacks=[default,throughput]' +callbacks.throughput.warmup_steps=W +callbacks.throughput.window=100000
-  logger=csv test=false ...`, i.e. pretrain_tiny with its default callbacks (checkpointing, LR
-  monitor, rich progress bar, model summary), the CSV logger and Lightning's logging every 10 steps.
-  The rate is the last `train/tokens_per_sec` of <run>/csv/metrics.csv: with a window larger than
-  the run, the Throughput callback reports tokens of steps W+2..N over the time from the end of
-  step W+1 to the end of step N (start-up, sanity validation and the first W+1 steps excluded).
+  'callbacks=[default,throughput]' logger=csv test=false ...`, i.e. pretrain_tiny with its default
+  callbacks (checkpointing, LR monitor, rich progress bar, model summary, tokens/s), the CSV logger and
+  Lightning's logging every 10 steps, plus the clock as one more callback
+  (`+callbacks.step_clock._target_=_clock.lightning_clock`, called at `on_train_batch_end`).
 * plain side: in this process, the same `TrainWindows` dataset in a bare DataLoader, the same HF
-  model class, `lm_loss`, and a loop of forward / backward / clip / step / zero_grad / sched.step;
-  timed exactly as above (time stamps at the end of each step, steps W+2..N).
+  model class, `lm_loss`, and a loop of forward / backward / clip / step / zero_grad / sched.step,
+  with the clock's `step()` called after each of its steps.
 
 The two sides alternate (lmforge, plain, lmforge, plain, ...); medians over repeats and their ratio
 are printed (ratio < 1: lmforge is slower). Only numbers are printed, nothing is asserted.
 
     python benchmarks/train_overhead.py                       # defaults: 3 repeats of 20 steps
     python benchmarks/train_overhead.py --repeats 5 --steps 40 --batch-size 16 --block-size 256
-    python benchmarks/train_overhead.py --callbacks '[throughput]' +trainer.enable_progress_bar=false  # lean
+    python benchmarks/train_overhead.py --callbacks none +trainer.enable_progress_bar=false  # lean
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import subprocess
@@ -39,14 +41,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _clock import StepClock, load, rate  # noqa: E402
 from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 LR, BETAS, WEIGHT_DECAY, CLIP, WARMUP_LR, MIN_LR_RATIO = 2e-3, (0.9, 0.95), 0.1, 1.0, 50, 0.1
 SEED = 42
 
 
 def lmforge_run(args, corpus: Path, cache: Path, run_dir: Path) -> tuple[float, float]:
-    """Run the CLI; return (tokens/s after warm-up from metrics.csv, total wall seconds)."""
+    """Run the CLI with the benchmark's clock; return (tokens/s after warm-up, total wall seconds)."""
+    stamps_file = run_dir.parent / f"{run_dir.name}-clock.json"
     cmd = lmforge_cmd() + [
         "train",
         f"data.paths=[{corpus}]",
@@ -56,28 +62,25 @@ def lmforge_run(args, corpus: Path, cache: Path, run_dir: Path) -> tuple[float, 
         "trainer.max_time=null",
         f"trainer.log_every_n_steps={args.log_every}",
         f"callbacks={args.callbacks}",
-        f"+callbacks.throughput.warmup_steps={args.warmup}",
-        "+callbacks.throughput.window=100000",
+        "+callbacks.step_clock._target_=_clock.lightning_clock",
+        f"+callbacks.step_clock.path={stamps_file}",
         "logger=csv",
         "test=false",
         f"seed={SEED}",
         f"hydra.run.dir={run_dir}",
         *args.override,
     ]
-    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache)}
+    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache), "PYTHONPATH": pythonpath}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
-    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    rates = [(int(r["step"]), float(r["train/tokens_per_sec"])) for r in rows if r.get("train/tokens_per_sec")]
-    if not rates:
-        sys.exit(f"no train/tokens_per_sec in {run_dir}/csv/metrics.csv")
-    step, rate = rates[-1]
-    if step + 1 != args.steps:
-        print(f"  note: last logged rate is at step {step + 1}, not {args.steps}", flush=True)
-    return rate, wall
+    stamps, tokens = load(stamps_file)
+    if len(stamps) != args.steps:
+        print(f"  note: {len(stamps)} steps timed, not {args.steps}", flush=True)
+    return rate(stamps, tokens, args.warmup), wall
 
 
 def prepare(corpus: Path, cache: Path, args):
@@ -94,7 +97,7 @@ def prepare(corpus: Path, cache: Path, args):
 
 
 def plain_run(args, dm) -> float:
-    """The hand-written loop; returns tokens/s over steps warmup+2..steps."""
+    """The hand-written loop; returns tokens/s over steps warmup+2..steps, by the same clock."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -121,18 +124,16 @@ def plain_run(args, dm) -> float:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     # The same windows as lmforge's stream from step 0: sample indices 0, 1, 2, ...
     loader = DataLoader(dm.train_dataset, batch_size=args.batch_size, sampler=range(args.steps * args.batch_size))
-    stamps, tokens = [], []
-    for step, batch in enumerate(loader, 1):
+    clock = StepClock()
+    for batch in loader:
         loss = lm_loss(model(input_ids=batch["input_ids"], use_cache=False).logits, batch["labels"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
-        if step > args.warmup:
-            stamps.append(time.perf_counter())
-            tokens.append(batch["input_ids"].numel())
-    return sum(tokens[1:]) / (stamps[-1] - stamps[0])
+        clock.step(batch["input_ids"].numel())
+    return rate(clock.stamps, clock.tokens, args.warmup)
 
 
 def main() -> None:
@@ -143,15 +144,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--block-size", type=int, default=128)
     p.add_argument("--files", type=int, default=100, help="stdlib files in the corpus (default 100)")
-    p.add_argument("--log-every", type=int, default=10, help="trainer.log_every_n_steps (must divide --steps)")
+    p.add_argument("--log-every", type=int, default=10, help="trainer.log_every_n_steps of the lmforge side")
     p.add_argument("--callbacks", default="[default,throughput]",
-                   help="the lmforge side's callbacks (must include throughput; default [default,throughput])")
+                   help="the lmforge side's callbacks (default [default,throughput]; the clock is added to them)")
     p.add_argument("override", nargs="*", help="extra Hydra overrides for the lmforge side, e.g. "
                    "+trainer.enable_progress_bar=false")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (runs, cache) and print it")
     args = p.parse_args()
-    if args.steps % args.log_every:
-        sys.exit("--steps must be a multiple of --log-every (the last step must log its rate)")
     if args.steps - args.warmup < 3:
         sys.exit("--steps must exceed --warmup by at least 3")
 

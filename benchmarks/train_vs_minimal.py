@@ -11,10 +11,14 @@ warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps on 64 
   `lmforge train experiment=pretrain_tiny tokenizer=bytes model=gpt2_tiny|llama_tiny model.block_size=T
   model.n_layer=L model.n_head=H model.n_embd=C [model.bias=false] data.batch_size=B optimizer.lr=1e-3
   optimizer.betas=[0.9,0.99] scheduler=cosine_warmup scheduler.warmup_steps=100 trainer.max_steps=N
-  trainer.max_time=null test=false` (llama: model.n_kv_head=null, as the minimal loop has no GQA). Its rate: the median of the `train/tokens_per_sec` rows of
-  csv/metrics.csv (each: tokens over the last 20 steps, every 10 steps, validation excluded).
+  trainer.max_time=null test=false` (llama: model.n_kv_head=null, as the minimal loop has no GQA), plus
+  the benchmarks' clock as one more callback (`+callbacks.step_clock._target_=_clock.lightning_clock`).
 * minimal: `python benchmarks/minimal_gpt.py ...` (with `--llama` against a llama preset: RMSNorm, rotary
-  positions, SwiGLU of the same width, untied head), timed the same way by itself.
+  positions, SwiGLU of the same width, untied head), calling the same clock after each of its steps.
+
+Both sides are timed by that one clock (benchmarks/_clock.py), outside the code under test: a stamp at
+the end of each training step, validation left out; this script computes each rate from the stamps (the
+tokens of steps 7..N over the time since the end of step 6), the same way for both.
 
 Shapes: `tiny` = nanoGPT's CPU recipe (4 layers, 4 heads, width 128, context 64, batch 12; 2,000 steps
 in the issue, fewer by default here) and `small` = nanoGPT's 10.7M shape (6 x 6 x 384, context 256,
@@ -41,10 +45,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _clock import load, rate  # noqa: E402
 from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 42
+WARMUP_STEPS = 5  # left out of the rate, on both sides (as minimal_gpt.py's own figure does)
 # name: (n_layer, n_head, n_embd, block_size, batch_size)
 SHAPES = {"tiny": (4, 4, 128, 64, 12), "small": (6, 6, 384, 256, 8)}
 TRAINING = {"lr": 1e-3, "beta2": 0.99, "warmup": 100, "eval_interval": 100, "val_windows": 64}
@@ -55,8 +61,9 @@ def prepare(corpus: Path, cache: Path, out: Path) -> tuple[Path, Path, int]:
     its train/val tokens as uint16 files for the minimal loop; return (train, val, vocab_size)."""
     from lmforge.data.packing import load_packed
     from lmforge.data.text import TextDataModule
+    from lmforge.tokenizers import Bytes
 
-    dm = TextDataModule(paths=[str(corpus)], tokenizer={"kind": "bytes", "vocab_size": 258, "path": None},
+    dm = TextDataModule(paths=[str(corpus)], tokenizer=Bytes(),
                         cache_dir=str(cache), seed=SEED)
     dm.prepare_data()
     train, val, _ = load_packed(dm.packed_dir)
@@ -68,8 +75,9 @@ def prepare(corpus: Path, cache: Path, out: Path) -> tuple[Path, Path, int]:
 
 def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path, run_dir: Path,
                 extra: list[str]) -> tuple[float, float, float]:
-    """(median tokens/s, final val/loss, process wall s) of one `lmforge train`."""
+    """(tokens/s by the clock, final val/loss, process wall s) of one `lmforge train`."""
     n_layer, n_head, n_embd, block, batch = shape
+    stamps_file = run_dir.parent / f"{run_dir.name}-clock.json"
     cmd = lmforge_cmd() + [
         "train", "experiment=pretrain_tiny", "tokenizer=bytes", f"model={model}", f"data.paths=[{corpus}]",
         f"model.block_size={block}", f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}",
@@ -78,26 +86,25 @@ def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path,
         f"scheduler.warmup_steps={TRAINING['warmup']}", "scheduler.min_lr_ratio=0.1", f"trainer.max_steps={steps}",
         "trainer.max_time=null", f"trainer.val_check_interval={TRAINING['eval_interval']}", "test=false",
         f"seed={SEED}", f"hydra.run.dir={run_dir}", *(["model.bias=false"] if model.startswith("gpt2") else []),
-        *(["model.n_kv_head=null"] if model.startswith("llama") else []), *extra,
+        *(["model.n_kv_head=null"] if model.startswith("llama") else []),
+        "+callbacks.step_clock._target_=_clock.lightning_clock", f"+callbacks.step_clock.path={stamps_file}", *extra,
     ]
-    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache)}
+    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache), "PYTHONPATH": pythonpath}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    rates = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
-    if not rates:
-        sys.exit(f"no train/tokens_per_sec in {run_dir}/csv/metrics.csv")
-    return median(rates), val[-1] if val else float("nan"), wall
+    return rate(*load(stamps_file), WARMUP_STEPS), val[-1] if val else float("nan"), wall
 
 
 def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vocab: int,
                 out: Path) -> tuple[float, float, float]:
-    """(median tokens/s, final val loss, process wall s) of one minimal_gpt.py run (Llama blocks, with
-    the SwiGLU width of lmforge's llama presets, for a llama model)."""
+    """(tokens/s by the clock, final val loss, process wall s) of one minimal_gpt.py run (Llama blocks,
+    with the SwiGLU width of lmforge's llama presets, for a llama model)."""
     n_layer, n_head, n_embd, block, batch = shape
     llama = ["--llama", "--hidden", str(-(-8 * n_embd // 3 // 64) * 64)] if model.startswith("llama") else []
     cmd = [sys.executable, str(HERE / "minimal_gpt.py"), "--train", str(train), "--val", str(val),
@@ -105,14 +112,14 @@ def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vo
            "--block-size", str(block), "--batch-size", str(batch), "--iters", str(steps), "--lr", str(TRAINING["lr"]),
            "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
            "--eval-interval", str(TRAINING["eval_interval"]), "--val-windows", str(TRAINING["val_windows"]),
-           "--seed", str(SEED), "--json", str(out), *llama]
+           "--seed", str(SEED), "--json", str(out), "--clock", str(out.with_suffix(".clock.json")), *llama]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"minimal_gpt.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
     result = json.loads(out.read_text())
-    return result["tokens_per_sec"], result["val_loss"], wall
+    return rate(*load(out.with_suffix(".clock.json")), WARMUP_STEPS), result["val_loss"], wall
 
 
 def main() -> None:

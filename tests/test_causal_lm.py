@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (set before HF imports)
@@ -22,7 +23,7 @@ from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
 from lmforge.data.base import DataModule
 from lmforge.errors import UserError
-from lmforge.generation import generate
+from lmforge.generation import generate, sample_next
 from lmforge.models.causal_lm import gpt2, llama, pretrained
 from lmforge.models.export import export_hf
 from lmforge.modules.causal_lm import CausalLMModule
@@ -161,12 +162,68 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     assert after["val/loss"] < 0.5 * before["val/loss"]
     assert math.isclose(after["val/ppl"], math.exp(after["val/loss"]), rel_tol=1e-4)
     assert math.isclose(after["val/bpb"], after["val/loss"] / math.log(2) / data.val_bytes_per_token, rel_tol=1e-4)
-    assert after["train/tokens_per_sec"] > 0 and 0 < after["train/mfu"] < 1
+    # MFU is the logged rate times the model's FLOPs per token, over the given peak.
+    mfu = flops_per_token(module.model, 32) * after["train/tokens_per_sec"] / 1e12
+    assert math.isclose(after["train/mfu"], mfu, rel_tol=1e-5) and 0 < mfu < 1
     assert [step for step, _ in samples.samples] == [20, 40, 60]
-    assert all(isinstance(t, str) for _, t in samples.samples)
+    # Each sample is the current model's seeded continuation: the last one is the trained model's.
+    final = generate(module.model, tokenizer, "the quick", max_new_tokens=8, temperature=samples.temperature,
+                     top_k=samples.top_k, seed=samples.seed)
+    assert samples.samples[-1][1] == final and len({t for _, t in samples.samples}) > 1
     assert list(tmp_path.rglob("events.out.tfevents*"))
     test = trainer.test(module, datamodule=data, verbose=False)[0]
     assert {"test/loss", "test/ppl", "test/bpb"} <= set(test) and test["test/loss"] < before["val/loss"]
+
+
+class BatchClock(L.Callback):
+    """The test's own count: the time each batch ended and the tokens it held, by optimizer step."""
+
+    def __init__(self):
+        self.at: dict[int, tuple[float, int]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.at[trainer.global_step] = (time.perf_counter(), batch["input_ids"].numel())
+
+
+class LoggedValues(L.pytorch.loggers.Logger):
+    """Every value the loggers receive, by the step Lightning logs it under."""
+
+    name, version = "values", 0
+
+    def __init__(self):
+        super().__init__()
+        self.values: dict[int, dict] = {}
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.values.setdefault(step, {}).update(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def test_tokens_per_sec_agrees_with_an_independent_count(tokenizer) -> None:
+    """Each logged rate equals the tokens of the last `window` batches over the time since the batch
+    before them, counted by the test's own clock (called just before the callback's), within 1 %."""
+    L.seed_everything(0)
+    data = RepeatText(tokenizer, batch_size=5)  # 84 rows: a short last batch, so batches differ in size
+    module = CausalLMModule(tiny_gpt2(vocab=data.dims["vocab_size"]), optimizer=functools.partial(torch.optim.AdamW))
+    clock, logged = BatchClock(), LoggedValues()
+    window, warmup = 4, 2
+    trainer = L.Trainer(max_steps=24, accelerator="cpu", devices=1, logger=logged, limit_val_batches=0,
+                        callbacks=[clock, Throughput(window=window, warmup_steps=warmup)], log_every_n_steps=3,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    # Lightning logs a step's metrics under the number of steps before it.
+    rates = {step + 1: v["train/tokens_per_sec"] for step, v in logged.values.items() if "train/tokens_per_sec" in v}
+    checked = [s for s in rates if s > warmup + window]  # full windows
+    assert len(checked) >= 5 and all(s % 3 == 0 for s in rates)
+    sizes = set()
+    for step in checked:
+        start = clock.at[step - window][0]
+        tokens = sum(clock.at[s][1] for s in range(step - window + 1, step + 1))
+        sizes |= {clock.at[s][1] for s in range(step - window, step + 1)}
+        assert rates[step] == pytest.approx(tokens / (clock.at[step][0] - start), rel=0.01), step
+    assert len(sizes) > 1  # the rate is summed over batches, not a batch size times a count
 
 
 def test_flops_per_token_counts_matmuls() -> None:
@@ -185,11 +242,38 @@ def test_generate_greedy_stream_topk(tokenizer) -> None:
     assert all("\ufffd" not in p for p in pieces[:-1])
     assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=0.0) == out
     assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=1.0, top_k=1) == out
-    a = generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
-    assert a == generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
-    # A prompt longer than the model's 64 positions is cropped; generation slides past the limit.
-    long = generate(tiny_llama(), tokenizer, "x" * 100, max_new_tokens=30, temperature=0.0)
-    assert isinstance(long, str) and generate(model, tokenizer, "", max_new_tokens=3, seed=0) is not None
+    # top_p reaches the sampler: a nucleus this small holds the argmax only, so sampling is greedy.
+    assert generate(model, tokenizer, "héllo", max_new_tokens=20, temperature=1.0, top_p=1e-6, seed=3) == out
+    sampled = generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
+    assert sampled != out and sampled == generate(model, tokenizer, "héllo", max_new_tokens=20, top_p=0.9, seed=3)
+    # A prompt longer than the model's 64 positions is cropped to its last 64 tokens, on every step.
+    llama_model = tiny_llama()
+    long = generate(llama_model, tokenizer, "y" * 100, max_new_tokens=30, temperature=0.0)
+    assert long == generate(llama_model, tokenizer, "y" * 64, max_new_tokens=30, temperature=0.0)
+    assert len(tokenizer.encode(long, add_special_tokens=False)) >= 30  # slid past the limit, no eos (bytes that
+    # are no UTF-8 decode to U+FFFD, which encodes to 3 tokens)
+    # An empty prompt starts a fresh document: it continues the bos (here eos) token; `seed` seeds the draw.
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[tokenizer.eos_token_id]])).logits[0, -1]
+    first = sample_next(logits, generator=torch.Generator().manual_seed(0))
+    assert first != tokenizer.eos_token_id
+    assert generate(model, tokenizer, "", max_new_tokens=1, seed=0) == tokenizer.decode([first])
+
+
+def test_top_p_drops_a_token_that_top_k_keeps() -> None:
+    """Probabilities 0.5, 0.3, 0.15, 0.05: top_k=3 keeps token 2; top_p=0.7 drops it (0.5 + 0.3 before it)."""
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+
+    def counts(**kw) -> list[int]:
+        generator = torch.Generator().manual_seed(0)
+        drawn = [sample_next(logits, generator=generator, **kw) for _ in range(2000)]
+        return [drawn.count(token) for token in range(4)]
+
+    top_k = counts(top_k=3)
+    assert top_k[3] == 0 and top_k[2] > 200  # about 0.15 / 0.95 of 2000 = 316
+    both = counts(top_k=3, top_p=0.7)
+    assert both[2] == both[3] == 0 and both[0] > 1000 and both[1] > 500  # 0.5 / 0.8 and 0.3 / 0.8 of 2000
+    assert counts(top_p=0.7) == both
 
 
 def test_generate_cache_matches_recomputing(tokenizer) -> None:

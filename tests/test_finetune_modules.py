@@ -238,4 +238,5 @@ def test_sft_loss_on_response_tokens_falls(tiny_lm_dir, tmp_path: Path, capsys) 
     fit.fit(module, datamodule=data)
     assert fit.callback_metrics["val/loss"] < 0.5 * before["val/loss"]
     assert len(module.samples) == 3 and [p for p, _ in module.samples] == data.val_prompts[:3]
-    assert all(isinstance(text, str) for _, text in module.samples)
+    # The greedy samples of the trained model answer in the learned form (16 byte tokens: 'The colour is ..').
+    assert all(text.startswith("The colour is ") for _, text in module.samples), module.samples

@@ -98,7 +98,9 @@ def test_a_second_live_run_in_one_directory_is_refused_and_a_stale_lock_is_not(t
     run = tmp_path / "run"
     first = start([*LONG_MLP, f"hydra.run.dir={run}"], tmp_path)
     wait_for_training(run, first)
-    line = one_line_error(lmforge("train", *LONG_MLP, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path))
+    # (One step: were the directory not locked, this run would end at once, not train 200 epochs beside the other.)
+    line = one_line_error(lmforge("train", *LONG_MLP, f"hydra.run.dir={run}", "resume=auto", "trainer.max_steps=1",
+                                  cwd=tmp_path))
     assert "in use by a live run" in line and f"pid {first.pid}" in line
     first.send_signal(signal.SIGKILL)
     first.wait()

@@ -80,15 +80,47 @@ def test_ddp_jobs_inside_a_sweep_are_one_process_group_and_one_run_each(launcher
         assert (run / "train_rank_1.log").is_file()  # rank 1 ran this job's command, in this job's dir
 
 
+RENDEZVOUS = '''
+import os, time
+import lightning as L
+
+class Rendezvous(L.Callback):
+    """Wait at the start of training until `parties` jobs are training at once (or `timeout` s pass)."""
+
+    def __init__(self, folder, parties=2, timeout=120.0):
+        self.folder, self.parties, self.timeout = folder, parties, timeout
+
+    def on_train_start(self, trainer, pl_module):
+        os.makedirs(self.folder, exist_ok=True)
+        open(os.path.join(self.folder, f"{os.getpid()}-{time.time_ns()}"), "w").close()
+        deadline = time.time() + self.timeout
+        while len(os.listdir(self.folder)) < self.parties and time.time() < deadline:
+            time.sleep(0.05)
+'''
+
+
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_each_on_its_own_device_slot(tmp_path: Path):
+    """Two jobs in two worker processes, training at the same time. Each job waits at the start of
+    training for the other (up to 2 minutes): jobs in parallel meet there, so their run intervals
+    overlap however long worker start-up takes; jobs one after the other cannot (the first times out
+    alone and ends before the second starts)."""
+    import os
+
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "rendezvous.py").write_text(RENDEZVOUS)
     sweep = tmp_path / "sweep"
-    ok(lmforge("train", *QUICK, "launcher=joblib", "trainer.max_epochs=6", "-m", "seed=1,2",
-               f"hydra.sweep.dir={sweep}", "print_config=false", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": "4,5"}))
+    ok(lmforge("train", *QUICK, "launcher=joblib", "-m", "seed=1,2", "+callbacks.rendezvous._target_=rendezvous.Rendezvous",
+               f"+callbacks.rendezvous.folder={tmp_path / 'arrived'}", f"hydra.sweep.dir={sweep}", "print_config=false",
+               cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": "4,5",
+                                  "PYTHONPATH": os.pathsep.join([str(helpers), os.environ.get("PYTHONPATH", "")])}))
     infos = [json.loads((sweep / job / "run.json").read_text()) for job in ("0", "1")]
+    assert infos[0]["pid"] != infos[1]["pid"]  # two worker processes
     (a0, a1), (b0, b1) = [(i["start_time"], i["end_time"]) for i in infos]
-    assert a0 < b1 and b0 < a1, "the two jobs did not overlap in time"
+    assert a0 < b1 and b0 < a1, f"the two jobs did not overlap in time: {(a0, a1)}, {(b0, b1)}"
     assert sorted(i["visible_devices"] for i in infos) == ["4", "5"]
+    assert all(metrics(sweep / job)["test/acc"] > 0.5 for job in ("0", "1"))  # chance is 0.1
 
 
 @pytest.mark.slow
