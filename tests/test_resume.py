@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import torch
 
 from conftest import OFFLINE_ENV, csv_metric, lmforge, metrics, ok
 
-MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=3",
+MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=10",
        "model.dropout=0.3", "checkpoint.every_n_steps=4", "logger=many", "logger.wandb.mode=offline"]
 
 
@@ -43,7 +44,8 @@ def newest_step(run: Path) -> int:
     return max(steps, default=-1)
 
 
-def killed_and_resumed(args: list[str], run: Path, cwd: Path, kills: int, seed: int) -> list[int]:
+def killed_and_resumed(args: list[str], run: Path, cwd: Path, kills: int, seed: int,
+                       max_delay: float = 1.5) -> list[int]:
     """Start, kill -9 after progress plus a seeded random delay, resume=auto; `kills` times, then finish.
     Returns the newest checkpoint step seen at each kill."""
     rng = random.Random(seed)
@@ -54,7 +56,7 @@ def killed_and_resumed(args: list[str], run: Path, cwd: Path, kills: int, seed: 
         deadline = time.time() + 300
         while newest_step(run) <= floor and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))  # anywhere: a step, a validation, a checkpoint write
+        time.sleep(rng.uniform(0.0, max_delay))  # anywhere: a step, a validation, a checkpoint write
         if proc.poll() is not None:
             pytest.fail(f"run ended before kill {attempt + 1}: exit {proc.returncode}\n{proc.stderr.read()[-3000:]}")
         proc.send_signal(signal.SIGKILL)
@@ -93,7 +95,8 @@ def test_pretraining_killed_three_times_ends_bitwise_equal(corpus: Path, tmp_pat
 @pytest.mark.slow
 def test_mlp_killed_mid_epoch_keeps_its_shuffle_dropout_and_history(tmp_path: Path):
     ok(lmforge("train", *MLP, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
-    killed_and_resumed(MLP, tmp_path / "killed", tmp_path, kills=2, seed=2)
+    # The MLP trains 40 steps in ~0.2 s on a quiet machine: kill within half a second, before it ends.
+    killed_and_resumed(MLP, tmp_path / "killed", tmp_path, kills=2, seed=2, max_delay=0.5)
     assert_same_run(tmp_path / "straight", tmp_path / "killed", "last.ckpt")
     assert metrics(tmp_path / "killed")["test/acc"] == metrics(tmp_path / "straight")["test/acc"]
     # TensorBoard: one event stream with each step once; W&B: the same run continued.
@@ -122,7 +125,7 @@ def test_fine_tuning_killed_and_resumed_is_exact(tiny_hf_lm: Path, review_files:
 
 def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path):
     run = tmp_path / "run"
-    args = [*MLP[:4], "debug=limit", "checkpoint.every_n_steps=5", "logger=csv"]
+    args = [*MLP[:3], "trainer.max_epochs=3", "debug=limit", "checkpoint.every_n_steps=5", "logger=csv"]
     ok(lmforge("train", *args, f"hydra.run.dir={run}", cwd=tmp_path))
     newest = run / "checkpoints" / "step-0000015.ckpt"
     (run / "checkpoints" / "last.ckpt").unlink()
@@ -132,3 +135,24 @@ def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path: P
     output = proc.stdout + proc.stderr  # lmforge logs through Hydra's console handler (stdout)
     assert "skipping" in output and "step-0000015.ckpt" in output
     assert json.loads((run / "run.json").read_text())["resumed_from"].endswith("step-0000010.ckpt")
+
+
+def test_a_checkpoint_at_an_epochs_last_step_resumes_exactly_twice_over(tmp_path: Path):
+    """Checkpoints due at an epoch's last step are taken at the epoch's end: resuming from one taken
+    between the two (Lightning 2.6) skips that epoch's validation and leaves the epoch counters one
+    apart, so that a second resume of the same run loses an epoch."""
+    args = [*MLP[:3], "trainer.max_epochs=4", "model.dropout=0.3", "checkpoint.every_n_steps=40",
+            "checkpoint.keep=10", "logger=csv", "test=false"]
+
+    def resume_from(source: Path, step: int, run: Path) -> None:
+        shutil.copytree(source, run)
+        for path in (run / "checkpoints").iterdir():
+            if path.name != f"step-{step:07d}.ckpt":
+                path.unlink()
+        ok(lmforge("train", *args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path))
+
+    ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+    resume_from(tmp_path / "straight", 40, tmp_path / "once")
+    resume_from(tmp_path / "once", 80, tmp_path / "twice")
+    straight, twice = (weights(tmp_path / run / "checkpoints" / "step-0000160.ckpt") for run in ("straight", "twice"))
+    assert [k for k in straight if not torch.equal(straight[k], twice[k])] == []

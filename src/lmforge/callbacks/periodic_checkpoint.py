@@ -29,6 +29,8 @@ class PeriodicCheckpoint(L.Callback):
         self.keep = keep
         self._last_time = time.monotonic()
         self._last_step = -1
+        self._due_at_epoch_end = False
+        self.saved: Optional[Path] = None  # the newest checkpoint this callback wrote
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_time = time.monotonic()
@@ -39,12 +41,27 @@ class PeriodicCheckpoint(L.Callback):
         by_steps = self.every_n_steps and step % self.every_n_steps == 0
         by_time = self.every_n_minutes and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
         if step != self._last_step and (by_steps or by_time):
+            self.save_at_step_end(trainer, batch_idx)
+
+    def save_at_step_end(self, trainer: L.Trainer, batch_idx: int) -> None:
+        """Save now, or at the end of the epoch when this batch is its last one: Lightning 2.6
+        restores a checkpoint taken between an epoch's last batch and the epoch's end as a finished
+        epoch (its validation skipped, the epoch counters one apart, so the next resume of that run
+        skips an epoch). At the epoch's end, after its validation, it resumes exactly."""
+        if batch_idx + 1 >= trainer.num_training_batches:
+            self._due_at_epoch_end = True
+        else:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._due_at_epoch_end:
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> Path:
         """Save a checkpoint of the current step now (every rank must call it) and prune old ones."""
         path = self.dirpath / f"{PREFIX}{trainer.global_step:07d}.ckpt"
         trainer.save_checkpoint(path)
+        self.saved, self._due_at_epoch_end = path, False
         self._last_time, self._last_step = time.monotonic(), trainer.global_step
         if trainer.is_global_zero:
             periodic = [f for f in checkpoint_files(self.dirpath) if f.name.startswith(PREFIX)]

@@ -3,7 +3,7 @@
 SIGTERM, SIGUSR1 and SIGUSR2 (what clusters send before they stop or requeue a job) mean
 "preempted", SIGINT means "interrupted". The handler only records the signal; at the end of the
 current training step every rank agrees on it (so all ranks stop together and none hangs), saves a
-checkpoint through `PeriodicCheckpoint.save` and asks the Trainer to stop. The runner then records
+checkpoint through `PeriodicCheckpoint.save_at_step_end` and asks the Trainer to stop. The runner then records
 the status and exits 143 (preempted) or 130 (interrupted) — after giving the signal to a handler
 that was there before (e.g. submitit's, which requeues the job).
 """
@@ -11,7 +11,6 @@ that was there before (e.g. submitit's, which requeues the job).
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning as L
@@ -29,7 +28,6 @@ class Preemption(L.Callback):
         self.checkpoint = checkpoint
         self.received: Optional[int] = None  # the signal number, once one arrived
         self.status: Optional[str] = None  # "preempted" / "interrupted" once the run stopped for it
-        self.saved: Optional[Path] = None
         self._previous: dict[int, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -50,7 +48,7 @@ class Preemption(L.Callback):
             return
         self.received = received
         self.status = STATUS[signal.Signals(received)]
-        self.saved = self.checkpoint.save(trainer)
+        self.checkpoint.save_at_step_end(trainer, batch_idx)  # at the epoch's end if this batch ends it
         trainer.should_stop = True
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -51,6 +51,11 @@ class Throughput(L.Callback):
     Tokens are `input_ids.numel()` per batch times the world size (padding included). Validation
     time is excluded: the window restarts after each validation loop. The rate is logged only on the
     steps the loggers write (every `trainer.log_every_n_steps`): a `log` call costs more than the rest.
+    On CUDA it also logs `train/peak_memory_gb` (the most allocated on this device so far).
+
+    Not Lightning's `ThroughputMonitor`: that one needs a `batch_size_fn`/`length_fn` per task, logs
+    its own metric names on every batch (a `log` call costs more than a step at our smallest shapes) and does
+    not restart its window after validation.
     """
 
     def __init__(self, window: int = 20, warmup_steps: int = 5, peak_flops: Optional[float] = None):
@@ -85,6 +90,9 @@ class Throughput(L.Callback):
                 self._flops_per_token = flops_per_token(getattr(pl_module, "model", pl_module), input_ids.shape[-1])
             mfu = self._flops_per_token * tokens_per_sec / (peak * trainer.world_size)
             pl_module.log("train/mfu", mfu, on_step=True, on_epoch=False)
+        if pl_module.device.type == "cuda":
+            peak_gb = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+            pl_module.log("train/peak_memory_gb", peak_gb, on_step=True, on_epoch=False)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._times.clear()

@@ -107,7 +107,7 @@ def main(cfg: DictConfig) -> Optional[float]:
             logged.update(trainer.callback_metrics)
             if preemption.status:
                 status = preemption.status
-                raise Stopped(EXIT_STATUS[status], f"{status} at step {trainer.global_step}: saved {preemption.saved}; "
+                raise Stopped(EXIT_STATUS[status], f"{status} at step {trainer.global_step}: saved {preemption.checkpoint.saved}; "
                               f"continue with: lmforge train <same overrides> resume=auto hydra.run.dir={run}")
             best = getattr(trainer.checkpoint_callback, "best_model_score", None)
             if best is not None:
