@@ -41,11 +41,11 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def spread(xs: list[float]) -> str:
+def spread(xs: list[float], digits: int = 1) -> str:
     """'median (min-max, n=N)' of a list of numbers."""
     if not xs:
         return "n/a"
-    return f"{median(xs):,.1f} (min {min(xs):,.1f}, max {max(xs):,.1f}, n={len(xs)})"
+    return f"{median(xs):,.{digits}f} (min {min(xs):,.{digits}f}, max {max(xs):,.{digits}f}, n={len(xs)})"
 
 
 def machine() -> str:

@@ -88,7 +88,7 @@ def main() -> None:
 
     print()
     for recipe, rs in results.items():
-        print(f"{recipe:6s} ({RECIPES[recipe]}): val bpb {spread([r['bpb'] for r in rs])}, "
+        print(f"{recipe:6s} ({RECIPES[recipe]}): val bpb {spread([r['bpb'] for r in rs], 3)}, "
               f"steps {spread([r['steps'] for r in rs])}")
     gap = median([r["bpb"] for r in results["gpt2"]]) - median([r["bpb"] for r in results["modern"]])
     pairs = [g["bpb"] - m["bpb"] for g, m in zip(results["gpt2"], results["modern"])]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import OFFLINE_ENV, csv_metric, lmforge, metrics, ok
+from conftest import OFFLINE_ENV, lmforge, metrics, ok
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["experiment=mnist_mlp", "debug=limit", "data.download=false"]
