@@ -6,7 +6,9 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +18,20 @@ def lmforge_cmd() -> list[str]:
     """The `lmforge` console script of the interpreter running this benchmark (else `python -m lmforge`)."""
     exe = Path(sys.executable).parent / "lmforge"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "lmforge"]
+
+
+def run_train(cmd: list[str], cache: Path) -> float:
+    """Run an `lmforge train` command line with the step clock importable (benchmarks/ on PYTHONPATH)
+    and `cache` as its cache; exit with its output if it fails. Returns its wall time in seconds."""
+    here = str(Path(__file__).resolve().parent)
+    pythonpath = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache), "PYTHONPATH": pythonpath}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    return wall
 
 
 def stdlib_subset(dest: Path, max_files: int | None = None, max_bytes: int | None = None) -> tuple[int, int]:

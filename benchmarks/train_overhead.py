@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,9 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock import StepClock, load, rate  # noqa: E402
-from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
+from _common import clean_up, lmforge_cmd, machine, median, run_train, spread, stdlib_subset  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY, CLIP, WARMUP_LR, MIN_LR_RATIO = 2e-3, (0.9, 0.95), 0.1, 1.0, 50, 0.1
 SEED = 42
@@ -70,13 +66,7 @@ def lmforge_run(args, corpus: Path, cache: Path, run_dir: Path) -> tuple[float, 
         f"hydra.run.dir={run_dir}",
         *args.override,
     ]
-    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache), "PYTHONPATH": pythonpath}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    wall = run_train(cmd, cache)
     stamps, tokens = load(stamps_file)
     if len(stamps) != args.steps:
         print(f"  note: {len(stamps)} steps timed, not {args.steps}", flush=True)

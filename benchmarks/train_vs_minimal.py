@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock import load, rate  # noqa: E402
-from _common import clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
+from _common import clean_up, lmforge_cmd, machine, median, run_train, spread, stdlib_subset  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 42
@@ -89,13 +88,7 @@ def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path,
         *(["model.n_kv_head=null"] if model.startswith("llama") else []),
         "+callbacks.step_clock._target_=_clock.lightning_clock", f"+callbacks.step_clock.path={stamps_file}", *extra,
     ]
-    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache), "PYTHONPATH": pythonpath}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    wall = run_train(cmd, cache)
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
     return rate(*load(stamps_file), WARMUP_STEPS), val[-1] if val else float("nan"), wall

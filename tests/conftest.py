@@ -40,8 +40,10 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     from lmforge.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    previous = Path.cwd()
+    previous, previous_env = Path.cwd(), dict(os.environ)
     os.chdir(cwd)
+    os.environ.update({k: v for k, v in OFFLINE_ENV.items() if k != "PYTHONWARNINGS"})
+    os.environ.pop("HYDRA_FULL_ERROR", None)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main(list(args))
@@ -49,6 +51,8 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         status = exc.code if isinstance(exc.code, int) else 1
     finally:
         os.chdir(previous)
+        os.environ.clear()
+        os.environ.update(previous_env)
     return subprocess.CompletedProcess(["lmforge", *args], status, out.getvalue(), err.getvalue())
 
 
@@ -139,14 +143,10 @@ def review_files(tmp_path_factory) -> dict[str, Path]:
             "test": reviews(root / "test.csv", 40, 2)}
 
 
-@pytest.fixture(scope="session")
-def tiny_hf_lm(tmp_path_factory) -> Path:
-    """A tiny random GPT-2 with a byte-level tokenizer (256 bytes + eos + pad), as a Hugging Face directory."""
-    import torch
+def byte_bpe():
+    """A byte-level BPE with no merges: 256 byte tokens + eos + pad (258 ids), as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from lmforge.models.export import export_hf
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -154,8 +154,19 @@ def tiny_hf_lm(tmp_path_factory) -> Path:
     tok.train_from_iterator(["a"], trainers.BpeTrainer(
         vocab_size=258, special_tokens=["<|endoftext|>", "<|pad|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                        pad_token="<|pad|>", clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", clean_up_tokenization_spaces=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_lm(tmp_path_factory) -> Path:
+    """A tiny random GPT-2 with a byte-level tokenizer (256 bytes + eos + pad), as a Hugging Face directory."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.models.export import export_hf
+
+    tokenizer = byte_bpe()
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=258, n_positions=64, n_layer=2, n_head=2, n_embd=64,
                                        bos_token_id=None, eos_token_id=None))

@@ -15,10 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (s
 import lightning as L
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from conftest import byte_bpe
 from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
 from lmforge.data.base import DataModule
@@ -33,15 +33,7 @@ TEXT = "the quick brown fox jumps over the lazy dog. " * 60 + "héllo wörld �
 
 @pytest.fixture(scope="module")
 def tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE with no merges: 256 byte tokens + eos + pad (258 ids)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=258, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(["a"], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|pad|>", clean_up_tokenization_spaces=False)
+    return byte_bpe()
 
 
 def tiny_gpt2(vocab: int = 258, **kw) -> torch.nn.Module:

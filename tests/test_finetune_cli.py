@@ -41,7 +41,7 @@ def test_classifier_from_our_pretraining_run_learns(classifier_run: Path, pretra
 def test_eval_with_another_test_file_writes_predictions(classifier_run: Path, tmp_path: Path):
     test_file = reviews(tmp_path / "more.csv", 30, 7)
     out = tmp_path / "eval"
-    ok(lmforge("eval", f"ckpt_path={classifier_run}", f"data.test_file={test_file}", f"hydra.run.dir={out}",
+    ok(cli("eval", f"ckpt_path={classifier_run}", f"data.test_file={test_file}", f"hydra.run.dir={out}",
                cwd=tmp_path))
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -70,7 +70,7 @@ def test_lora_trains_only_adapters_and_exports_merged(pretrain_run, review_files
         if "lora_" not in key and "modules_to_save" not in key and "score" not in key and name in base:
             assert torch.equal(value, base[name]), key
     out = tmp_path / "clf"
-    ok(lmforge("export", f"ckpt_path={run}", f"export_dir={out}", cwd=tmp_path))
+    ok(cli("export", f"ckpt_path={run}", f"export_dir={out}", cwd=tmp_path))
     merged = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
     assert merged.config.id2label == {0: "neg", 1: "pos"}
     model, tokenizer, _ = load_model(run)
@@ -129,7 +129,7 @@ def test_tokenizer_larger_than_the_model_is_one_line(pretrain_run, review_files,
     from lmforge.tokenizers import train_bpe
 
     model_dir = tmp_path / "lm"
-    ok(lmforge("export", f"ckpt_path={pretrain_run[0]}", f"export_dir={model_dir}", cwd=tmp_path))
+    ok(cli("export", f"ckpt_path={pretrain_run[0]}", f"export_dir={model_dir}", cwd=tmp_path))
     texts = [p.read_text() for p in sorted((corpus / "email").glob("*.py"))]
     train_bpe(texts, vocab_size=1200, out_dir=model_dir)  # replaces the 512-token tokenizer
     line = one_line_error(cli(*classify_args(review_files, f"init_from={model_dir}"), cwd=tmp_path))

@@ -34,7 +34,7 @@ def test_mnist_mlp_reaches_95_percent_on_digits(mlp_run: Path):
 
 def test_eval_of_a_run_directory_reproduces_test_accuracy(mlp_run: Path, tmp_path: Path):
     out = tmp_path / "eval"
-    proc = ok(lmforge("eval", f"ckpt_path={mlp_run}", f"hydra.run.dir={out}", cwd=tmp_path))
+    proc = ok(cli("eval", f"ckpt_path={mlp_run}", f"hydra.run.dir={out}", cwd=tmp_path))
     assert proc.stdout.strip().splitlines()[-1] == f"run directory: {out}"
     assert metrics(out)["test/acc"] == pytest.approx(metrics(mlp_run)["test/acc"], abs=1e-6)
     assert json.loads((out / "run.json").read_text())["evaluated"].endswith("best.ckpt")
@@ -72,7 +72,7 @@ def test_sweep_over_activations_gives_one_run_each_and_every_loss_falls(tmp_path
 
 def test_mse_loss_trains(tmp_path: Path):
     run = tmp_path / "run"
-    ok(lmforge("train", "experiment=mnist_mlp", "module.loss=mse", "model.activation=tanh",
+    ok(cli("train", "experiment=mnist_mlp", "module.loss=mse", "model.activation=tanh",
                "trainer.max_epochs=3", "data.download=false", f"hydra.run.dir={run}", cwd=tmp_path))
     val_loss = csv_metric(run, "val/loss")
     assert val_loss[-1] < val_loss[0]
@@ -82,21 +82,21 @@ def test_mse_loss_trains(tmp_path: Path):
 def test_resume_from_a_run_directory_continues_the_step_count(tmp_path: Path):
     first, second = tmp_path / "first", tmp_path / "second"
     common = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "debug=limit"]
-    ok(lmforge("train", *common, "trainer.max_epochs=2", f"hydra.run.dir={first}", cwd=tmp_path))
+    ok(cli("train", *common, "trainer.max_epochs=2", f"hydra.run.dir={first}", cwd=tmp_path))
     assert json.loads((first / "run.json").read_text())["global_step"] == 10
-    ok(lmforge("train", *common, "trainer.max_epochs=4", f"ckpt_path={first}", f"hydra.run.dir={second}",
+    ok(cli("train", *common, "trainer.max_epochs=4", f"ckpt_path={first}", f"hydra.run.dir={second}",
                cwd=tmp_path))
     info = json.loads((second / "run.json").read_text())
     assert info["global_step"] == 20 and info["resumed_from"].endswith("last.ckpt")
     # resume=auto in the same directory: continues from its own last.ckpt.
-    ok(lmforge("train", *common, "trainer.max_epochs=5", "resume=auto", f"hydra.run.dir={second}",
+    ok(cli("train", *common, "trainer.max_epochs=5", "resume=auto", f"hydra.run.dir={second}",
                cwd=tmp_path))
     assert json.loads((second / "run.json").read_text())["global_step"] == 25
 
 
 def test_fast_dev_run_writes_metrics_and_names_the_run_directory(tmp_path: Path):
     run = tmp_path / "fdr"
-    proc = ok(lmforge("train", "experiment=mnist_mlp", "debug=fdr", f"hydra.run.dir={run}", cwd=tmp_path))
+    proc = ok(cli("train", "experiment=mnist_mlp", "debug=fdr", f"hydra.run.dir={run}", cwd=tmp_path))
     assert proc.stdout.strip().splitlines()[-1] == f"run directory: {run}"
     assert "test/acc" in metrics(run)
 

@@ -38,9 +38,9 @@ def test_pretraining_lowers_validation_loss_and_ends_with_a_sample(pretrain_run)
 def test_generate_from_the_run_streams_a_continuation(pretrain_run, tmp_path: Path):
     run, _ = pretrain_run
     args = ["generate", f"ckpt_path={run}", "prompt=import json", "max_new_tokens=30", "temperature=0"]
-    first = ok(lmforge(*args, cwd=tmp_path)).stdout
+    first = ok(cli(*args, cwd=tmp_path)).stdout
     assert first.startswith("import json") and len(first.strip()) > len("import json")
-    assert ok(lmforge(*args, cwd=tmp_path)).stdout == first  # greedy: deterministic
+    assert ok(cli(*args, cwd=tmp_path)).stdout == first  # greedy: deterministic
 
 
 def test_export_reloads_with_transformers_with_equal_logits(pretrain_run, tmp_path: Path):
@@ -50,7 +50,7 @@ def test_export_reloads_with_transformers_with_equal_logits(pretrain_run, tmp_pa
 
     run, _ = pretrain_run
     out = tmp_path / "my-lm"
-    ok(lmforge("export", f"ckpt_path={run}", f"export_dir={out}", cwd=tmp_path))
+    ok(cli("export", f"ckpt_path={run}", f"export_dir={out}", cwd=tmp_path))
     reloaded = AutoModelForCausalLM.from_pretrained(str(out)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     model, _, _ = load_model(run)
@@ -59,14 +59,14 @@ def test_export_reloads_with_transformers_with_equal_logits(pretrain_run, tmp_pa
         assert torch.allclose(model(ids).logits, reloaded(ids).logits, atol=1e-5)
     # An exported directory is a valid source for generate too.
     args = ["prompt=import json", "max_new_tokens=20", "temperature=0"]
-    from_export = ok(lmforge("generate", f"ckpt_path={out}", *args, cwd=tmp_path)).stdout
-    assert from_export == ok(lmforge("generate", f"ckpt_path={run}", *args, cwd=tmp_path)).stdout
+    from_export = ok(cli("generate", f"ckpt_path={out}", *args, cwd=tmp_path)).stdout
+    assert from_export == ok(cli("generate", f"ckpt_path={run}", *args, cwd=tmp_path)).stdout
 
 
 def test_eval_of_a_pretraining_run_reproduces_its_test_loss(pretrain_run, tmp_path: Path):
     run, _ = pretrain_run
     out = tmp_path / "eval"
-    ok(lmforge("eval", f"ckpt_path={run}", f"hydra.run.dir={out}", cwd=tmp_path))
+    ok(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={out}", cwd=tmp_path))
     assert metrics(out)["test/loss"] == pytest.approx(metrics(run)["test/loss"], rel=1e-5)
 
 
@@ -74,10 +74,10 @@ def test_second_run_reuses_tokenizer_and_packed_corpus(corpus: Path, tmp_path: P
     cache = tmp_path / "cache"
     common = ["train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=300", "debug=fdr",
               f"paths.cache_dir={cache}"]
-    ok(lmforge(*common, cwd=tmp_path))
+    ok(cli(*common, cwd=tmp_path))
     built = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
     assert any(p.name == "train.bin" for p in built) and any(p.name == "tokenizer.json" for p in built)
-    ok(lmforge(*common, cwd=tmp_path))
+    ok(cli(*common, cwd=tmp_path))
     after = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
     assert after == built  # nothing re-tokenized or re-trained
 
@@ -86,7 +86,7 @@ def test_tokenizer_command_saves_a_loadable_tokenizer(corpus: Path, tmp_path: Pa
     from transformers import AutoTokenizer
 
     target = tmp_path / "tok"
-    proc = ok(lmforge("tokenizer", f"data.paths=[{corpus}]", "tokenizer.vocab_size=400",
+    proc = ok(cli("tokenizer", f"data.paths=[{corpus}]", "tokenizer.vocab_size=400",
                       f"tokenizer.path={target}", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path))
     assert "400 tokens" in proc.stdout
     tok = AutoTokenizer.from_pretrained(str(target))
@@ -94,7 +94,7 @@ def test_tokenizer_command_saves_a_loadable_tokenizer(corpus: Path, tmp_path: Pa
     assert tok.decode(tok(text)["input_ids"]) == text
     # ... and a run can use it as its tokenizer.
     run = tmp_path / "run"
-    ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer=pretrained", f"tokenizer.path={target}", "debug=fdr",
+    ok(cli("train", f"data.paths=[{corpus}]", "tokenizer=pretrained", f"tokenizer.path={target}", "debug=fdr",
                f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", cwd=tmp_path))
     assert "vocab_size: 400" in (run / ".hydra" / "config.yaml").read_text()
 

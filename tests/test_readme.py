@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import OFFLINE_ENV, STDLIB, cli, lmforge, reviews
+from conftest import STDLIB, cli, lmforge, reviews
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,14 +102,12 @@ def test_the_readme_has_the_lines_it_promises():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("line", COMMANDS)
-def test_every_readme_line_works_as_written(line: str, reader_dir: Path, monkeypatch):
+def test_every_readme_line_works_as_written(line: str, reader_dir: Path):
     words = shlex.split(line)[1:]
     words = [re.sub(r"[^\s=\[\]]*<(run|sweep)>", lambda m: newest(m.group(0), reader_dir), w) for w in words]
     if "-m" in words or any("ddp" in w for w in words):  # lines that start processes: as a reader runs them
         proc = lmforge(*words, *fast_overrides(words), cwd=reader_dir, env={"WANDB_MODE": "offline"})
     else:  # the rest in this process: the same code path without ~5 s of interpreter and imports each
-        for key, value in OFFLINE_ENV.items():
-            monkeypatch.setenv(key, value)
         proc = cli(*words, *fast_overrides(words), cwd=reader_dir)
     needs_gpu = any(w in ("trainer=gpu", "trainer=ddp", "trainer=fsdp") for w in words)
     if "launcher=slurm" in words and shutil.which("sbatch") is None:

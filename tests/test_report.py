@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lmforge, metrics, ok, one_line_error
+from conftest import cli, lmforge, metrics, ok, one_line_error
 
 JOBS = {("relu", "0.01"), ("relu", "0.001"), ("tanh", "0.01"), ("tanh", "0.001")}
 
@@ -61,7 +61,7 @@ def rendered_charts(dom: str) -> dict[str, str]:
 
 
 def test_report_of_a_sweep_renders_curves_table_and_parameters_in_a_browser(sweep: Path, tmp_path: Path):
-    proc = ok(lmforge("report", f"runs=[{sweep}]", cwd=tmp_path))
+    proc = ok(cli("report", f"runs=[{sweep}]", cwd=tmp_path))
     page = sweep / "report.html"
     assert proc.stdout.strip().splitlines()[-1] == f"report: {page}"
     assert not list(tmp_path.iterdir())  # nothing written where it ran
@@ -108,7 +108,7 @@ def test_sweep_json_failed_and_pruned_jobs_are_shown_not_dropped(sweep: Path, tm
     (copy / "sweep.json").write_text(json.dumps({
         "sweep_dir": "/moved/away", "command": "train", "optimized_metric": "val/loss", "direction": "minimize",
         "params": ["model.activation", "optimizer.lr"], "jobs": jobs}))
-    ok(lmforge("report", f"runs=[{copy}]", cwd=tmp_path))
+    ok(cli("report", f"runs=[{copy}]", cwd=tmp_path))
     rows = read_csv(copy / "report.csv")
     assert list(rows[0])[:4] == ["run", "status", "model.activation", "optimizer.lr"]
     assert [r["status"] for r in rows] == ["finished"] * 4 + ["failed", "pruned"]
@@ -137,7 +137,7 @@ def test_runs_by_glob_go_to_out_ranked_as_asked_with_wall_time_curves(sweep: Pat
     for job in ("0", "1"):  # as written by an lmforge that logs wall time (`train/elapsed`)
         _add_elapsed(copy / job / "csv" / "metrics.csv")
     out = tmp_path / "out"
-    proc = ok(lmforge("report", f"runs=[{copy}/*]", "sort_by=val/loss", "sort_order=max",
+    proc = ok(cli("report", f"runs=[{copy}/*]", "sort_by=val/loss", "sort_order=max",
                       "metrics=[val/loss,test/acc]", f"out={out}", cwd=tmp_path))
     assert proc.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
     rows = read_csv(out / "report.csv")
@@ -148,7 +148,7 @@ def test_runs_by_glob_go_to_out_ranked_as_asked_with_wall_time_curves(sweep: Pat
     assert len(rendered_charts(dom)) == 3  # no sweep: only the curves
     assert ">wall time<" in dom and ">step<" in dom  # the x-axis switch
 
-    proc = ok(lmforge("report", f"runs=[{copy}/*]", cwd=tmp_path))  # no out=: a new folder under logs/
+    proc = ok(cli("report", f"runs=[{copy}/*]", cwd=tmp_path))  # no out=: a new folder under logs/
     (page,) = (tmp_path / "logs" / "report").glob("*/report.html")
     assert proc.stdout.strip().splitlines()[-1] == f"report: {page}"
 
@@ -168,7 +168,7 @@ def _add_elapsed(file: Path) -> None:
 def test_a_sweep_without_sweep_json_infers_its_parameters(sweep: Path, tmp_path: Path):
     copy = copy_of(sweep, tmp_path)
     (copy / "sweep.json").unlink(missing_ok=True)
-    ok(lmforge("report", f"runs=[{tmp_path}]", cwd=tmp_path))  # found by searching the folder
+    ok(cli("report", f"runs=[{tmp_path}]", cwd=tmp_path))  # found by searching the folder
     rows = read_csv(copy / "report.csv")
     assert list(rows[0])[:4] == ["run", "status", "model.activation", "optimizer.lr"]
     assert sorted(r["run"] for r in rows) == ["0", "1", "2", "3"]
@@ -178,22 +178,22 @@ def test_a_sweep_without_sweep_json_infers_its_parameters(sweep: Path, tmp_path:
 def test_bad_input_is_one_line_naming_the_file_or_key(sweep: Path, tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "no runs" in one_line_error(lmforge("report", f"runs=[{empty}]", cwd=tmp_path))
-    assert "nothing matches" in one_line_error(lmforge("report", f"runs=[{empty}/*]", cwd=tmp_path))
-    line = one_line_error(lmforge("report", f"runs=[{sweep}]", "sort_by=val/acu", cwd=tmp_path))
+    assert "no runs" in one_line_error(cli("report", f"runs=[{empty}]", cwd=tmp_path))
+    assert "nothing matches" in one_line_error(cli("report", f"runs=[{empty}/*]", cwd=tmp_path))
+    line = one_line_error(cli("report", f"runs=[{sweep}]", "sort_by=val/acu", cwd=tmp_path))
     assert "sort_by" in line and "val/acu" in line and "did you mean 'val/acc'" in line
-    line = one_line_error(lmforge("report", f"runs=[{sweep}]", "sort_by=lr-Adam", cwd=tmp_path))
+    line = one_line_error(cli("report", f"runs=[{sweep}]", "sort_by=lr-Adam", cwd=tmp_path))
     assert "sort_order=min or sort_order=max" in line
-    line = one_line_error(lmforge("report", f"runs=[{sweep}]", "sort_order=best", cwd=tmp_path))
+    line = one_line_error(cli("report", f"runs=[{sweep}]", "sort_order=best", cwd=tmp_path))
     assert "sort_order" in line
-    line = one_line_error(lmforge("report", f"runs=[{sweep}]", "keys=[model.activaton]", cwd=tmp_path))
+    line = one_line_error(cli("report", f"runs=[{sweep}]", "keys=[model.activaton]", cwd=tmp_path))
     assert "model.activaton" in line and "did you mean 'model.activation'" in line
 
     copy = copy_of(sweep, tmp_path)
     (copy / "2" / "csv" / "metrics.csv").write_text("epoch,step,val/loss\n0,4,0.5\n0,9,oops\n")
-    line = one_line_error(lmforge("report", f"runs=[{copy}]", cwd=tmp_path))
+    line = one_line_error(cli("report", f"runs=[{copy}]", cwd=tmp_path))
     assert f"{copy / '2' / 'csv' / 'metrics.csv'}:3" in line and "'val/loss'" in line
     (copy / "1" / "metrics.json").write_text('{"val/loss": 1.2,')
-    line = one_line_error(lmforge("report", f"runs=[{copy}]", cwd=tmp_path))
+    line = one_line_error(cli("report", f"runs=[{copy}]", cwd=tmp_path))
     assert str(copy / "1" / "metrics.json") in line and "not valid JSON" in line
     assert not (copy / "report.html").exists()  # nothing half-written

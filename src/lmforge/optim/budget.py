@@ -27,8 +27,8 @@ class Budget:
         (step + 1) / max_steps, or the elapsed time plus one average step so far over max_seconds,
         whichever is larger. So the last step of a run, whatever ends it, runs at the end of the
         schedule. None when the run has no end known in advance (a schedule then holds its peak).
-        The time budget is counted two average steps short, so that a slow step near the end (a busy
-        machine) cannot let the Timer stop the run before the schedule reached its floor."""
+        The time budget is counted two average steps short, so that a step up to three times slower
+        than average near the end (a busy machine) still ends at the schedule's floor."""
         parts = []
         if self.max_steps:
             parts.append((step + 1) / self.max_steps)
