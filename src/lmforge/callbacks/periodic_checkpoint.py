@@ -29,7 +29,7 @@ class PeriodicCheckpoint(L.Callback):
         self.keep = keep
         self._last_time = time.monotonic()
         self._last_step = -1
-        self._due_at_epoch_end = False
+        self._due: Optional[str] = None  # "validation end" / "epoch end": a save deferred to then
         self.saved: Optional[Path] = None  # the newest checkpoint this callback wrote
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -44,24 +44,33 @@ class PeriodicCheckpoint(L.Callback):
             self.save_at_step_end(trainer, batch_idx)
 
     def save_at_step_end(self, trainer: L.Trainer, batch_idx: int) -> None:
-        """Save now, or at the end of the epoch when this batch is its last one: Lightning 2.6
-        restores a checkpoint taken between an epoch's last batch and the epoch's end as a finished
-        epoch (its validation skipped, the epoch counters one apart, so the next resume of that run
-        skips an epoch). At the epoch's end, after its validation, it resumes exactly."""
+        """Save now, or after the validation that follows this batch, or at the epoch's end when the
+        batch is the epoch's last. Lightning 2.6 restores a checkpoint taken between a batch and its
+        validation with that validation skipped (its progress is fast-forwarded), and one taken
+        between an epoch's last batch and the epoch's end as a finished epoch with its counters one
+        apart (a second resume of that run then skips an epoch). After them it resumes exactly."""
+        # Lightning's own rule for "a validation runs after this batch" (private, hence pinned here).
+        validation_follows = trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
         if batch_idx + 1 >= trainer.num_training_batches:
-            self._due_at_epoch_end = True
+            self._due = "epoch end"
+        elif validation_follows:
+            self._due = "validation end"
         else:
             self.save(trainer)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._due == "validation end" and not trainer.sanity_checking:
+            self.save(trainer)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._due_at_epoch_end:
+        if self._due:
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> Path:
         """Save a checkpoint of the current step now (every rank must call it) and prune old ones."""
         path = self.dirpath / f"{PREFIX}{trainer.global_step:07d}.ckpt"
         trainer.save_checkpoint(path)
-        self.saved, self._due_at_epoch_end = path, False
+        self.saved, self._due = path, None
         self._last_time, self._last_step = time.monotonic(), trainer.global_step
         if trainer.is_global_zero:
             periodic = [f for f in checkpoint_files(self.dirpath) if f.name.startswith(PREFIX)]

@@ -26,7 +26,9 @@ def pad_token_id(tokenizer: Any) -> int:
 
 class PadCollate:
     """Right-pads a batch to its longest example: `input_ids` with the pad id, `attention_mask` 0,
-    per-token `labels` with -100; a per-example `label` becomes `labels` as is (a class: it pickles)."""
+    per-token `labels` with -100; a per-example `label` becomes `labels` as is (a class: it pickles).
+    Not transformers' collators: they take two classes for the two label kinds (DataCollatorWithPadding,
+    DataCollatorForSeq2Seq) and a tokenizer whose pad token is set, which GPT-2-style ones lack."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
