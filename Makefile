@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
