@@ -49,11 +49,10 @@ class PeriodicCheckpoint(L.Callback):
         validation with that validation skipped (its progress is fast-forwarded), and one taken
         between an epoch's last batch and the epoch's end as a finished epoch with its counters one
         apart (a second resume of that run then skips an epoch). After them it resumes exactly."""
-        # Lightning's own rule for "a validation runs after this batch" (private, hence pinned here).
-        validation_follows = trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
         if batch_idx + 1 >= trainer.num_training_batches:
             self._due = "epoch end"
-        elif validation_follows:
+        # Lightning's own rule for "a validation runs after this batch" (private; lightning is pinned >= 2.6.6).
+        elif trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
             self._due = "validation end"
         else:
             self.save(trainer)
