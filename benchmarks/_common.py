@@ -34,6 +34,25 @@ def run_train(cmd: list[str], cache: Path) -> float:
     return wall
 
 
+def byte_token_files(corpus: Path, cache: Path, out: Path, seed: int) -> tuple[Path, Path, int, float]:
+    """Tokenize + pack `corpus` with the bytes tokenizer into `cache` (what `lmforge train` then reuses)
+    and write its train/val tokens as uint16 files in `out` for the minimal loop (nanoGPT's format);
+    return (train file, val file, vocab size, held-out bytes per token)."""
+    import numpy as np
+
+    from lmforge.data.packing import load_packed
+    from lmforge.data.text import TextDataModule
+    from lmforge.tokenizers import Bytes
+
+    dm = TextDataModule(paths=[str(corpus)], tokenizer=Bytes(), cache_dir=str(cache), seed=seed)
+    dm.prepare_data()
+    train, val, meta = load_packed(dm.packed_dir)
+    paths = out / "train.bin", out / "val.bin"
+    for array, path in zip((train, val), paths):
+        np.asarray(array, dtype=np.uint16).tofile(path)
+    return paths[0], paths[1], len(dm.tokenizer), meta["val_bytes"] / meta["val_tokens"]
+
+
 def stdlib_subset(dest: Path, max_files: int | None = None, max_bytes: int | None = None) -> tuple[int, int]:
     """Copy the first stdlib `.py` files (lmforge's default corpus, sorted) into `dest`.
 

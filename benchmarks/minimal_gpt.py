@@ -115,7 +115,9 @@ def main() -> None:
     p.add_argument("--bias", action="store_true", help="biases in linears and LayerNorms")
     p.add_argument("--llama", action="store_true", help="Llama blocks: RMSNorm, rotary positions, SwiGLU, untied head")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (default 4 x n_embd)")
-    p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s} here")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="also stop (after a last validation) once the loop has run this long, evaluations included")
+    p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s, iters} here")
     p.add_argument("--clock", help="write the clock's stamps here (JSON: stamps, tokens)")
     args = p.parse_args()
 
@@ -157,6 +159,7 @@ def main() -> None:
 
     clock = StepClock()
     loss_value = float("nan")
+    loop_start = time.perf_counter()
     for it in range(args.iters):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it)
@@ -169,15 +172,18 @@ def main() -> None:
         clock.step(B * T)
         if (it + 1) % 10 == 0:
             loss_value = loss.item()  # a host sync, as a logger's read of the loss every 10 steps
-        if (it + 1) % args.eval_interval == 0 or it + 1 == args.iters:
+        out_of_time = args.max_seconds is not None and time.perf_counter() - loop_start >= args.max_seconds
+        if (it + 1) % args.eval_interval == 0 or it + 1 == args.iters or out_of_time:
             clock.pause()
             last_val = val_loss()
             clock.resume()
             print(f"step {it + 1}: train loss {loss_value:.4f}, val loss {last_val:.4f}", flush=True)
+        if out_of_time:
+            break
     if args.clock:
         clock.save(args.clock)
     result = {"tokens_per_sec": rate(clock.stamps, clock.tokens, WARMUP_STEPS), "val_loss": last_val,
-              "wall_s": time.perf_counter() - t_start}
+              "wall_s": time.perf_counter() - t_start, "iters": it + 1}
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -41,11 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock import load, rate  # noqa: E402
-from _common import clean_up, lmforge_cmd, machine, median, run_train, spread, stdlib_subset  # noqa: E402
+from _common import byte_token_files, clean_up, lmforge_cmd, machine, median, run_train, spread, stdlib_subset  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 42
@@ -53,23 +51,6 @@ WARMUP_STEPS = 5  # left out of the rate, on both sides (as minimal_gpt.py's own
 # name: (n_layer, n_head, n_embd, block_size, batch_size)
 SHAPES = {"tiny": (4, 4, 128, 64, 12), "small": (6, 6, 384, 256, 8)}
 TRAINING = {"lr": 1e-3, "beta2": 0.99, "warmup": 100, "eval_interval": 100, "val_windows": 64}
-
-
-def prepare(corpus: Path, cache: Path, out: Path) -> tuple[Path, Path, int]:
-    """Tokenize + pack the corpus with the bytes tokenizer into `cache` (what the CLI reuses) and write
-    its train/val tokens as uint16 files for the minimal loop; return (train, val, vocab_size)."""
-    from lmforge.data.packing import load_packed
-    from lmforge.data.text import TextDataModule
-    from lmforge.tokenizers import Bytes
-
-    dm = TextDataModule(paths=[str(corpus)], tokenizer=Bytes(),
-                        cache_dir=str(cache), seed=SEED)
-    dm.prepare_data()
-    train, val, _ = load_packed(dm.packed_dir)
-    paths = out / "train.bin", out / "val.bin"
-    for array, path in zip((train, val), paths):
-        np.asarray(array, dtype=np.uint16).tofile(path)
-    return paths[0], paths[1], len(dm.tokenizer)
 
 
 def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path, run_dir: Path,
@@ -131,7 +112,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-bench-minimal-"))
     corpus, cache = tmp / "corpus", tmp / "cache"
     n_files, n_bytes = stdlib_subset(corpus, max_bytes=int(args.mb * 1e6))
-    train, val, vocab = prepare(corpus, cache, tmp)
+    train, val, vocab, _ = byte_token_files(corpus, cache, tmp, SEED)
     print(f"machine: {machine()}")
     print(f"corpus: {n_files} stdlib files, {n_bytes / 1e6:.2f} MB, bytes tokenizer ({vocab} ids), "
           f"{train.stat().st_size // 2:,} train tokens; lmforge overrides: {args.override or 'none'}", flush=True)

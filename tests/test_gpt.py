@@ -16,7 +16,7 @@ from conftest import byte_bpe
 from lmforge.generation import generate
 from lmforge.models.causal_lm import gpt2, llama, modern
 from lmforge.models.export import export_hf
-from lmforge.models.gpt import GPT
+from lmforge.models.gpt import GPT, RMSNorm
 
 SHAPE = {"vocab_size": 300, "block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 32}
 VARIANTS = {
@@ -118,3 +118,22 @@ def test_compiled_model_trains_like_the_eager_one() -> None:
         losses.append(loss.detach())
         grads.append(model.layers[0].attn.qkv.grad.clone())
     assert torch.allclose(losses[0], losses[1], atol=1e-5) and torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_rmsnorm_training_path_has_the_gradients_of_torchs() -> None:
+    """models.gpt.RMSNorm's hand-written backward (fp32 on CPU) against nn.RMSNorm's autograd."""
+    torch.manual_seed(0)
+    ours, reference = RMSNorm(32, eps=1e-6), torch.nn.RMSNorm(32, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        reference.weight.copy_(ours.weight)
+    x = torch.randn(3, 5, 32) * 3
+    grad = torch.randn(3, 5, 32)
+    results = []
+    for module in (ours, reference):
+        inputs = x.clone().requires_grad_(True)
+        out = module(inputs)
+        out.backward(grad)
+        results.append((out.detach(), inputs.grad, module.weight.grad))
+    for mine, theirs in zip(*results):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)

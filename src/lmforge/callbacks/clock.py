@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning as L
 
+from lmforge.loggers.cadence import written_step
+
 
 class RunClock(L.Callback):
     """Logs `train/elapsed` with the training metrics; its total is saved in checkpoints and restored."""
@@ -22,7 +24,8 @@ class RunClock(L.Callback):
         self.started = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        pl_module.log("train/elapsed", self.elapsed(), on_step=True, on_epoch=False)
+        if written_step(trainer, trainer.global_step):
+            pl_module.log("train/elapsed", self.elapsed(), on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"elapsed": self.elapsed()}

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from lmforge.loggers.cadence import written_step
+
 # Dense bf16 peak FLOP/s per device, matched against torch.cuda.get_device_name().
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
 
@@ -78,7 +80,7 @@ class Throughput(L.Callback):
         self._times.append(time.perf_counter())
         self._tokens.append(input_ids.numel() * trainer.world_size)
         step = trainer.global_step  # optimizer steps: log once per step, on the steps the loggers write
-        if len(self._times) < 2 or step == self._logged_step or step % max(1, trainer.log_every_n_steps):
+        if len(self._times) < 2 or step == self._logged_step or not written_step(trainer, step):
             return
         self._logged_step = step
         # Tokens of the batches that ended after the first timestamp, over the time since it.

@@ -5,11 +5,14 @@ for vocabularies over 65536) so that training memory-maps them. Cached under
 `cache_dir/corpus/<key>`, key = hash(corpus fingerprint, tokenizer fingerprint, format version).
 
 Built for corpora larger than memory: the text streams through (`Corpus.parts`), batches of ~1 MB
-go to one worker process per core with a bounded number in flight (`Pool.imap` would read the
-whole input ahead), and ids are appended to the files in corpus order as they come back. Every
-~64 MB of text the files are flushed and the progress recorded, so an interrupted build continues
-where it stopped; the finished directory appears at once, meta.json included. One process builds
-an entry (an exclusive file lock); the others wait, then reuse it.
+are encoded on one thread per core with a bounded number in flight, and ids are appended to the
+files in corpus order as they come back. Threads, not processes: both encoders release the GIL
+while they encode (tiktoken per text, `tokenizers` per batch), so threads use every core without a
+process start-up (~1 s a worker) or copying text and ids between processes; measured in
+benchmarks/tokenize_pack.py. Every ~64 MB of text the files are flushed and the progress recorded,
+so an interrupted build continues where it stopped; the finished directory appears at once,
+meta.json included. One process builds an entry (an exclusive file lock); the others wait, then
+reuse it.
 
 Why not litdata (Lightning's streaming format, `optimize` + `StreamingDataset`)? It installs a
 torchvision that breaks imports here (shared/STACK.md), and a memory-mapped train.bin read at
@@ -30,7 +33,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +41,14 @@ import numpy as np
 
 from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
 from lmforge.data.corpus import Corpus
-from lmforge.data.encode_worker import COUNTS, encode, init_worker, worker_state
 from lmforge.errors import UserError
 from lmforge.tokenizers.fast import TextEncoder
 from lmforge.tokenizers.specs import tokenizer_fingerprint
 
 FORMAT_VERSION = 2
-BATCH_BYTES = 1 << 20  # text per worker task
+COUNTS = ("parts", "train_tokens", "val_tokens", "train_bytes", "val_bytes", "train_docs", "val_docs")
+BATCH_BYTES = 1 << 20  # text per encoding task
 CHECKPOINT_BYTES = 64 << 20  # text between two saved progress points
-MIN_PARALLEL_BYTES = 4 << 20  # tokenized in-process first: small corpora never start workers
 CHECK_CHARS = 64 << 10  # text encoded both ways before trusting tiktoken on a corpus
 
 log = logging.getLogger(__name__)
@@ -102,21 +104,6 @@ def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool
         yield batch
 
 
-def _start_pool(num_proc: int, initargs: tuple):
-    """A worker pool of fresh processes ("spawn"): forking a process that already runs threads (torch,
-    the Rust tokenizers, a Trainer) can deadlock the child. The workers import only the light
-    `lmforge.data.encode_worker`; they run single-threaded."""
-    saved = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        return get_context("spawn").Pool(num_proc, initializer=init_worker, initargs=initargs)
-    finally:
-        if saved is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = saved
-
-
 def _tiktoken_agrees(tokenizer_json: str, batch: list[tuple[str, bool]]) -> bool:
     """Whether tiktoken converts this tokenizer and gives its ids on the start of this text."""
     fast = TextEncoder(tokenizer_json, fast=True)
@@ -129,32 +116,49 @@ def _tiktoken_agrees(tokenizer_json: str, batch: list[tuple[str, bool]]) -> bool
     return False
 
 
+class BatchEncoder:
+    """A batch of (text, held out) -> (packed train ids, packed val ids, counts); safe to call from
+    several threads at once."""
+
+    def __init__(self, encoder: TextEncoder, eos_id: int, dtype: np.dtype) -> None:
+        self.encoder, self.eos, self.dtype = encoder, eos_id, dtype
+
+    def __call__(self, batch: list[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        encoded = self.encoder.encode_batch([text for text, _ in batch])
+        ids: dict[bool, list[int]] = {False: [], True: []}
+        counts = dict.fromkeys(COUNTS, 0)
+        for (text, held_out), part in zip(batch, encoded):
+            ids[held_out] += part
+            ids[held_out].append(self.eos)
+            side = "val" if held_out else "train"
+            counts[f"{side}_bytes"] += len(text.encode())
+            counts[f"{side}_docs"] += 1
+        counts["parts"] = len(batch)
+        counts["train_tokens"], counts["val_tokens"] = len(ids[False]), len(ids[True])
+        return np.array(ids[False], dtype=self.dtype), np.array(ids[True], dtype=self.dtype), counts
+
+
 def _encoded(batches: Iterator[list[tuple[str, bool]]], tokenizer_json: str, eos_id: int, dtype: np.dtype,
-             num_proc: int, fast: bool, state: dict) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-    """`encode` of each batch, in order: in-process for the first MIN_PARALLEL_BYTES, then on
-    `num_proc` workers with at most 2 * num_proc batches in flight (bounded memory)."""
+             num_threads: int, fast: bool, state: dict) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """The encoded batches, in order, from `num_threads` threads with at most 2 * num_threads
+    batches in flight (bounded memory)."""
     first = next(batches, None)
     if first is None:
         return
-    init = (tokenizer_json, fast and _tiktoken_agrees(tokenizer_json, first), eos_id, dtype.str)
-    init_worker(*init)
-    state["encoder"] = worker_state["encoder"].name
-    done = 0
-    for batch in itertools.chain([first], batches):
-        yield encode(batch)
-        done += sum(len(text) for text, _ in batch)
-        if num_proc > 1 and done >= MIN_PARALLEL_BYTES:
-            break
-    else:
-        return
-    with _start_pool(num_proc, init) as pool:
+    encoder = BatchEncoder(TextEncoder(tokenizer_json, fast and _tiktoken_agrees(tokenizer_json, first)),
+                           eos_id, dtype)
+    state["encoder"] = encoder.encoder.name
+    pool = ThreadPoolExecutor(num_threads, thread_name_prefix="lmforge-tokenize")
+    try:
         pending: collections.deque = collections.deque()
-        for batch in batches:
-            pending.append(pool.apply_async(encode, (batch,)))
-            if len(pending) >= 2 * num_proc:
-                yield pending.popleft().get()
+        for batch in itertools.chain([first], batches):
+            pending.append(pool.submit(encoder, batch))
+            if len(pending) >= 2 * num_threads:
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 # ---- main side
@@ -200,8 +204,9 @@ def _save_progress(partial: Path, progress: dict, *files) -> None:
 def pack_corpus(corpus: Corpus, tokenizer: Any, *, cache_dir: str | Path, tokenizer_dir: str | Path | None = None,
                 num_proc: int | None = None, fast: bool = True) -> tuple[Path, bool]:
     """Return (packed dir, built): reuse `cache_dir/corpus/<key>` if it is there, else build it
-    (continuing an interrupted build). `tokenizer` is a Hugging Face fast tokenizer; `fast=False`
-    encodes with it even where tiktoken would give the same ids faster (for comparisons)."""
+    (continuing an interrupted build) on `num_proc` threads (default: every core). `tokenizer` is a
+    Hugging Face fast tokenizer; `fast=False` encodes with it even where tiktoken would give the
+    same ids faster (for comparisons)."""
     out = Path(cache_dir) / "corpus" / packed_key(corpus.fingerprint, tokenizer)
     if (out / "meta.json").exists():
         return out, False

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lmforge.data.base import DataModule
+from lmforge.loggers.cadence import written_step
 from lmforge.modules.base import TaskModule
 
 IGNORE_INDEX = -100
@@ -45,10 +46,7 @@ class CausalLMModule(TaskModule):
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss, _ = self.batch_loss(batch)
-        # Only on the steps the loggers write (and the last): one `log` call costs about as much as a
-        # whole step of a tiny model, and the values of the other steps would never be written.
-        trainer, step = self.trainer, self.trainer.global_step + 1
-        if step % max(1, trainer.log_every_n_steps) == 0 or step == trainer.max_steps or trainer.fast_dev_run:
+        if written_step(self.trainer, self.trainer.global_step + 1):  # the step this batch finishes
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

@@ -1,0 +1,12 @@
+"""Which training steps the loggers write: metrics logged on other steps are never written, and a
+`log` call costs about as much as a whole optimizer step of our smallest models."""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+def written_step(trainer: L.Trainer, step: int) -> bool:
+    """Whether what is logged while finishing optimizer step `step` (counted from 1) gets written:
+    every `log_every_n_steps` steps, the run's last step, and every step of a fast_dev_run."""
+    return step % max(1, trainer.log_every_n_steps) == 0 or step == trainer.max_steps or bool(trainer.fast_dev_run)
