@@ -4,7 +4,7 @@ nanoGPT-style) of the same shape, on the same packed text: does the toolkit cost
 Both sides run as fresh subprocesses on the same byte-tokenized corpus (the first stdlib files up to
 --mb MB, tokenized once into a shared cache; the minimal loop reads the same train/val tokens as uint16
 files), with the same shape, batch, AdamW (lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on matrices),
-warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps on 64 fixed windows.
+warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps (and at the last) on 64 fixed windows.
 
 * lmforge: the unchanged CLI with pretrain_tiny's default callbacks (checkpoints, LR monitor, rich
   progress bar, model summary, throughput, text samples) and the CSV logger:
@@ -64,7 +64,7 @@ def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path,
         f"data.batch_size={batch}", f"data.val_windows={TRAINING['val_windows']}", f"optimizer.lr={TRAINING['lr']}",
         f"optimizer.betas=[0.9,{TRAINING['beta2']}]", "optimizer.weight_decay=0.1", "scheduler=cosine_warmup",
         f"scheduler.warmup_steps={TRAINING['warmup']}", "scheduler.min_lr_ratio=0.1", f"trainer.max_steps={steps}",
-        "trainer.max_time=null", f"trainer.val_check_interval={TRAINING['eval_interval']}", "test=false",
+        "trainer.max_time=null", f"trainer.val_check_interval={min(steps, TRAINING['eval_interval'])}", "test=false",
         f"seed={SEED}", f"hydra.run.dir={run_dir}", *(["model.bias=false"] if model.startswith("gpt2") else []),
         *(["model.n_kv_head=null"] if model.startswith("llama") else []),
         "+callbacks.step_clock._target_=_clock.lightning_clock", f"+callbacks.step_clock.path={stamps_file}", *extra,
@@ -85,7 +85,7 @@ def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vo
            "--vocab-size", str(vocab), "--n-layer", str(n_layer), "--n-head", str(n_head), "--n-embd", str(n_embd),
            "--block-size", str(block), "--batch-size", str(batch), "--iters", str(steps), "--lr", str(TRAINING["lr"]),
            "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
-           "--eval-interval", str(TRAINING["eval_interval"]), "--val-windows", str(TRAINING["val_windows"]),
+           "--eval-interval", str(min(steps, TRAINING["eval_interval"])), "--val-windows", str(TRAINING["val_windows"]),
            "--seed", str(SEED), "--json", str(out), "--clock", str(out.with_suffix(".clock.json")), *llama]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
