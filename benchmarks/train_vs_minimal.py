@@ -4,7 +4,9 @@ nanoGPT-style) of the same shape, on the same packed text: does the toolkit cost
 Both sides run as fresh subprocesses on the same byte-tokenized corpus (the first stdlib files up to
 --mb MB, tokenized once into a shared cache; the minimal loop reads the same train/val tokens as uint16
 files), with the same shape, batch, AdamW (lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on matrices),
-warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps (and at the last) on 64 fixed windows.
+warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps (and at the last) on 64 fixed
+windows. AdamW runs as each side's default kernel: lmforge's preset asks for the fused one
+(`optimizer.fused=true`), the minimal loop uses torch's default (foreach), as nanoGPT does on a CPU.
 
 * lmforge: the unchanged CLI with pretrain_tiny's default callbacks (checkpoints, LR monitor, rich
   progress bar, model summary, throughput, text samples) and the CSV logger:

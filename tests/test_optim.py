@@ -181,6 +181,10 @@ def test_schedules_follow_time_when_it_ends_first() -> None:
     budget = Budget(max_steps=1000, max_seconds=60.0, elapsed=lambda: next(clock))
     # (elapsed + one average step) / (60 s less two average steps)
     assert [budget.fraction(s) for s in (0, 10, 20, 30)] == pytest.approx([0.001, 33 / 54, 52.5 / 55, 1.0])
+    # Short steps: the budget is counted at least 2 % short, so the floor comes 2 s before 100 s ends.
+    fast = Budget(max_steps=10**6, max_seconds=100.0, elapsed=lambda: 97.0)
+    assert fast.fraction(9700) == pytest.approx(97.01 / 98)
+    assert Budget(max_steps=10**6, max_seconds=100.0, elapsed=lambda: 98.0).fraction(9800) == 1.0
     for factory in (schedules.cosine_warmup, schedules.linear_warmup):
         curve = lrs(functools.partial(factory, warmup_steps=0, min_lr_ratio=0.1),
                     Budget(max_steps=10, max_seconds=1.0, elapsed=lambda: 0.0), 10)

@@ -102,7 +102,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 class _RMSNormFunction(torch.autograd.Function):
     """RMSNorm with a hand-written backward: torch's CPU backward is a composite of ~10 elementwise
-    passes; this one does the same math in fewer (the norm's fwd+bwd ~15 % faster, bitwise-equal output)."""
+    passes; this one does the same math in fewer (fwd+bwd ~15 % faster: ~1.3 ms of a 40 ms llama_tiny step)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -123,7 +123,8 @@ class RMSNorm(nn.RMSNorm):
     """`nn.RMSNorm` (same parameters and outputs) with a faster training path for fp32 on CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled() and self.eps is not None:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled()
+                and self.weight is not None and self.eps is not None):
             return _RMSNormFunction.apply(x, self.weight, self.eps)
         return super().forward(x)
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+SHORT_FRACTION = 0.02  # of a time budget, the least it is counted short by (see Budget.fraction)
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -27,15 +29,16 @@ class Budget:
         (step + 1) / max_steps, or the elapsed time plus one average step so far over max_seconds,
         whichever is larger. So the last step of a run, whatever ends it, runs at the end of the
         schedule. None when the run has no end known in advance (a schedule then holds its peak).
-        The time budget is counted two average steps short, so that a step up to three times slower
-        than average near the end (a busy machine) still ends at the schedule's floor."""
+        The time budget is counted short by two average steps or 2 % of it, whichever is more, so that
+        a slow step or a pause near the end (a busy machine) still leaves the run at the schedule's floor."""
         parts = []
         if self.max_steps:
             parts.append((step + 1) / self.max_steps)
         if self.max_seconds and self.elapsed is not None and step:
             elapsed = self.elapsed()
             average = elapsed / step
-            parts.append((elapsed + average) / max(self.max_seconds - 2 * average, 1e-9))
+            margin = max(2 * average, SHORT_FRACTION * self.max_seconds)
+            parts.append((elapsed + average) / max(self.max_seconds - margin, 1e-9))
         elif self.max_seconds and self.elapsed is not None:
             parts.append(0.0)
         return min(1.0, max(parts)) if parts else None
