@@ -137,3 +137,4 @@ def test_rmsnorm_training_path_has_the_gradients_of_torchs() -> None:
         results.append((out.detach(), inputs.grad, module.weight.grad))
     for mine, theirs in zip(*results):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert type(ours(x.requires_grad_(True)).grad_fn).__name__ == "_RMSNormFunctionBackward"  # the hand-written path ran

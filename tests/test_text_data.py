@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from lmforge.data.splits import in_holdout
 from lmforge.data.text import TextDataModule
 from lmforge.errors import UserError
 from lmforge.tokenizers import BPE, Bytes, Pretrained, byte_tokenizer, save_tokenizer, train_bpe
+from lmforge.tokenizers.fast import TextEncoder
 
 TRICKY = "héllo wörld 🎉 ĀĂ 中文字 e\u0301 \x00\t\r\n  spaces  <|endoftext|> don't  .,; \U0010ffff"
 
@@ -217,7 +219,16 @@ def test_encoding_threads_pack_the_same_bytes(tmp_path: Path, monkeypatch: pytes
     tok = byte_tokenizer(tmp_path / "bytes")
     one, _ = pack_corpus(corpus, tok, cache_dir=tmp_path / "one", num_proc=1)
     monkeypatch.setattr(packing, "BATCH_BYTES", 64 << 10)  # many batches in flight, finished out of order
+    threads = set()
+    encode_batch = TextEncoder.encode_batch
+
+    def recorded(self, texts):  # the real encoder, noting which thread ran it
+        threads.add(threading.current_thread().name)
+        return encode_batch(self, texts)
+
+    monkeypatch.setattr(TextEncoder, "encode_batch", recorded)
     two, _ = pack_corpus(corpus, tok, cache_dir=tmp_path / "two", num_proc=2)
+    assert len({t for t in threads if t.startswith("lmforge-tokenize")}) == 2  # both threads encoded
     for name in ("train.bin", "val.bin"):
         assert (one / name).read_bytes() == (two / name).read_bytes()
     _, val, meta = load_packed(two)

@@ -104,16 +104,20 @@ def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool
         yield batch
 
 
-def _tiktoken_agrees(tokenizer_json: str, batch: list[tuple[str, bool]]) -> bool:
-    """Whether tiktoken converts this tokenizer and gives its ids on the start of this text."""
-    fast = TextEncoder(tokenizer_json, fast=True)
-    if fast.name != "tiktoken":
-        return False
+def _text_encoder(tokenizer_json: str, fast: bool, batch: list[tuple[str, bool]]) -> TextEncoder:
+    """tiktoken when `fast`, the tokenizer converts and tiktoken gives its ids on the start of this
+    text; else the tokenizer itself."""
+    if not fast:
+        return TextEncoder(tokenizer_json, fast=False)
+    candidate = TextEncoder(tokenizer_json, fast=True)
+    if candidate.name != "tiktoken":
+        return candidate  # it did not convert: this is the tokenizer itself
     sample = "".join(text for text, _ in batch)[:CHECK_CHARS]
-    if fast.encode_batch([sample]) == TextEncoder(tokenizer_json, fast=False).encode_batch([sample]):
-        return True
+    reference = TextEncoder(tokenizer_json, fast=False)
+    if candidate.encode_batch([sample]) == reference.encode_batch([sample]):
+        return candidate
     log.warning("tiktoken gives other ids than the tokenizer itself on this corpus: encoding with tokenizers")
-    return False
+    return reference
 
 
 class BatchEncoder:
@@ -145,8 +149,7 @@ def _encoded(batches: Iterator[list[tuple[str, bool]]], tokenizer_json: str, eos
     first = next(batches, None)
     if first is None:
         return
-    encoder = BatchEncoder(TextEncoder(tokenizer_json, fast and _tiktoken_agrees(tokenizer_json, first)),
-                           eos_id, dtype)
+    encoder = BatchEncoder(_text_encoder(tokenizer_json, fast, first), eos_id, dtype)
     state["encoder"] = encoder.encoder.name
     pool = ThreadPoolExecutor(num_threads, thread_name_prefix="lmforge-tokenize")
     try:
