@@ -20,17 +20,18 @@ def lmforge_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "lmforge"]
 
 
-def run_train(cmd: list[str], cache: Path) -> float:
-    """Run an `lmforge train` command line with the step clock importable (benchmarks/ on PYTHONPATH)
-    and `cache` as its cache; exit with its output if it fails. Returns its wall time in seconds."""
+def run_checked(cmd: list[str], cache: Path | None = None) -> float:
+    """Run a command (an `lmforge` command line, a minimal loop) with benchmarks/ on PYTHONPATH (for the
+    step clock) and `cache`, if given, as lmforge's cache; exit with its output if it fails. Returns its
+    wall seconds."""
     here = str(Path(__file__).resolve().parent)
     pythonpath = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache), "PYTHONPATH": pythonpath}
+    env = {**os.environ, "PYTHONPATH": pythonpath, **({"LMFORGE_CACHE_DIR": str(cache)} if cache else {})}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        sys.exit(f"lmforge train failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+        sys.exit(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
     return wall
 
 

@@ -25,15 +25,22 @@ import argparse
 import csv
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import byte_token_files, clean_up, lmforge_cmd, machine, median, spread, stdlib_subset  # noqa: E402
+from _common import (  # noqa: E402
+    byte_token_files,
+    clean_up,
+    lmforge_cmd,
+    machine,
+    median,
+    run_checked,
+    spread,
+    stdlib_subset,
+)
 
 SEED = 42
 RECIPES = {"gpt2": "pretrain_tiny", "modern": "pretrain_modern"}
@@ -42,25 +49,17 @@ NANOGPT_CHAR = ["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--block-s
                 "--eval-interval", "250", "--val-windows", "256"]
 
 
-def run(cmd: list[str], env: dict) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
-    return time.perf_counter() - t0
-
-
-def train_and_score(recipe: str, args, corpus: Path, env: dict, run_dir: Path, extra: list[str]) -> dict:
+def train_and_score(recipe: str, args, corpus: Path, cache: Path, run_dir: Path, extra: list[str]) -> dict:
     """Train one recipe for --time, then eval its last checkpoint; return its figures."""
-    wall = run(lmforge_cmd() + [
+    wall = run_checked(lmforge_cmd() + [
         "train", f"experiment={RECIPES[recipe]}", f"data.paths=[{corpus}]", f"trainer.max_time={args.time}",
-        "trainer.max_steps=1000000", "test=false", f"seed={SEED}", f"hydra.run.dir={run_dir}", *extra], env)
+        "trainer.max_steps=1000000", "test=false", f"seed={SEED}", f"hydra.run.dir={run_dir}", *extra], cache)
     with open(run_dir / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     steps = max(int(r["step"]) for r in rows) + 1
     rates = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
-    run(lmforge_cmd() + ["eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                         f"hydra.run.dir={run_dir / 'eval'}"], env)
+    run_checked(lmforge_cmd() + ["eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                                 f"hydra.run.dir={run_dir / 'eval'}"], cache)
     scores = json.loads((run_dir / "eval" / "metrics.json").read_text())
     return {"bpb": scores["test/bpb"], "loss": scores["test/loss"], "steps": steps,
             "tokens_per_sec": median(rates) if rates else float("nan"), "wall": wall}
@@ -72,13 +71,13 @@ def seconds(max_time: str) -> float:
     return ((days * 24 + hours) * 60 + minutes) * 60 + secs
 
 
-def nanogpt_char(args, files: tuple, out: Path) -> dict:
+def nanogpt_char(args, files: tuple, cache: Path, out: Path) -> dict:
     """nanoGPT's tiny character recipe in the minimal loop, on the bytes of the corpus, for at most --time."""
     train, val, vocab, bytes_per_token = files
     t0 = time.perf_counter()
-    run([sys.executable, str(Path(__file__).resolve().parent / "minimal_gpt.py"), "--train", str(train),
-         "--val", str(val), "--vocab-size", str(vocab), *NANOGPT_CHAR, "--seed", str(SEED),
-         "--max-seconds", str(seconds(args.time)), "--json", str(out)], dict(os.environ))
+    run_checked([sys.executable, str(Path(__file__).resolve().parent / "minimal_gpt.py"), "--train", str(train),
+                 "--val", str(val), "--vocab-size", str(vocab), *NANOGPT_CHAR, "--seed", str(SEED),
+                 "--max-seconds", str(seconds(args.time)), "--json", str(out)], cache)
     result = json.loads(out.read_text())
     return {"bpb": result["val_loss"] / math.log(2) / bytes_per_token, "loss": result["val_loss"],
             "steps": result["iters"], "tokens_per_sec": result["tokens_per_sec"], "wall": time.perf_counter() - t0}
@@ -98,10 +97,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-bench-modern-"))
     corpus, cache = tmp / "corpus", tmp / "cache"
     n_files, n_bytes = stdlib_subset(corpus, max_bytes=int(args.mb * 1e6))
-    env = {**os.environ, "LMFORGE_CACHE_DIR": str(cache)}
     # Build the tokenizer once, outside the timed runs (both recipes share it and the packed corpus;
     # packing happens before the first run's training starts, which max_time does not count).
-    run(lmforge_cmd() + ["tokenizer", f"data.paths=[{corpus}]"], env)
+    run_checked(lmforge_cmd() + ["tokenizer", f"data.paths=[{corpus}]"], cache)
     byte_files = None if args.no_nanogpt else byte_token_files(corpus, cache, tmp, SEED)
     print(f"machine: {machine()}")
     print(f"corpus: {n_files} stdlib files, {n_bytes / 1e6:.2f} MB; max_time {args.time} per run; "
@@ -112,10 +110,10 @@ def main() -> None:
         order = ["gpt2", "nanogpt-char", "modern"] if i % 2 == 0 else ["modern", "nanogpt-char", "gpt2"]
         for recipe in (r for r in order if r in results):
             if recipe == "nanogpt-char":
-                r = nanogpt_char(args, byte_files, tmp / f"nanogpt-char-{i}.json")
+                r = nanogpt_char(args, byte_files, cache, tmp / f"nanogpt-char-{i}.json")
             else:
                 extra = args.modern if recipe == "modern" else args.gpt2
-                r = train_and_score(recipe, args, corpus, env, tmp / f"{recipe}-{i}", extra)
+                r = train_and_score(recipe, args, corpus, cache, tmp / f"{recipe}-{i}", extra)
             results[recipe].append(r)
             print(f"[{i + 1}/{args.repeats}] {recipe:12s} val bpb {r['bpb']:.4f}  loss {r['loss']:.4f}  "
                   f"{r['steps']} steps  {r['tokens_per_sec']:,.0f} tokens/s  wall {r['wall']:.0f} s", flush=True)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock import StepClock, load, rate  # noqa: E402
-from _common import clean_up, lmforge_cmd, machine, median, run_train, spread, stdlib_subset  # noqa: E402
+from _common import clean_up, lmforge_cmd, machine, median, run_checked, spread, stdlib_subset  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY, CLIP, WARMUP_LR, MIN_LR_RATIO = 2e-3, (0.9, 0.95), 0.1, 1.0, 50, 0.1
 SEED = 42
@@ -66,7 +66,7 @@ def lmforge_run(args, corpus: Path, cache: Path, run_dir: Path) -> tuple[float, 
         f"hydra.run.dir={run_dir}",
         *args.override,
     ]
-    wall = run_train(cmd, cache)
+    wall = run_checked(cmd, cache)
     stamps, tokens = load(stamps_file)
     if len(stamps) != args.steps:
         print(f"  note: {len(stamps)} steps timed, not {args.steps}", flush=True)

@@ -37,15 +37,22 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock import load, rate  # noqa: E402
-from _common import byte_token_files, clean_up, lmforge_cmd, machine, median, run_train, spread, stdlib_subset  # noqa: E402
+from _common import (  # noqa: E402
+    byte_token_files,
+    clean_up,
+    lmforge_cmd,
+    machine,
+    median,
+    run_checked,
+    spread,
+    stdlib_subset,
+)
 
 HERE = Path(__file__).resolve().parent
 SEED = 42
@@ -71,7 +78,7 @@ def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path,
         *(["model.n_kv_head=null"] if model.startswith("llama") else []),
         "+callbacks.step_clock._target_=_clock.lightning_clock", f"+callbacks.step_clock.path={stamps_file}", *extra,
     ]
-    wall = run_train(cmd, cache)
+    wall = run_checked(cmd, cache)
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
     return rate(*load(stamps_file), WARMUP_STEPS), val[-1] if val else float("nan"), wall
@@ -89,11 +96,7 @@ def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vo
            "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
            "--eval-interval", str(min(steps, TRAINING["eval_interval"])), "--val-windows", str(TRAINING["val_windows"]),
            "--seed", str(SEED), "--json", str(out), "--clock", str(out.with_suffix(".clock.json")), *llama]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"minimal_gpt.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    wall = run_checked(cmd)
     result = json.loads(out.read_text())
     return rate(*load(out.with_suffix(".clock.json")), WARMUP_STEPS), result["val_loss"], wall
 
