@@ -24,8 +24,10 @@ tokens of steps 7..N over the time since the end of step 6), the same way for bo
 
 Shapes: `tiny` = nanoGPT's CPU recipe (4 layers, 4 heads, width 128, context 64, batch 12; 2,000 steps
 in the issue, fewer by default here) and `small` = nanoGPT's 10.7M shape (6 x 6 x 384, context 256,
-batch 8). The sides alternate (ABBA), medians over repeats and their ratio are printed (> 1: lmforge is
-faster). Only numbers are printed, nothing is asserted.
+batch 8); `overhead` (1 layer, width 16, context 8, batch 1, --steps-tiny steps) has next to no compute,
+so its step time is what each loop costs per step around the math. The sides alternate (ABBA), medians
+over repeats and their ratio are printed (> 1: lmforge is faster), with the milliseconds per step.
+Only numbers are printed, nothing is asserted.
 
     python benchmarks/train_vs_minimal.py                                  # tiny and small, gpt2 and llama
     python benchmarks/train_vs_minimal.py --shapes tiny --models gpt2_tiny --steps-tiny 2000 --repeats 5
@@ -58,7 +60,8 @@ HERE = Path(__file__).resolve().parent
 SEED = 42
 WARMUP_STEPS = 5  # left out of the rate, on both sides (as minimal_gpt.py's own figure does)
 # name: (n_layer, n_head, n_embd, block_size, batch_size)
-SHAPES = {"tiny": (4, 4, 128, 64, 12), "small": (6, 6, 384, 256, 8)}
+# "overhead": next to no compute, so a step's time is each side's per-step cost outside the model's math.
+SHAPES = {"tiny": (4, 4, 128, 64, 12), "small": (6, 6, 384, 256, 8), "overhead": (1, 1, 16, 8, 1)}
 TRAINING = {"lr": 1e-3, "beta2": 0.99, "warmup": 100, "eval_interval": 100, "val_windows": 64}
 
 
@@ -103,7 +106,7 @@ def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
     p.add_argument("--models", nargs="+", default=["gpt2_tiny", "llama_tiny"],
                    help="lmforge model presets to compare with the minimal GPT (default gpt2_tiny llama_tiny)")
     p.add_argument("--repeats", type=int, default=3, help="A/B pairs per (shape, model) (default 3)")
@@ -125,7 +128,7 @@ def main() -> None:
     summary = []
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
-        steps = args.steps_tiny if shape_name == "tiny" else args.steps_small
+        steps = args.steps_small if shape_name == "small" else args.steps_tiny
         for model in args.models:
             lm, mini, lm_val, mini_val, lm_wall, mini_wall = [], [], [], [], [], []
             minimal = "Llama" if model.startswith("llama") else "GPT"
@@ -148,11 +151,12 @@ def main() -> None:
             print(f"  minimal tokens/s: {spread(mini)}")
             print(f"  ratio of medians lmforge/minimal: {ratio:.3f}   val loss lmforge {median(lm_val):.3f} vs "
                   f"minimal {median(mini_val):.3f}   wall {median(lm_wall):.1f} vs {median(mini_wall):.1f} s")
-            summary.append((shape_name, model, median(lm), median(mini), ratio))
+            summary.append((shape_name, model, median(lm), median(mini), ratio, shape[3] * shape[4]))
 
-    print("\nshape  model        lmforge tok/s  minimal tok/s  ratio")
-    for shape_name, model, a, b, ratio in summary:
-        print(f"{shape_name:6s} {model:12s} {a:13,.0f} {b:14,.0f} {ratio:6.3f}")
+    print("\nshape     model        lmforge tok/s  minimal tok/s  ratio  ms/step lmforge  minimal")
+    for shape_name, model, a, b, ratio, tokens in summary:
+        print(f"{shape_name:9s} {model:12s} {a:13,.0f} {b:14,.0f} {ratio:6.3f} {tokens / a * 1e3:16.2f} "
+              f"{tokens / b * 1e3:8.2f}")
     clean_up(tmp, args.keep)
 
 

@@ -7,6 +7,8 @@ import copy
 import csv
 import functools
 import os
+import statistics
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,6 +54,23 @@ def trainer(tmp_path: Path, name: str, **kw) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, logger=CSVLogger(tmp_path, name=name, version=""),
                      callbacks=[LearningRateMonitor(logging_interval="step")], enable_progress_bar=False,
                      enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1, **kw)
+
+
+class StepEnds(L.Callback):
+    """When each training step ends, on the clock of Lightning's Timer (time.monotonic)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, *args) -> None:
+        self.ends.append(time.monotonic())
+
+    def last_step_stalled(self) -> bool:
+        """Whether the last step took over 3 median steps: a stall (a loaded machine) after its lr was
+        set, which no schedule keyed to time can foresee. Up to that, the budget's margin (at least two
+        average steps) guarantees the floor."""
+        durations = [b - a for a, b in zip(self.ends, self.ends[1:])]
+        return durations[-1] > 3 * statistics.median(durations)
 
 
 def logged(tmp_path: Path, name: str, column_start: str) -> list[tuple[int, float]]:
@@ -201,11 +220,12 @@ def test_a_limited_run_ends_with_its_lr_decayed(limit: str, tmp_path: Path) -> N
     module = lm_module(functools.partial(torch.optim.AdamW, lr=1e-2), wsd, build=gpt2)
     kw = {"max_time": {"seconds": 6}, "max_steps": 100_000} if limit == "time" else {"max_steps": 60}
     fit = trainer(tmp_path, limit, max_epochs=-1, limit_val_batches=0, **kw)
+    fit.callbacks.append(steps := StepEnds())
     fit.fit(module, datamodule=Cycle())
     lr = logged(tmp_path, limit, "lr-")
-    # At the floor (0) within a step when steps end the run; when time does, at least 90 % of the way down
-    # (an unforeseeable pause of ~0.4 s near the end of a 6 s budget, a loaded machine, is tolerated).
-    assert lr[-1][0] == fit.global_step - 1 and lr[-1][1] < (0.1 if limit == "time" else 0.03) * 1e-2
+    assert lr[-1][0] == fit.global_step - 1
+    # At the floor (0) within a step; only past the decay's middle if a stall (see StepEnds) ended the run.
+    assert lr[-1][1] < (0.5 if steps.last_step_stalled() else 0.03) * 1e-2
     assert max(v for _, v in lr) == pytest.approx(1e-2)  # it did reach the peak before
 
 
@@ -232,9 +252,12 @@ def test_a_resumed_time_limited_run_continues_its_schedule(tmp_path: Path) -> No
 
     second = trainer(tmp_path, "second", max_time={"seconds": 8}, max_steps=100_000, max_epochs=-1,
                      limit_val_batches=0)
+    second.callbacks.append(steps := StepEnds())
     second.fit(lm_module(factory, wsd), datamodule=Cycle(), ckpt_path=str(ckpt))
     after = logged(tmp_path, "second", "lr-")
     assert after[0][0] == before[-1][0] + 1 and after[0][1] <= before[-1][1]  # no second warmup
-    # At the floor, 0.1e-2, give or take 10 % of the decay: a pause near the end of the budget (a loaded
-    # machine) cannot be foreseen, and one of ~0.5 s in this 8 s budget still passes.
-    assert after[-1][0] == second.global_step - 1 and after[-1][1] < 0.1e-2 + 0.1 * 0.9e-2
+    assert after[-1][0] == second.global_step - 1
+    if steps.last_step_stalled():  # past where the first run stopped, at least
+        assert after[-1][1] < 0.1e-2 + 0.5 * 0.9e-2
+    else:
+        assert after[-1][1] == pytest.approx(0.1e-2, rel=0.05)  # the floor
