@@ -149,7 +149,10 @@ def main() -> None:
             ratio = median(lm) / median(mini)
             print(f"  lmforge tokens/s: {spread(lm)}")
             print(f"  minimal tokens/s: {spread(mini)}")
-            print(f"  ratio of medians lmforge/minimal: {ratio:.3f}   val loss lmforge {median(lm_val):.3f} vs "
+            pairs = [x / y for x, y in zip(lm, mini)]  # a pair ran back to back: same machine mode, mostly
+            print(f"  ratio of medians lmforge/minimal: {ratio:.3f}   median pair ratio {median(pairs):.3f} "
+                  f"(min {min(pairs):.3f}, max {max(pairs):.3f})")
+            print(f"  val loss lmforge {median(lm_val):.3f} vs "
                   f"minimal {median(mini_val):.3f}   wall {median(lm_wall):.1f} vs {median(mini_wall):.1f} s")
             summary.append((shape_name, model, median(lm), median(mini), ratio, shape[3] * shape[4]))
 
