@@ -4,6 +4,7 @@ change to an existing run. Run in-process (`cli`): no interpreter start-up per c
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def test_bad_input_is_one_line_naming_it(args, expected, bad: Path, mlp_run: Pat
     assert fill(expected) in line
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in mlp_run.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.rglob("metrics.json"))  # nothing was trained or evaluated
+    for left in tmp_path.glob("logs/*/runs/*"):  # no empty run directory; one that began says why it ended
+        info = json.loads((left / "run.json").read_text())
+        assert info["status"] == "failed" and fill(expected) in info["error"], info
 
 
 def test_the_table_is_at_least_sixty_cases():

@@ -142,7 +142,8 @@ def test_a_nan_loss_stops_naming_the_step_or_skips_the_batch(policy: str, tmp_pa
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "train/loss is nan at step 6" in errors[0]
-        assert json.loads((run / "run.json").read_text())["status"] == "failed"
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "failed" and "train/loss is nan at step 6" in info["error"]  # why, for the report
     else:
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert csv_metric(run, "train/skipped_batches")[-1] == 2.0  # one poisoned batch per epoch

@@ -59,8 +59,12 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
             with job_environment():
                 return task(cfg)
         except Exception as exc:  # noqa: BLE001 - reported in one line, or re-raised
-            if isinstance(exc, Stopped) or not in_multirun():  # a signal stops the whole sweep too
+            if isinstance(exc, Stopped):  # a signal stops the whole sweep too
                 sys.exit(report(exc))
+            if not in_multirun():
+                status = report(exc)
+                _close_failed_run(exc)
+                sys.exit(status)
             _record_failed_job(exc, report)
             return None
 
@@ -134,6 +138,30 @@ def _record_failed_job(exc: Exception, report) -> None:
     run = RunDir(hydra.runtime.output_dir)
     run.finish(status, error=" ".join(str(exc).split()) or type(exc).__name__,
                overrides=list(hydra.overrides.task))
+
+
+def _close_failed_run(exc: Exception) -> None:
+    """A single run failed: the run.json this launch wrote says so, with the error (not "running"
+    forever); a directory made for this launch (timestamped, new each time) that it left empty is
+    removed. A directory the user chose (hydra.run.dir), and any earlier run's record, stay as they are."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lmforge.distributed import is_main_process
+    from lmforge.job import run_dir_is_fixed
+    from lmforge.runs.directory import RunDir
+
+    hydra = HydraConfig.get()
+    run = RunDir(hydra.runtime.output_dir)
+    if not is_main_process():
+        return
+    info = run.read_info()
+    try:
+        if info.get("pid") == os.getpid() and info.get("status") in ("running", "failed") and "error" not in info:
+            run.finish("failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+        elif not info and not run_dir_is_fixed():
+            run.discard_if_unused(f"{hydra.job.name}.log")
+    except OSError:
+        pass  # the error itself is already reported; an unwritable directory is not news
 
 
 def _usage_error(command: str, message: str) -> None:

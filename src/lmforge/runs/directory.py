@@ -18,6 +18,7 @@ import yaml
 
 from lmforge.atomic import publish_dir, write_json, write_text
 from lmforge.errors import UserError
+from lmforge.runs.lock import LOCK_NAME
 from lmforge.runs.redact import redact
 
 # What a run writes, and so what `overwrite=true` may delete (nothing else in the directory).
@@ -52,6 +53,12 @@ class RunDir:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+
+    def discard_if_unused(self, log_name: str) -> None:
+        """Delete this directory if it holds nothing but the job log `log_name` and the run lock: what
+        a launch stopped by bad input leaves before it writes any run file."""
+        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {log_name, LOCK_NAME}:
+            shutil.rmtree(self.path)
 
     def read_info(self) -> dict[str, Any]:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from lmforge.atomic import unwritable_as_user_error
 from lmforge.errors import UserError
 
+LOCK_NAME = ".lock"  # in the run directory
 _HELD: dict[Path, int] = {}  # run directory -> file descriptor holding its lock, in this process
 
 
@@ -26,7 +27,7 @@ class RunLock:
     """`with RunLock(run_dir):` — raises a one-line UserError naming the holder if another live process has it."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / ".lock"
+        self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
