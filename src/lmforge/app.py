@@ -3,7 +3,8 @@
 Exit statuses: 0 done, 2 bad input (`UserError`, Hydra/OmegaConf config errors), 1 a run that
 failed (`RunFailed`) or a bug (with its traceback), 130 interrupted, 143 preempted. In a multirun
 a failing job does not stop the sweep: its error is printed and recorded in its run.json (and so
-in the sweep summary), and the job returns None to the sweeper.
+in the sweep summary), and the job returns None to the sweeper. A single run's failure is recorded
+in its run.json too, and a launch stopped by bad input before it wrote anything leaves no directory.
 """
 
 from __future__ import annotations
