@@ -137,8 +137,12 @@ def _record_failed_job(exc: Exception, report) -> None:
     else:
         report(exc)
     run = RunDir(hydra.runtime.output_dir)
-    run.finish(status, error=" ".join(str(exc).split()) or type(exc).__name__,
-               overrides=list(hydra.overrides.task))
+    run.finish(status, error=_error_text(exc), overrides=list(hydra.overrides.task))
+
+
+def _error_text(exc: Exception) -> str:
+    """The error as one line, for run.json (and so for the sweep summary and the report)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _close_failed_run(exc: Exception) -> None:
@@ -151,14 +155,14 @@ def _close_failed_run(exc: Exception) -> None:
     from lmforge.job import run_dir_is_fixed
     from lmforge.runs.directory import RunDir
 
-    hydra = HydraConfig.get()
-    run = RunDir(hydra.runtime.output_dir)
     if not is_main_process():
         return
+    hydra = HydraConfig.get()
+    run = RunDir(hydra.runtime.output_dir)
     info = run.read_info()
     try:
         if info.get("pid") == os.getpid() and info.get("status") in ("running", "failed") and "error" not in info:
-            run.finish("failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+            run.finish("failed", error=_error_text(exc))
         elif not info and not run_dir_is_fixed():
             run.discard_if_unused(f"{hydra.job.name}.log")
     except OSError:
