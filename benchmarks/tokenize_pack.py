@@ -12,12 +12,14 @@ every 50 ms, and each run reports its main process's ru_maxrss.
 
 `--big GB` packs a generated JSONL corpus of that many GB of text, gzipped (repeated stdlib text,
 ~4 KB documents; generated once into the temp dir, or `--big-file` to reuse one), with the new
-path on every core, and reports peak memory against a 1 GB bound. `--interrupt S` kills that run
+path on every core, and reports peak memory against a 1 GB bound; `--big-format txt`: the same text
+as one plain-text file (one document, split by position, read in pieces). `--interrupt S` kills that run
 with SIGKILL after S seconds and runs it again: the second run continues the interrupted build.
 
     python benchmarks/tokenize_pack.py                     # ~6 MB of stdlib text, 3 rounds
     python benchmarks/tokenize_pack.py --mb 0 --repeats 3  # the whole stdlib corpus
     python benchmarks/tokenize_pack.py --big 2             # 2 GB of JSONL text (.jsonl.gz)
+    python benchmarks/tokenize_pack.py --big 2 --big-format txt   # one 2 GB plain-text file
 """
 
 from __future__ import annotations
@@ -209,8 +211,9 @@ def compare(args, tmp: Path) -> None:
               f"{spread(secs)}")
 
 
-def generate_jsonl_gz(path: Path, gb: float) -> tuple[int, int]:
-    """Repeated stdlib text as ~4 KB JSONL documents, gzipped; returns (text bytes, documents)."""
+def generate_big(path: Path, gb: float) -> tuple[int, int]:
+    """Repeated stdlib text as ~4 KB JSONL documents, gzipped (`.jsonl.gz`), or the same text as one
+    plain-text file (`.txt`); returns (text bytes, documents)."""
     from lmforge.data.corpus import stdlib_files
 
     chunks = []
@@ -218,27 +221,28 @@ def generate_jsonl_gz(path: Path, gb: float) -> tuple[int, int]:
         text = f.read_text(encoding="utf-8", errors="replace")
         chunks += [text[i : i + 4096] for i in range(0, len(text), 4096)]
     target, written, docs = int(gb * 1e9), 0, 0
-    with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
+    plain = path.suffix == ".txt"
+    with (open(path, "w", encoding="utf-8") if plain else gzip.open(path, "wt", encoding="utf-8", compresslevel=1)) as out:
         while written < target:
             for chunk in chunks:
-                out.write(json.dumps({"text": chunk, "id": docs}) + "\n")
+                out.write(chunk if plain else json.dumps({"text": chunk, "id": docs}) + "\n")
                 written += len(chunk.encode())
                 docs += 1
                 if written >= target:
                     break
-    return written, docs
+    return written, 1 if plain else docs
 
 
 def big(args, tmp: Path) -> None:
     corpus_dir = tmp / "corpus"
     stdlib_subset(corpus_dir, max_bytes=6_000_000)
     tokenizer = train_tokenizers(corpus_dir, tmp, args.vocab)[f"bpe{args.vocab}"]
-    data = Path(args.big_file) if args.big_file else tmp / "big.jsonl.gz"
+    data = Path(args.big_file) if args.big_file else tmp / f"big.{args.big_format}"
     if not data.exists():
         t0 = time.perf_counter()
-        text, docs = generate_jsonl_gz(data, args.big)
+        text, docs = generate_big(data, args.big)
         print(f"generated {data}: {text / 1e9:.2f} GB of text in {docs:,} documents, "
-              f"{data.stat().st_size / 1e9:.2f} GB gzipped, in {time.perf_counter() - t0:.0f} s", flush=True)
+              f"{data.stat().st_size / 1e9:.2f} GB on disk, in {time.perf_counter() - t0:.0f} s", flush=True)
     cache = tmp / "cache-big"
     child_args = ["new", "--corpus", str(data), "--tokenizer", str(tokenizer), "--cache", str(cache)]
     saved = {"parts": 0, "train_bytes": 0, "val_bytes": 0, "train_tokens": 0, "val_tokens": 0}
@@ -247,7 +251,7 @@ def big(args, tmp: Path) -> None:
         partial = list((cache / "corpus").glob(".*.partial/progress.json"))
         saved.update(json.loads(partial[0].read_text()) if partial else {})
         print(f"killed (SIGKILL) after {args.interrupt:.0f} s: peak PSS {peak:.0f} MB, "
-              f"{saved['parts']:,} documents saved as done", flush=True)
+              f"{saved['parts']:,} texts saved as done", flush=True)
     res, peak = run_child(child_args)
     text = res["text_bytes"] - saved["train_bytes"] - saved["val_bytes"]
     tokens = res["tokens"] - saved["train_tokens"] - saved["val_tokens"]
@@ -269,7 +273,9 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=4096, help="BPE vocabulary size (default 4096)")
     p.add_argument("--num-proc", default=str(os.cpu_count()), help="comma-separated num_proc values (default: all)")
     p.add_argument("--big", type=float, default=None, help="GB of generated JSONL text to pack (e.g. 2)")
-    p.add_argument("--big-file", default=None, help="reuse this generated .jsonl.gz (kept; see --keep)")
+    p.add_argument("--big-format", choices=["jsonl.gz", "txt"], default="jsonl.gz",
+                   help="--big: JSONL documents, gzipped (default), or one plain-text file")
+    p.add_argument("--big-file", default=None, help="reuse this generated file (kept; see --keep)")
     p.add_argument("--interrupt", type=float, default=None, help="--big: SIGKILL after this many s, then continue")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = p.parse_args()

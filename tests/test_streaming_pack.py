@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import STDLIB, csv_metric, lmforge, metrics, ok
-from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files, tail_start
+from lmforge.data import corpus as corpus_module
+from lmforge.data.corpus import Corpus, TextFile, resolve_sources, stdlib_files, tail_start
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.data.text import TextDataModule
 from lmforge.tokenizers import BPE, byte_tokenizer
@@ -150,10 +151,67 @@ def test_a_few_documents_split_each_one_by_position(tmp_path: Path) -> None:
     corpus = Corpus(resolve_sources([str(tmp_path)]), val_fraction=0.2)
     assert corpus.split_by == "position"  # 2 documents: the hash would hold out one of the two
     parts = list(corpus.parts())
-    assert [held_out for _, held_out in parts] == [False, True, False, True]
-    assert "".join(text for text, _ in parts) == "".join(corpus.documents())
+    assert [(held_out, ends) for _, held_out, ends in parts] == [(False, True), (True, True)] * 2
+    assert "".join(text for text, _, _ in parts) == "".join(corpus.documents())
     many = Corpus(stdlib_files()[:50], val_fraction=0.2)
     assert many.split_by == "document"
+
+
+def packed_in_pieces(path: Path, tokenizer, cache: Path, piece_bytes: int, monkeypatch) -> tuple[bytes, bytes, dict]:
+    """train.bin, val.bin and meta of `path` packed while plain text is read in pieces of `piece_bytes`."""
+    monkeypatch.setattr(corpus_module, "PIECE_BYTES", piece_bytes)
+    out, built = pack_corpus(Corpus(resolve_sources([str(path)]), val_fraction=0.1), tokenizer, cache_dir=cache)
+    assert built
+    meta = json.loads((out / "meta.json").read_text())
+    return (out / "train.bin").read_bytes(), (out / "val.bin").read_bytes(), meta
+
+
+@pytest.mark.parametrize("name", ["input.txt", "input.txt.gz"])
+def test_a_text_file_read_in_pieces_packs_to_the_ids_of_its_whole_text(tmp_path: Path, name: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = input_txt(tmp_path).read_text() + "ünïcode at the end\nno newline"
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        import gzip
+
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    monkeypatch.setattr(corpus_module, "PIECE_BYTES", 2048)
+    pieces = list(TextFile(path).pieces())
+    assert len(pieces) > 8 and "".join(pieces) == text  # read in pieces, nothing lost or repeated
+    assert all(p.endswith("\n") and q[0].isalpha() for p, q in zip(pieces, pieces[1:]))  # cut before a letter
+    assert TextFile(path).tail_start(0.1) == tail_start(text, 0.1)
+    corpus = Corpus(resolve_sources([str(path)]), val_fraction=0.1)
+    bpe, _ = BPE(400).load_or_train(tmp_path / "tok", corpus.train_texts, "t")  # learned from the pieces
+    alone, _ = BPE(400).load_or_train(tmp_path / "tok", lambda: [text[:tail_start(text, 0.1)]], "whole")
+    assert bpe.get_vocab() == alone.get_vocab()  # as from the whole head in one text
+    for tokenizer in (bpe, byte_tokenizer(tmp_path / "bytes")):
+        whole = packed_in_pieces(path, tokenizer, tmp_path / f"whole-{len(tokenizer)}", 1 << 30, monkeypatch)
+        cut = packed_in_pieces(path, tokenizer, tmp_path / f"cut-{len(tokenizer)}", 2048, monkeypatch)
+        assert cut == whole  # the same ids, eos and counts: one document, its head and its tail
+        train, val, meta = cut
+        assert meta["train_docs"] == meta["val_docs"] == 1
+        ids = np.frombuffer(train, dtype=meta["dtype"]).tolist() + np.frombuffer(val, dtype=meta["dtype"]).tolist()
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_pieces_are_joined_for_a_tokenizer_that_could_merge_across_a_cut(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    text = input_txt(tmp_path).read_text()
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.Metaspace()  # marks the start of each text it encodes
+    raw.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"]))
+    tokenizer = wrap(raw)
+    monkeypatch.setattr(corpus_module, "PIECE_BYTES", 2048)
+    assert len(list(TextFile(tmp_path / "input.txt").pieces())) > 8
+    train, val, meta = packed_in_pieces(tmp_path / "input.txt", tokenizer, tmp_path / "c", 2048, monkeypatch)
+    cut = tail_start(text, 0.1)
+    eos = [tokenizer.eos_token_id]
+    assert np.frombuffer(train, dtype=meta["dtype"]).tolist() == tokenizer(text[:cut])["input_ids"] + eos
+    assert np.frombuffer(val, dtype=meta["dtype"]).tolist() == tokenizer(text[cut:])["input_ids"] + eos
 
 
 @pytest.mark.slow

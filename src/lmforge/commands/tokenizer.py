@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     tokenizer, source = datamodule.tokenizer, datamodule.tokenizer_dir
 
     # 3. Measure it on the first documents, 4. write a copy and its figures into the run directory.
-    sample = "\n".join(itertools.islice(datamodule.corpus.documents(), 200))
+    sample = "\n".join(itertools.islice(datamodule.corpus.documents(max_chars=1 << 20), 200))
     bytes_per_token = len(sample.encode()) / max(1, len(tokenizer(sample)["input_ids"]))
     run.save_tokenizer(tokenizer)
     run.write_metrics({"tokenizer_dir": str(source), "vocab_size": len(tokenizer),

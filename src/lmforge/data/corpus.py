@@ -2,8 +2,8 @@
 split them into train and validation text.
 
 Plain text (any extension) is one document per file; `.jsonl` is one document per line (from a
-text field); `.gz` of either is read by its inner extension. Documents stream: a JSONL corpus is
-read one line at a time, so it may be far larger than memory (a plain-text file is read whole).
+text field); `.gz` of either is read by its inner extension. Everything streams, so a corpus may be
+far larger than memory: JSONL one line at a time, plain text in pieces of about 1 MB (`TextFile`).
 Bad input raises a one-line UserError.
 """
 
@@ -139,13 +139,108 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
         yield value
 
 
-def _read_file(path: Path, text_field: str) -> Iterator[str]:
+PIECE_BYTES = 1 << 20  # a plain-text file is read in pieces of about this size
+
+
+def _last_safe_cut(data: bytearray) -> int:
+    """The index just after the last newline of `data` that an ASCII letter follows, else 0."""
+    i = len(data) - 1
+    while (i := data.rfind(b"\n", 0, i)) >= 0:
+        if data[i + 1 : i + 2].isalpha():  # bytes.isalpha: A-Z and a-z only
+            return i + 1
+    return 0
+
+
+class TextFile:
+    """A plain-text file, one document, read in pieces so that it may be larger than memory.
+
+    A piece ends just after a newline that a letter follows: GPT-2-style pre-tokenizers always split
+    there, so the pieces of a file encode to the ids of its whole text (packing joins them for other
+    tokenizers). A file with no such place is one piece."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _raw_pieces(self) -> Iterator[tuple[int, bytes]]:
+        """(byte offset, bytes) of each piece, in order."""
+        with read_errors(self.path), open_binary(self.path) as f:
+            buffer, offset = bytearray(f.read(PIECE_BYTES)), 0
+            while block := f.read(PIECE_BYTES):  # more follows: cut what is read so far
+                if cut := _last_safe_cut(buffer):
+                    yield offset, bytes(buffer[:cut])
+                    offset += cut
+                    del buffer[:cut]
+                buffer += block
+            yield offset, bytes(buffer)
+
+    def pieces(self) -> Iterator[str]:
+        """The text, piece by piece (a `NotUtf8` error names the file and the byte offset)."""
+        for offset, data in self._raw_pieces():
+            yield decode_utf8(data, str(self.path), offset)
+
+    def text(self, max_chars: int | None = None) -> str:
+        """The whole text, or (`max_chars`) its first characters, reading no further."""
+        out, n = [], 0
+        for piece in self.pieces():
+            out.append(piece)
+            n += len(piece)
+            if max_chars is not None and n >= max_chars:
+                break
+        return "".join(out)[:max_chars]
+
+    def is_blank(self) -> bool:
+        """Whether the file holds only whitespace (read until its first other character)."""
+        return not any(piece.strip() for piece in self.pieces())
+
+    def split_at(self, start: int) -> Iterator[tuple[str, bool, bool]]:
+        """(text, held out, ends): the pieces before character `start`, then the rest held out (the piece
+        holding `start` cut there); `ends` marks the last text of each side."""
+        end = 0
+        for text, last in _mark_last(self.pieces()):
+            begin, end = end, end + len(text)
+            if end <= start:
+                yield text, False, end == start
+            elif begin >= start:
+                yield text, True, last
+            else:
+                yield text[:start - begin], False, True
+                yield text[start - begin:], True, last
+
+    def tail_start(self, fraction: float) -> int:
+        """`tail_start` of the whole text, read twice: once for its length, then the tail's region."""
+        table = []  # (byte offset, bytes, characters) of each piece
+        for offset, data in self._raw_pieces():
+            table.append((offset, len(data), len(decode_utf8(data, str(self.path), offset))))
+        starts = list(itertools.accumulate((chars for _, _, chars in table), initial=0))
+        lo, cut = _tail_window(starts[-1], fraction)
+        with read_errors(self.path), open_binary(self.path) as f:
+            for i in reversed(range(len(table))):
+                if starts[i] < cut and starts[i + 1] > lo:
+                    offset, size, _ = table[i]
+                    f.seek(offset)
+                    text = decode_utf8(f.read(size), str(self.path), offset)
+                    found = text.rfind("\n", max(0, lo - starts[i]), cut - starts[i])
+                    if found >= 0:
+                        return starts[i] + found + 1
+        return cut
+
+
+def _mark_last(items: Iterator[str]) -> Iterator[tuple[str, bool]]:
+    """(item, whether it is the last one)."""
+    items = iter(items)
+    previous = next(items, None)
+    for item in items:
+        yield previous, False
+        previous = item
+    if previous is not None:
+        yield previous, True
+
+
+def _read_file(path: Path, text_field: str) -> Iterator[str | TextFile]:
     if _inner_name(path).endswith(".jsonl"):
         yield from _read_jsonl(path, text_field)
     else:
-        with read_errors(path), open_binary(path) as f:
-            data = f.read()
-        yield decode_utf8(data, str(path))
+        yield TextFile(path)
 
 
 def _is_utf8(path: Path) -> bool:
@@ -175,30 +270,24 @@ def _read_hf(source: HFSource, text_field: str) -> Iterator[str]:
         yield row[text_field]
 
 
-def iter_documents(
-    sources: Sequence[Source],
-    text_field: str = "text",
-    on_decode_error: str = "error",
-    stats: dict | None = None,
-) -> Iterator[str]:
-    """Yield the non-empty documents of `sources` in order.
-
-    on_decode_error="skip" skips files that are not UTF-8 and warns once at the end with the count;
-    `stats`, when given, receives {"documents": n, "skipped_files": n}.
-    """
+def _documents(sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
+               stats: dict | None = None) -> Iterator[str | TextFile]:
+    """The non-empty documents of `sources` in order: JSONL and `hf:` texts, and plain-text files
+    unread (`TextFile`). See `iter_documents`."""
     if on_decode_error not in ("error", "skip"):
         raise UserError(f"data.on_decode_error={on_decode_error}: expected 'error' or 'skip'")
     n_docs = skipped = 0
     for source in sources:
         if isinstance(source, HFSource):
-            docs: Iterator[str] = _read_hf(source, text_field)
+            docs: Iterator[str | TextFile] = _read_hf(source, text_field)
         elif on_decode_error == "skip" and not _is_utf8(source):  # checked first: it yields nothing
             skipped += 1
             continue
         else:
             docs = _read_file(source, text_field)
         for doc in docs:
-            if doc.strip():
+            blank = doc.is_blank() if isinstance(doc, TextFile) else not doc.strip()
+            if not blank:
                 n_docs += 1
                 yield doc
     if stats is not None:
@@ -209,13 +298,30 @@ def iter_documents(
         raise UserError("the corpus has no non-empty document")
 
 
+def iter_documents(sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
+                   stats: dict | None = None) -> Iterator[str]:
+    """Yield the non-empty documents of `sources` in order, each whole.
+
+    on_decode_error="skip" skips files that are not UTF-8 and warns once at the end with the count;
+    `stats`, when given, receives {"documents": n, "skipped_files": n}.
+    """
+    for doc in _documents(sources, text_field, on_decode_error, stats):
+        yield doc.text() if isinstance(doc, TextFile) else doc
+
+
+def _tail_window(length: int, fraction: float) -> tuple[int, int]:
+    """(lo, cut): the held-out tail of a text of `length` characters starts at the last line start in
+    [lo, cut], else at cut; cut leaves its last `fraction` out, lo is one tail's length before it."""
+    n_tail = math.ceil(length * fraction)
+    cut = length - n_tail
+    return max(0, cut - n_tail), cut
+
+
 def tail_start(text: str, fraction: float) -> int:
     """Where the held-out tail of `text` begins: its last `fraction` of characters, moved back to
     the start of a line when one begins within another tail's length."""
-    n_tail = math.ceil(len(text) * fraction)
-    cut = len(text) - n_tail
-    line = text.rfind("\n", max(0, cut - n_tail), cut) + 1
-    return line or cut
+    lo, cut = _tail_window(len(text), fraction)
+    return text.rfind("\n", lo, cut) + 1 or cut
 
 
 class Corpus:
@@ -241,10 +347,15 @@ class Corpus:
         return corpus_fingerprint(self.sources, text_field=self.text_field, on_decode_error=self.on_decode_error,
                                   max_docs=self.max_docs, val_fraction=self.val_fraction)
 
-    def documents(self) -> Iterator[str]:
-        """The non-empty documents in order (at most `max_docs`), read as they are consumed."""
-        docs = iter_documents(self.sources, self.text_field, self.on_decode_error)
+    def _documents(self) -> Iterator[str | TextFile]:
+        docs = _documents(self.sources, self.text_field, self.on_decode_error)
         return itertools.islice(docs, self.max_docs) if self.max_docs else docs
+
+    def documents(self, max_chars: int | None = None) -> Iterator[str]:
+        """The non-empty documents in order (at most `max_docs`), read as they are consumed; with
+        `max_chars`, each cut to its first characters (a huge file is not read whole)."""
+        for doc in self._documents():
+            yield doc.text(max_chars) if isinstance(doc, TextFile) else doc[:max_chars]
 
     @functools.cached_property
     def split_by(self) -> str:
@@ -253,25 +364,32 @@ class Corpus:
             return "document"
         enough = math.ceil(1 / self.val_fraction)
         sides = set()
-        for i, _ in enumerate(self.documents()):  # stops after `enough` documents, or a few more
+        for i, _ in enumerate(self._documents()):  # stops after `enough` documents, or a few more
             sides.add(in_holdout(i, self.val_fraction))
             if len(sides) == 2 and i + 1 >= enough:
                 return "document"
         return "position"
 
-    def parts(self) -> Iterator[tuple[str, bool]]:
-        """(text, held out) in corpus order: whole documents, or each document's head then its tail."""
+    def parts(self) -> Iterator[tuple[str, bool, bool]]:
+        """(text, held out, ends) in corpus order: each document, or each document's head then its
+        tail; a plain-text file comes in pieces, and `ends` marks the last text of each of these."""
         by_position = self.split_by == "position"
-        for i, doc in enumerate(self.documents()):
-            if not by_position:
-                yield doc, in_holdout(i, self.val_fraction)
-                continue
-            cut = tail_start(doc, self.val_fraction)
-            if cut > 0:
-                yield doc[:cut], False
-            if cut < len(doc):
-                yield doc[cut:], True
+        for i, doc in enumerate(self._documents()):
+            if isinstance(doc, TextFile):
+                if by_position:
+                    yield from doc.split_at(doc.tail_start(self.val_fraction))
+                else:
+                    held_out = in_holdout(i, self.val_fraction)
+                    yield from ((text, held_out, last) for text, last in _mark_last(doc.pieces()))
+            elif not by_position:
+                yield doc, in_holdout(i, self.val_fraction), True
+            else:
+                cut = tail_start(doc, self.val_fraction)
+                if cut > 0:
+                    yield doc[:cut], False, True
+                if cut < len(doc):
+                    yield doc[cut:], True, True
 
     def train_texts(self) -> Iterator[str]:
         """The text a tokenizer may learn from: never any validation text."""
-        return (text for text, held_out in self.parts() if not held_out)
+        return (text for text, held_out, _ in self.parts() if not held_out)

@@ -4,7 +4,8 @@ Like nanoGPT's prepare.py: each text's ids followed by eos, concatenated, stored
 for vocabularies over 65536) so that training memory-maps them. Cached under
 `cache_dir/corpus/<key>`, key = hash(corpus fingerprint, tokenizer fingerprint, format version).
 
-Built for corpora larger than memory: the text streams through (`Corpus.parts`), batches of ~1 MB
+Built for corpora larger than memory: the text streams through (`Corpus.parts`: documents, plain-text
+files in ~1 MB pieces that encode like the whole file), batches of ~1 MB
 are encoded on one thread per core with a bounded number in flight, and ids are appended to the
 files in corpus order as they come back. Threads, not processes: both encoders release the GIL
 while they encode (tiktoken per text, `tokenizers` per batch), so threads use every core without a
@@ -42,10 +43,10 @@ import numpy as np
 from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
 from lmforge.data.corpus import Corpus
 from lmforge.errors import UserError
-from lmforge.tokenizers.fast import TextEncoder
+from lmforge.tokenizers.fast import TextEncoder, encodes_pieces_alike
 from lmforge.tokenizers.specs import tokenizer_fingerprint
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: a plain-text file is read in pieces (an interrupted build counts them)
 COUNTS = ("parts", "train_tokens", "val_tokens", "train_bytes", "val_bytes", "train_docs", "val_docs")
 BATCH_BYTES = 1 << 20  # text per encoding task
 CHECKPOINT_BYTES = 64 << 20  # text between two saved progress points
@@ -91,12 +92,25 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
         lock.release()
 
 
-def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
-    batch: list[tuple[str, bool]] = []
+Part = tuple[str, bool, bool]  # (text, held out, ends: eos follows)
+
+
+def _whole(parts: Iterable[Part]) -> Iterator[Part]:
+    """The parts with each document's pieces joined (for tokenizers that might merge across a cut)."""
+    texts: list[str] = []
+    for text, held_out, ends in parts:
+        texts.append(text)
+        if ends:
+            yield "".join(texts), held_out, True
+            texts = []
+
+
+def _batches(parts: Iterable[Part]) -> Iterator[list[Part]]:
+    batch: list[Part] = []
     size = 0
-    for text, held_out in parts:
-        batch.append((text, held_out))
-        size += len(text)
+    for part in parts:
+        batch.append(part)
+        size += len(part[0])
         if size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
@@ -104,7 +118,7 @@ def _batches(parts: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool
         yield batch
 
 
-def _text_encoder(tokenizer_json: str, fast: bool, batch: list[tuple[str, bool]]) -> TextEncoder:
+def _text_encoder(tokenizer_json: str, fast: bool, batch: list[Part]) -> TextEncoder:
     """tiktoken when `fast`, the tokenizer converts and tiktoken gives its ids on the start of this
     text; else the tokenizer itself."""
     if not fast:
@@ -112,7 +126,7 @@ def _text_encoder(tokenizer_json: str, fast: bool, batch: list[tuple[str, bool]]
     candidate = TextEncoder(tokenizer_json, fast=True)
     if candidate.name != "tiktoken":
         return candidate  # it did not convert: this is the tokenizer itself
-    sample = "".join(text for text, _ in batch)[:CHECK_CHARS]
+    sample = "".join(text for text, _, _ in batch)[:CHECK_CHARS]
     reference = TextEncoder(tokenizer_json, fast=False)
     if candidate.encode_batch([sample]) == reference.encode_batch([sample]):
         return candidate
@@ -121,28 +135,29 @@ def _text_encoder(tokenizer_json: str, fast: bool, batch: list[tuple[str, bool]]
 
 
 class BatchEncoder:
-    """A batch of (text, held out) -> (packed train ids, packed val ids, counts); safe to call from
-    several threads at once."""
+    """A batch of parts -> (packed train ids, packed val ids, counts); eos after each part that ends
+    a document (or its head or tail); safe to call from several threads at once."""
 
     def __init__(self, encoder: TextEncoder, eos_id: int, dtype: np.dtype) -> None:
         self.encoder, self.eos, self.dtype = encoder, eos_id, dtype
 
-    def __call__(self, batch: list[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        encoded = self.encoder.encode_batch([text for text, _ in batch])
+    def __call__(self, batch: list[Part]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        encoded = self.encoder.encode_batch([text for text, _, _ in batch])
         ids: dict[bool, list[int]] = {False: [], True: []}
         counts = dict.fromkeys(COUNTS, 0)
-        for (text, held_out), part in zip(batch, encoded):
+        for (text, held_out, ends), part in zip(batch, encoded):
             ids[held_out] += part
-            ids[held_out].append(self.eos)
             side = "val" if held_out else "train"
             counts[f"{side}_bytes"] += len(text.encode())
-            counts[f"{side}_docs"] += 1
+            if ends:
+                ids[held_out].append(self.eos)
+                counts[f"{side}_docs"] += 1
         counts["parts"] = len(batch)
         counts["train_tokens"], counts["val_tokens"] = len(ids[False]), len(ids[True])
         return np.array(ids[False], dtype=self.dtype), np.array(ids[True], dtype=self.dtype), counts
 
 
-def _encoded(batches: Iterator[list[tuple[str, bool]]], tokenizer_json: str, eos_id: int, dtype: np.dtype,
+def _encoded(batches: Iterator[list[Part]], tokenizer_json: str, eos_id: int, dtype: np.dtype,
              num_threads: int, fast: bool, state: dict) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """The encoded batches, in order, from `num_threads` threads with at most 2 * num_threads
     batches in flight (bounded memory)."""
@@ -230,9 +245,11 @@ def _build(out: Path, corpus: Corpus, tokenizer: Any, tokenizer_dir: str | Path 
     partial = out.parent / f".{out.name}.partial"  # kept when interrupted: the next build continues it
     partial.mkdir(exist_ok=True)
     progress = _resume(partial, dtype)
-    parts = itertools.islice(corpus.parts(), progress["parts"], None)
+    tokenizer_json = tokenizer.backend_tokenizer.to_str()
+    parts = corpus.parts() if encodes_pieces_alike(tokenizer_json) else _whole(corpus.parts())
+    parts = itertools.islice(parts, progress["parts"], None)
     state: dict = {"encoder": None}
-    results = _encoded(_batches(parts), tokenizer.backend_tokenizer.to_str(), eos_id, dtype, num_proc, fast, state)
+    results = _encoded(_batches(parts), tokenizer_json, eos_id, dtype, num_proc, fast, state)
     with open(partial / "train.bin", "ab") as ftrain, open(partial / "val.bin", "ab") as fval, \
             contextlib.closing(results), _progress_bar() as bar:
         task = bar.add_task("tokenizing", total=None)

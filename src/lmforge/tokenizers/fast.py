@@ -47,6 +47,16 @@ def _byte_level_ok(spec: dict) -> bool:
     )
 
 
+def encodes_pieces_alike(tokenizer_json: str) -> bool:
+    """Whether text cut just after a newline that a letter follows encodes, piece by piece, to the ids
+    of the whole: so with GPT-2's byte-level pre-tokenizer (its regex always splits there, and no
+    merge crosses a split) and no normalizer; not with others (e.g. SentencePiece's, which marks
+    the start of each text)."""
+    spec = json.loads(tokenizer_json)
+    pre = spec.get("pre_tokenizer") or {}
+    return spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+
+
 def mergeable_ranks(tokenizer_json: str) -> dict[bytes, int] | None:
     """{token bytes: id} of a convertible byte-level BPE (its specials left out), else None."""
     spec = json.loads(tokenizer_json)
