@@ -122,6 +122,7 @@ def test_a_trial_worse_than_the_median_is_pruned_and_stops_early(tmp_path: Path)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert len(csv_metric(sweep / "1", "val/acc")) == 1 < len(csv_metric(sweep / "0", "val/acc")) == 3
     assert "optuna: trial 1 pruned" in proc.stdout
+    assert "Skipped telling trial" not in proc.stdout + proc.stderr  # no noise after a pruned trial
     assert results(sweep)["trials"] == {"complete": 1, "pruned": 1, "fail": 0}
 
 

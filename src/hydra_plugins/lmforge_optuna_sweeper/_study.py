@@ -95,6 +95,9 @@ class SharedStudy:
         """COMPLETE with `value`, or FAIL without one; a trial the job finished itself (PRUNED) stays."""
         with self._beats:
             self._in_flight.pop(trial._trial_id, None)
+        told = self._storage.get_trial(trial._trial_id)
+        if told.state.is_finished():  # pruned by its job: nothing to tell (Optuna would log a "Skipped")
+            return told
         if value is None:
             return self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return self.study.tell(trial, value, skip_if_finished=True)
