@@ -142,21 +142,27 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
 PIECE_BYTES = 1 << 20  # a plain-text file is read in pieces of about this size
 
 
-def _last_safe_cut(data: bytearray) -> int:
-    """The index just after the last newline of `data` that an ASCII letter follows, else 0."""
-    i = len(data) - 1
-    while (i := data.rfind(b"\n", 0, i)) >= 0:
-        if data[i + 1 : i + 2].isalpha():  # bytes.isalpha: A-Z and a-z only
-            return i + 1
+def _last_safe_cut(data: bytearray, start: int) -> int:
+    """The index of the last newline in `data[start:]` that follows a character other than whitespace
+    (a cut just before it), else 0."""
+    i = len(data)
+    while (i := data.rfind(b"\n", max(start, 1), i)) > 0:
+        j = i - 1
+        while j > 0 and 0x80 <= data[j] < 0xC0 and i - j < 4:  # back to the start of that character
+            j -= 1
+        previous = bytes(data[j:i]).decode("utf-8", errors="replace")
+        if len(previous) == 1 and previous != "\ufffd" and not previous.isspace():
+            return i
     return 0
 
 
 class TextFile:
     """A plain-text file, one document, read in pieces so that it may be larger than memory.
 
-    A piece ends just after a newline that a letter follows: GPT-2-style pre-tokenizers always split
-    there, so the pieces of a file encode to the ids of its whole text (packing joins them for other
-    tokenizers). A file with no such place is one piece."""
+    A piece ends just before a newline that follows a character other than whitespace: GPT-2's
+    pre-tokenizer always splits there (a run of non-space characters ends, the newline starts the next
+    pre-token), so the pieces of a file encode to the ids of its whole text (packing joins them for
+    other tokenizers). A file with no such place (one long line) is one piece."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -164,12 +170,13 @@ class TextFile:
     def _raw_pieces(self) -> Iterator[tuple[int, bytes]]:
         """(byte offset, bytes) of each piece, in order."""
         with read_errors(self.path), open_binary(self.path) as f:
-            buffer, offset = bytearray(f.read(PIECE_BYTES)), 0
+            buffer, offset, scanned = bytearray(f.read(PIECE_BYTES)), 0, 0
             while block := f.read(PIECE_BYTES):  # more follows: cut what is read so far
-                if cut := _last_safe_cut(buffer):
+                if cut := _last_safe_cut(buffer, scanned):  # only the bytes not searched yet
                     yield offset, bytes(buffer[:cut])
                     offset += cut
                     del buffer[:cut]
+                scanned = len(buffer)
                 buffer += block
             yield offset, bytes(buffer)
 
@@ -199,7 +206,7 @@ class TextFile:
         for text, last in _mark_last(self.pieces()):
             begin, end = end, end + len(text)
             if end <= start:
-                yield text, False, end == start
+                yield text, False, end == start or last
             elif begin >= start:
                 yield text, True, last
             else:

@@ -48,13 +48,15 @@ def _byte_level_ok(spec: dict) -> bool:
 
 
 def encodes_pieces_alike(tokenizer_json: str) -> bool:
-    """Whether text cut just after a newline that a letter follows encodes, piece by piece, to the ids
-    of the whole: so with GPT-2's byte-level pre-tokenizer (its regex always splits there, and no
-    merge crosses a split) and no normalizer; not with others (e.g. SentencePiece's, which marks
-    the start of each text)."""
+    """Whether text cut just before a newline that follows a character other than whitespace encodes,
+    piece by piece, to the ids of the whole: so with GPT-2's byte-level pre-tokenizer (its regex always
+    splits there, and no merge crosses a split), no normalizer, no prefix space and no added token
+    holding a newline; not with others (e.g. SentencePiece's, which marks the start of each text)."""
     spec = json.loads(tokenizer_json)
     pre = spec.get("pre_tokenizer") or {}
-    return spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+    return (spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+            and not pre.get("add_prefix_space")
+            and not any("\n" in token["content"] for token in spec.get("added_tokens") or []))
 
 
 def mergeable_ranks(tokenizer_json: str) -> dict[bytes, int] | None:
