@@ -5,7 +5,7 @@ for vocabularies over 65536) so that training memory-maps them. Cached under
 `cache_dir/corpus/<key>`, key = hash(corpus fingerprint, tokenizer fingerprint, format version).
 
 Built for corpora larger than memory: the text streams through (`Corpus.parts`: documents, plain-text
-files in ~1 MB pieces that encode like the whole file), batches of ~1 MB
+files in ~256 KB pieces that encode like the whole file), batches of ~1 MB
 are encoded on one thread per core with a bounded number in flight, and ids are appended to the
 files in corpus order as they come back. Threads, not processes: both encoders release the GIL
 while they encode (tiktoken per text, `tokenizers` per batch), so threads use every core without a
