@@ -20,7 +20,7 @@ import pytest
 import regex
 
 from conftest import STDLIB, csv_metric, lmforge, metrics, ok
-from lmforge.data import corpus as corpus_module
+from lmforge.data import plaintext
 from lmforge.data.corpus import Corpus, TextFile, resolve_sources, stdlib_files, tail_start
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.data.text import TextDataModule
@@ -160,7 +160,7 @@ def test_a_few_documents_split_each_one_by_position(tmp_path: Path) -> None:
 
 def packed_in_pieces(path: Path, tokenizer, cache: Path, piece_bytes: int, monkeypatch) -> tuple[bytes, bytes, dict]:
     """train.bin, val.bin and meta of `path` packed while plain text is read in pieces of `piece_bytes`."""
-    monkeypatch.setattr(corpus_module, "PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(plaintext, "PIECE_BYTES", piece_bytes)
     out, built = pack_corpus(Corpus(resolve_sources([str(path)]), val_fraction=0.1), tokenizer, cache_dir=cache)
     assert built
     meta = json.loads((out / "meta.json").read_text())
@@ -182,7 +182,7 @@ def test_a_text_file_read_in_pieces_packs_to_the_ids_of_its_whole_text(tmp_path:
         path.write_bytes(gzip.compress(text.encode()))
     else:
         path.write_text(text)
-    monkeypatch.setattr(corpus_module, "PIECE_BYTES", 2048)
+    monkeypatch.setattr(plaintext, "PIECE_BYTES", 2048)
     pieces = list(TextFile(path).pieces())
     assert len(pieces) > 8 and "".join(pieces) == text  # read in pieces, nothing lost or repeated
     # Cut where GPT-2's pre-tokenizer splits: its pre-tokens of the pieces are those of the whole text.
@@ -217,7 +217,7 @@ def test_pieces_are_joined_for_a_tokenizer_that_could_merge_across_a_cut(tmp_pat
     assert not encodes_pieces_alike(raw.to_str())
     raw.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"]))
     tokenizer = wrap(raw)
-    monkeypatch.setattr(corpus_module, "PIECE_BYTES", 2048)
+    monkeypatch.setattr(plaintext, "PIECE_BYTES", 2048)
     assert len(list(TextFile(tmp_path / "input.txt").pieces())) > 8
     train, val, meta = packed_in_pieces(tmp_path / "input.txt", tokenizer, tmp_path / "c", 2048, monkeypatch)
     cut = tail_start(text, 0.1)
