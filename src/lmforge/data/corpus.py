@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.data.jsonl import iter_jsonl, open_binary, read_errors
-from lmforge.data.plaintext import TextFile, mark_last, tail_start
+from lmforge.data.plaintext import Part, TextFile, mark_last, tail_start
 from lmforge.data.splits import in_holdout
 from lmforge.errors import UserError
 
@@ -259,7 +259,7 @@ class Corpus:
                 return "document"
         return "position"
 
-    def parts(self) -> Iterator[tuple[str, bool, bool]]:
+    def parts(self) -> Iterator[Part]:
         """(text, held out, ends) in corpus order: each document, or each document's head then its
         tail; a plain-text file comes in pieces, and `ends` marks the last text of each of these."""
         by_position = self.split_by == "position"

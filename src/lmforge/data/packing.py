@@ -42,6 +42,7 @@ import numpy as np
 
 from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
 from lmforge.data.corpus import Corpus
+from lmforge.data.plaintext import Part
 from lmforge.errors import UserError
 from lmforge.tokenizers.fast import TextEncoder, encodes_pieces_alike
 from lmforge.tokenizers.specs import tokenizer_fingerprint
@@ -90,9 +91,6 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-Part = tuple[str, bool, bool]  # (text, held out, ends: eos follows)
 
 
 def _whole(parts: Iterable[Part]) -> Iterator[Part]:

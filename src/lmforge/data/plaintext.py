@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lmforge.data.jsonl import decode_utf8, open_binary, read_errors
 
+Part = tuple[str, bool, bool]  # (text, held out, ends: eos follows) of a corpus in order
 PIECE_BYTES = 1 << 18  # a plain-text file is read in pieces of about this size (~4 per packing batch)
 
 
@@ -70,7 +71,7 @@ class TextFile:
         """Whether the file holds only whitespace (read until its first other character)."""
         return not any(piece.strip() for piece in self.pieces())
 
-    def split_at(self, start: int) -> Iterator[tuple[str, bool, bool]]:
+    def split_at(self, start: int) -> Iterator[Part]:
         """(text, held out, ends): the pieces before character `start`, then the rest held out (the piece
         holding `start` cut there); `ends` marks the last text of each side."""
         end = 0

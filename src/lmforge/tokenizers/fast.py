@@ -33,15 +33,19 @@ HF_SLICE_CHARS = 1 << 16  # text per Hugging Face `encode_batch` call
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def _byte_level_ok(spec: dict) -> bool:
+def _gpt2_pre_tokenized(spec: dict) -> bool:
+    """Whether the text reaches the model as GPT-2 cuts it: its byte-level regex, no normalizer, no
+    prefix space."""
     pre = spec.get("pre_tokenizer") or {}
+    return (spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space")
+            and pre.get("use_regex", True))
+
+
+def _byte_level_ok(spec: dict) -> bool:
     model = spec.get("model") or {}
     return (
         model.get("type") == "BPE"
-        and spec.get("normalizer") is None
-        and pre.get("type") == "ByteLevel"
-        and not pre.get("add_prefix_space")
-        and pre.get("use_regex", True)
+        and _gpt2_pre_tokenized(spec)
         and not any(model.get(k) for k in ("dropout", "continuing_subword_prefix", "end_of_word_suffix",
                                            "byte_fallback"))
     )
@@ -53,10 +57,7 @@ def encodes_pieces_alike(tokenizer_json: str) -> bool:
     splits there, and no merge crosses a split), no normalizer, no prefix space and no added token
     holding a newline; not with others (e.g. SentencePiece's, which marks the start of each text)."""
     spec = json.loads(tokenizer_json)
-    pre = spec.get("pre_tokenizer") or {}
-    return (spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
-            and not pre.get("add_prefix_space")
-            and not any("\n" in token["content"] for token in spec.get("added_tokens") or []))
+    return _gpt2_pre_tokenized(spec) and not any("\n" in t["content"] for t in spec.get("added_tokens") or [])
 
 
 def mergeable_ranks(tokenizer_json: str) -> dict[bytes, int] | None:
