@@ -157,7 +157,8 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     # MFU is the logged rate times the model's FLOPs per token, over the given peak.
     mfu = flops_per_token(module.model, 32) * after["train/tokens_per_sec"] / 1e12
     assert math.isclose(after["train/mfu"], mfu, rel_tol=1e-5) and 0 < mfu < 1
-    assert [step for step, _ in samples.samples] == [20, 40, 60]
+    # Sampled at the first validation (every 30 steps) at or after each multiple of 20, and at the end.
+    assert [step for step, _ in samples.samples] == [30, 60]
     # Each sample is the current model's seeded continuation: the last one is the trained model's.
     final = generate(module.model, tokenizer, "the quick", max_new_tokens=8, temperature=samples.temperature,
                      top_k=samples.top_k, seed=samples.seed)
@@ -165,6 +166,16 @@ def test_fit_lowers_val_loss_and_logs_metrics(tokenizer, tmp_path: Path) -> None
     assert list(tmp_path.rglob("events.out.tfevents*"))
     test = trainer.test(module, datamodule=data, verbose=False)[0]
     assert {"test/loss", "test/ppl", "test/bpb"} <= set(test) and test["test/loss"] < before["val/loss"]
+
+
+def test_samples_without_validation_follow_the_steps(tokenizer, tmp_path: Path) -> None:
+    module = CausalLMModule(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW, lr=3e-3))
+    samples = TextSamples(every_n_steps=20, prompt="the quick", max_new_tokens=4)
+    trainer = L.Trainer(max_steps=50, accelerator="cpu", devices=1, logger=False, callbacks=[samples],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=RepeatText(tokenizer))
+    assert [step for step, _ in samples.samples] == [20, 40, 50]
 
 
 class BatchClock(L.Callback):

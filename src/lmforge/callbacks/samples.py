@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lmforge.data.base import DataModule
@@ -14,7 +15,11 @@ from lmforge.generation import generate
 class TextSamples(L.Callback):
     """Every `every_n_steps` optimizer steps and at the end of fitting, continue `prompt` with the
     current model (seeded sampling, so runs compare), print it on rank 0 and log it to W&B
-    (`log_text`) or TensorBoard (`add_text`). Every rank generates, so sharded models (FSDP) work."""
+    (`log_text`) or TensorBoard (`add_text`). Every rank generates, so sharded models (FSDP) work.
+
+    A run that validates samples at the end of the first validation at or after each multiple of
+    `every_n_steps`: beside the validation metrics, and as evaluation, outside the training steps
+    (whose time tokens/s measures); a run without validation samples right after that step."""
 
     def __init__(self, every_n_steps: int = 500, prompt: Optional[str] = None, max_new_tokens: int = 48,
                  temperature: float = 0.8, top_k: Optional[int] = 50, seed: int = 1234,
@@ -62,9 +67,20 @@ class TextSamples(L.Callback):
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("samples", text, global_step=step)
 
+    def _due(self, step: int) -> bool:
+        """A multiple of every_n_steps was reached since the last sample (or the start)."""
+        return self.every_n_steps > 0 and step // self.every_n_steps > self._last_step // self.every_n_steps
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._last_step < 0:  # a resumed run had its samples up to here
+            self._last_step = trainer.global_step
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+        if not trainer.enable_validation and self._due(trainer.global_step):
+            self.sample(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and self._due(trainer.global_step):
             self.sample(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
