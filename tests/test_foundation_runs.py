@@ -94,6 +94,20 @@ def test_resume_from_a_run_directory_continues_the_step_count(tmp_path: Path):
     assert json.loads((second / "run.json").read_text())["global_step"] == 25
 
 
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_last_checkpoint_is_a_link_to_best_only_when_validation_improved(tmp_path: Path, mode: str):
+    # The loss falls at each of the 3 validations: monitored with mode=min every one improves (last.ckpt
+    # is the best.ckpt just written, one file); with mode=max only the first counts as best.
+    run = tmp_path / mode
+    ok(cli("train", "experiment=mnist_mlp", "data.download=false", "print_config=false", "debug=limit",
+           "monitor=val/loss", f"monitor_mode={mode}", f"hydra.run.dir={run}", cwd=tmp_path))
+    best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+    steps = [torch.load(f, weights_only=True)["global_step"] for f in (best, last)]
+    assert steps == ([15, 15] if mode == "min" else [5, 15])
+    assert best.samefile(last) == (mode == "min")
+    assert not [f.name for f in (run / "checkpoints").iterdir() if f.name.startswith(".")]  # no temp left
+
+
 def test_fast_dev_run_writes_metrics_and_names_the_run_directory(tmp_path: Path):
     run = tmp_path / "fdr"
     proc = ok(cli("train", "experiment=mnist_mlp", "debug=fdr", f"hydra.run.dir={run}", cwd=tmp_path))
