@@ -269,6 +269,9 @@ def test_training_stream_is_a_function_of_seed_and_index(tmp_path: Path) -> None
     assert torch.equal(w["input_ids"][1:], w["labels"][:-1])
 
     first = [batch for batch, _ in zip(a.train_dataloader(), range(3))]
+    # A batch (fetched in one gather) is the stack of its samples, sample i = the stream's i-th.
+    for key in ("input_ids", "labels"):
+        assert torch.equal(first[1][key], torch.stack([a.train_dataset[i][key] for i in range(4, 8)]))
     b.start_sample = 2 * 4  # as if resumed after 2 steps of batch 4
     resumed = next(iter(b.train_dataloader()))
     assert torch.equal(resumed["input_ids"], first[2]["input_ids"])
@@ -277,6 +280,8 @@ def test_training_stream_is_a_function_of_seed_and_index(tmp_path: Path) -> None
     val1 = [v["input_ids"] for v in a.val_dataloader()]
     val2 = [v["input_ids"] for v in b.val_dataloader()]
     assert len(val1) == 2 and all(torch.equal(x, y) for x, y in zip(val1, val2))
+    windows = a.val_dataloader().dataset
+    assert torch.equal(val1[0], torch.stack([windows[i]["input_ids"] for i in range(len(val1[0]))]))
 
 
 def test_train_split_shorter_than_block(tmp_path: Path) -> None:
