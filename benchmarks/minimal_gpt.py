@@ -7,7 +7,9 @@ GELU MLP of 4x width), final LayerNorm, head tied to the token embedding; N(0, 0
 projections scaled by 1/sqrt(2 n_layer). With --llama: RMSNorm, rotary positions instead of the position
 table, a SwiGLU MLP of --hidden width and an untied head. Training: AdamW with weight decay on matrices (not on embeddings,
 biases and norms, as lmforge does), linear warmup then cosine to --min-lr, gradient clipping at 1.0,
-random windows of a packed uint16 token file (nanoGPT's `train.bin` format).
+random windows of a packed uint16 token file (nanoGPT's `train.bin` format). With --out-dir, as nanoGPT's
+train.py with its shakespeare_char config (always_save_checkpoint = False): after each validation that
+lowers the loss, model and optimizer state saved to OUT_DIR/ckpt.pt (in the timed steps, as lmforge's are).
 
 Speed is measured by benchmarks/_clock.py, the clock that times lmforge's side too: a stamp at the end of
 each step, evaluation time left out; the rate is the tokens of steps 7..N over the time since the end of
@@ -119,6 +121,7 @@ def main() -> None:
                    help="also stop (after a last validation) once the loop has run this long, evaluations included")
     p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s, iters} here")
     p.add_argument("--clock", help="write the clock's stamps here (JSON: stamps, tokens)")
+    p.add_argument("--out-dir", help="save ckpt.pt here when validation improves, as nanoGPT does")
     args = p.parse_args()
 
     t_start = time.perf_counter()
@@ -158,7 +161,7 @@ def main() -> None:
         return total / (len(val_starts) * T)
 
     clock = StepClock()
-    loss_value = float("nan")
+    loss_value, best_val = float("nan"), float("inf")
     loop_start = time.perf_counter()
     for it in range(args.iters):
         for group in optimizer.param_groups:
@@ -177,6 +180,10 @@ def main() -> None:
             clock.pause()
             last_val = val_loss()
             clock.resume()
+            if args.out_dir and last_val < best_val:
+                best_val = last_val
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter_num": it + 1,
+                            "best_val_loss": best_val, "config": vars(args)}, Path(args.out_dir) / "ckpt.pt")
             print(f"step {it + 1}: train loss {loss_value:.4f}, val loss {last_val:.4f}", flush=True)
         if out_of_time:
             break

@@ -5,7 +5,8 @@ Both sides run as fresh subprocesses on the same byte-tokenized corpus (the firs
 --mb MB, tokenized once into a shared cache; the minimal loop reads the same train/val tokens as uint16
 files), with the same shape, batch, AdamW (lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on matrices),
 warmup + cosine to lr/10, clipping at 1.0, and validation every 100 steps (and at the last) on 64 fixed
-windows. AdamW runs as each side's default kernel: lmforge's preset asks for the fused one
+windows, each followed by checkpoints (lmforge: best.ckpt and last.ckpt; minimal: nanoGPT's ckpt.pt when
+the loss improved). AdamW runs as each side's default kernel: lmforge's preset asks for the fused one
 (`optimizer.fused=true`), the minimal loop uses torch's default (foreach), as nanoGPT does on a CPU.
 
 * lmforge: the unchanged CLI with pretrain_tiny's default callbacks (checkpoints, LR monitor, rich
@@ -98,7 +99,8 @@ def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vo
            "--block-size", str(block), "--batch-size", str(batch), "--iters", str(steps), "--lr", str(TRAINING["lr"]),
            "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
            "--eval-interval", str(min(steps, TRAINING["eval_interval"])), "--val-windows", str(TRAINING["val_windows"]),
-           "--seed", str(SEED), "--json", str(out), "--clock", str(out.with_suffix(".clock.json")), *llama]
+           "--seed", str(SEED), "--json", str(out), "--clock", str(out.with_suffix(".clock.json")),
+           "--out-dir", str(out.parent), *llama]
     wall = run_checked(cmd)
     result = json.loads(out.read_text())
     return rate(*load(out.with_suffix(".clock.json")), WARMUP_STEPS), result["val_loss"], wall
