@@ -4,6 +4,7 @@ Real (tiny) models, a real byte tokenizer, real Lightning fits; nothing of lmfor
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import os
@@ -215,7 +216,11 @@ def test_tokens_per_sec_agrees_with_an_independent_count(tokenizer) -> None:
     trainer = L.Trainer(max_steps=24, accelerator="cpu", devices=1, logger=logged, limit_val_batches=0,
                         callbacks=[clock, Throughput(window=window, warmup_steps=warmup)], log_every_n_steps=3,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, datamodule=data)
+    gc.disable()  # a collection between the two clocks' reads would shift one of them by milliseconds
+    try:
+        trainer.fit(module, datamodule=data)
+    finally:
+        gc.enable()
     # Lightning logs a step's metrics under the number of steps before it.
     rates = {step + 1: v["train/tokens_per_sec"] for step, v in logged.values.items() if "train/tokens_per_sec" in v}
     checked = [s for s in rates if s > warmup + window]  # full windows

@@ -66,11 +66,12 @@ class StepEnds(L.Callback):
         self.ends.append(time.monotonic())
 
     def last_step_stalled(self) -> bool:
-        """Whether the last step took over 3 median steps: a stall (a loaded machine) after its lr was
-        set, which no schedule keyed to time can foresee. Up to that, the budget's margin (at least two
-        average steps) guarantees the floor."""
+        """Whether one of the last two steps took over 3 median steps: a stall (a loaded machine) after
+        the last step's lr was set (the scheduler sets it as the step before ends, so a stall in that
+        step's end hooks counts), which no schedule keyed to time can foresee. Up to that, the budget's
+        margin (at least two average steps) guarantees the floor."""
         durations = [b - a for a, b in zip(self.ends, self.ends[1:])]
-        return durations[-1] > 3 * statistics.median(durations)
+        return max(durations[-2:]) > 3 * statistics.median(durations)
 
 
 def logged(tmp_path: Path, name: str, column_start: str) -> list[tuple[int, float]]:
