@@ -6,7 +6,10 @@ spent between `pause()` and `resume()` (validation). The lmforge side gets it as
 (`lightning_clock`, added with `+callbacks.step_clock._target_=_clock.lightning_clock`, benchmarks/ on
 PYTHONPATH) that writes the stamps to a JSON file; a plain loop calls `step()` itself at the same point.
 The benchmark computes the rate from those stamps with `rate()`: nothing of the code under test (the
-Throughput callback, a loop's own timing) enters the figure.
+Throughput callback, a loop's own timing) enters the figure. When a benchmark time-slices two processes
+(each stopped while the other runs), `busy_rate()` also leaves out the intervals it kept a process
+stopped: the clock saves its raw stamps and validation pauses, and announces with a `.ready` file beside
+its stamps file that training is about to start.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ class StepClock:
     def __init__(self) -> None:
         self.stamps: list[float] = []
         self.tokens: list[int] = []
+        self.raw: list[float] = []  # the same stamps, validation included (perf_counter: one clock machine-wide)
+        self.pauses: list[tuple[float, float]] = []
         self._paused_total = 0.0
         self._paused_at: Optional[float] = None
 
     def step(self, tokens: int) -> None:
         _sync()
-        self.stamps.append(time.perf_counter() - self._paused_total)
+        now = time.perf_counter()
+        self.raw.append(now)
+        self.stamps.append(now - self._paused_total)
         self.tokens.append(int(tokens))
 
     def pause(self) -> None:
@@ -44,11 +51,19 @@ class StepClock:
 
     def resume(self) -> None:
         if self._paused_at is not None:
-            self._paused_total += time.perf_counter() - self._paused_at
+            now = time.perf_counter()
+            self._paused_total += now - self._paused_at
+            self.pauses.append((self._paused_at, now))
             self._paused_at = None
 
+    @staticmethod
+    def announce(path: str | Path) -> None:
+        """Say that training starts now (a time-slicing benchmark waits for both sides to get here)."""
+        Path(f"{path}.ready").touch()
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"stamps": self.stamps, "tokens": self.tokens}))
+        Path(path).write_text(json.dumps({"stamps": self.stamps, "tokens": self.tokens, "raw": self.raw,
+                                          "pauses": self.pauses}))
 
 
 def load(path: str | Path) -> tuple[list[float], list[int]]:
@@ -64,6 +79,26 @@ def rate(stamps: list[float], tokens: list[int], skip: int) -> float:
     return sum(tokens[skip + 1:]) / (stamps[-1] - stamps[skip])
 
 
+def busy_time(start: float, end: float, excluded: list[tuple[float, float]]) -> float:
+    """Seconds of [start, end] outside the union of the `excluded` intervals."""
+    total, cursor = 0.0, start
+    for a, b in sorted((max(a, start), min(b, end)) for a, b in excluded if b > start and a < end):
+        total += max(0.0, a - cursor)
+        cursor = max(cursor, b)
+    return total + max(0.0, end - cursor)
+
+
+def busy_rate(path: str | Path, skip: int, stopped: list[tuple[float, float]]) -> float:
+    """`rate()` of a saved clock whose process was also kept `stopped` in these intervals (perf_counter
+    seconds): the tokens of steps skip+2..N over the time between those steps' ends outside validation
+    and outside the stops."""
+    data = json.loads(Path(path).read_text())
+    raw, tokens = data["raw"], data["tokens"]
+    if len(raw) < skip + 2:
+        raise ValueError(f"{len(raw)} steps timed: need more than {skip + 1}")
+    return sum(tokens[skip + 1:]) / busy_time(raw[skip], raw[-1], [tuple(p) for p in data["pauses"]] + stopped)
+
+
 def lightning_clock(path: str):
     """A Lightning callback running a StepClock, saved to `path` when training ends (rank 0's steps)."""
     import lightning as L
@@ -71,6 +106,10 @@ def lightning_clock(path: str):
     class LightningClock(L.Callback):
         def __init__(self) -> None:
             self.clock = StepClock()
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            if trainer.is_global_zero:
+                self.clock.announce(path)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             input_ids = batch["input_ids"] if isinstance(batch, dict) else batch[0]

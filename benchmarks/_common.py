@@ -20,15 +20,19 @@ def lmforge_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "lmforge"]
 
 
-def run_checked(cmd: list[str], cache: Path | None = None) -> float:
-    """Run a command (an `lmforge` command line, a minimal loop) with benchmarks/ on PYTHONPATH (for the
-    step clock) and `cache`, if given, as lmforge's cache; exit with its output if it fails. Returns its
-    wall seconds."""
+def bench_env(cache: Path | None = None) -> dict[str, str]:
+    """The environment of a benchmarked command: benchmarks/ on PYTHONPATH (for the step clock) and
+    `cache`, if given, as lmforge's cache."""
     here = str(Path(__file__).resolve().parent)
     pythonpath = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": pythonpath, **({"LMFORGE_CACHE_DIR": str(cache)} if cache else {})}
+    return {**os.environ, "PYTHONPATH": pythonpath, **({"LMFORGE_CACHE_DIR": str(cache)} if cache else {})}
+
+
+def run_checked(cmd: list[str], cache: Path | None = None) -> float:
+    """Run a command (an `lmforge` command line, a minimal loop) in `bench_env(cache)`; exit with its
+    output if it fails. Returns its wall seconds."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, env=bench_env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{proc.stdout[-3000:]}")

@@ -161,6 +161,8 @@ def main() -> None:
         return total / (len(val_starts) * T)
 
     clock = StepClock()
+    if args.clock:
+        clock.announce(args.clock)
     loss_value, best_val = float("nan"), float("inf")
     loop_start = time.perf_counter()
     for it in range(args.iters):

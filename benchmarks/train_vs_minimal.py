@@ -40,13 +40,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clock import load, rate  # noqa: E402
+from _clock import busy_rate  # noqa: E402
 from _common import (  # noqa: E402
+    bench_env,
     byte_token_files,
     clean_up,
     lmforge_cmd,
@@ -66,9 +72,9 @@ SHAPES = {"tiny": (4, 4, 128, 64, 12), "small": (6, 6, 384, 256, 8), "overhead":
 TRAINING = {"lr": 1e-3, "beta2": 0.99, "warmup": 100, "eval_interval": 100, "val_windows": 64}
 
 
-def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path, run_dir: Path,
-                extra: list[str]) -> tuple[float, float, float]:
-    """(tokens/s by the clock, final val/loss, process wall s) of one `lmforge train`."""
+def lmforge_side(model: str, shape: tuple, steps: int, corpus: Path, run_dir: Path,
+                 extra: list[str]) -> tuple[list[str], Path, Callable[[], float]]:
+    """(command, clock file, final val/loss reader) of one `lmforge train`."""
     n_layer, n_head, n_embd, block, batch = shape
     stamps_file = run_dir.parent / f"{run_dir.name}-clock.json"
     cmd = lmforge_cmd() + [
@@ -82,17 +88,22 @@ def lmforge_run(model: str, shape: tuple, steps: int, corpus: Path, cache: Path,
         *(["model.n_kv_head=null"] if model.startswith("llama") else []),
         "+callbacks.step_clock._target_=_clock.lightning_clock", f"+callbacks.step_clock.path={stamps_file}", *extra,
     ]
-    wall = run_checked(cmd, cache)
-    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
-    return rate(*load(stamps_file), WARMUP_STEPS), val[-1] if val else float("nan"), wall
+
+    def val_loss() -> float:
+        rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+        val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+        return val[-1] if val else float("nan")
+
+    return cmd, stamps_file, val_loss
 
 
-def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vocab: int,
-                out: Path) -> tuple[float, float, float]:
-    """(tokens/s by the clock, final val loss, process wall s) of one minimal_gpt.py run (Llama blocks,
-    with the SwiGLU width of lmforge's llama presets, for a llama model)."""
+def minimal_side(model: str, shape: tuple, steps: int, train: Path, val: Path, vocab: int,
+                 out_dir: Path) -> tuple[list[str], Path, Callable[[], float]]:
+    """(command, clock file, final val loss reader) of one minimal_gpt.py run (Llama blocks, with the
+    SwiGLU width of lmforge's llama presets, for a llama model)."""
     n_layer, n_head, n_embd, block, batch = shape
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "minimal.json"
     llama = ["--llama", "--hidden", str(-(-8 * n_embd // 3 // 64) * 64)] if model.startswith("llama") else []
     cmd = [sys.executable, str(HERE / "minimal_gpt.py"), "--train", str(train), "--val", str(val),
            "--vocab-size", str(vocab), "--n-layer", str(n_layer), "--n-head", str(n_head), "--n-embd", str(n_embd),
@@ -100,10 +111,66 @@ def minimal_run(model: str, shape: tuple, steps: int, train: Path, val: Path, vo
            "--min-lr", str(TRAINING["lr"] / 10), "--beta2", str(TRAINING["beta2"]), "--warmup", str(TRAINING["warmup"]),
            "--eval-interval", str(min(steps, TRAINING["eval_interval"])), "--val-windows", str(TRAINING["val_windows"]),
            "--seed", str(SEED), "--json", str(out), "--clock", str(out.with_suffix(".clock.json")),
-           "--out-dir", str(out.parent), *llama]
-    wall = run_checked(cmd)
-    result = json.loads(out.read_text())
-    return rate(*load(out.with_suffix(".clock.json")), WARMUP_STEPS), result["val_loss"], wall
+           "--out-dir", str(out_dir), *llama]
+    return cmd, out.with_suffix(".clock.json"), lambda: json.loads(out.read_text())["val_loss"]
+
+
+def run_sliced(cmds: dict[str, list[str]], clocks: dict[str, Path], cache: Path,
+               slice_s: float) -> dict[str, list[tuple[float, float]]]:
+    """Run the commands together, one at a time: each runs until its clock announces training, then
+    waits (SIGSTOP) for the others; then they take turns of `slice_s` seconds, the others stopped, until
+    one ends (the rest finish alone). Both sides so meet this VM's slow and fast spells alike. Returns the
+    intervals each process was kept stopped, for `busy_rate`."""
+    logs = {name: open(clocks[name].with_suffix(".log"), "w") for name in cmds}
+    procs = {name: subprocess.Popen(cmd, env=bench_env(cache), stdout=logs[name], stderr=subprocess.STDOUT,
+                                    start_new_session=True) for name, cmd in cmds.items()}
+    stopped: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+    since: dict[str, float] = {}
+
+    def stop(name: str) -> None:
+        os.killpg(procs[name].pid, signal.SIGSTOP)
+        since[name] = time.perf_counter()
+
+    def cont(name: str) -> None:
+        os.killpg(procs[name].pid, signal.SIGCONT)
+        stopped[name].append((since.pop(name), time.perf_counter()))
+
+    def waiting(name: str) -> bool:  # neither announced training yet nor ended
+        return procs[name].poll() is None and not Path(f"{clocks[name]}.ready").exists()
+
+    try:
+        while any(waiting(name) for name in cmds):  # start-up, not timed
+            for name in cmds:
+                if name not in since and not waiting(name) and procs[name].poll() is None:
+                    stop(name)
+            time.sleep(0.02)
+        for name in cmds:
+            if name not in since and procs[name].poll() is None:
+                stop(name)
+        names, turn = list(cmds), 0
+        while any(procs[name].poll() is None for name in names):
+            name = names[turn % len(names)]
+            turn += 1
+            if procs[name].poll() is not None:
+                continue
+            cont(name)
+            deadline = time.perf_counter() + slice_s
+            alone = all(procs[other].poll() is not None for other in names if other != name)
+            while (alone or time.perf_counter() < deadline) and procs[name].poll() is None:
+                time.sleep(0.005)
+            if procs[name].poll() is None:
+                stop(name)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)
+        for name, proc in procs.items():
+            proc.wait()
+            logs[name].close()
+    for name, proc in procs.items():
+        if proc.returncode:
+            sys.exit(f"{name} failed ({proc.returncode}):\n{clocks[name].with_suffix('.log').read_text()[-3000:]}")
+    return stopped
 
 
 def main() -> None:
@@ -116,6 +183,8 @@ def main() -> None:
     p.add_argument("--steps-small", type=int, default=100, help="optimizer steps at the small shape (default 100)")
     p.add_argument("--mb", type=float, default=1.0, help="MB of stdlib text in the corpus (default 1)")
     p.add_argument("override", nargs="*", help="extra Hydra overrides for the lmforge side, e.g. compile=true")
+    p.add_argument("--slice", type=float, default=1.0,
+                   help="seconds each side runs while the other is stopped (default 1); 0: one after the other")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (runs, cache) and print it")
     args = p.parse_args()
 
@@ -132,30 +201,38 @@ def main() -> None:
         shape = SHAPES[shape_name]
         steps = args.steps_small if shape_name == "small" else args.steps_tiny
         for model in args.models:
-            lm, mini, lm_val, mini_val, lm_wall, mini_wall = [], [], [], [], [], []
+            lm, mini, lm_val, mini_val, walls = [], [], [], [], []
             minimal = "Llama" if model.startswith("llama") else "GPT"
             print(f"\n{shape_name} {'x'.join(map(str, shape[:3]))}, context {shape[3]}, batch {shape[4]}, "
                   f"{steps} steps: lmforge model={model} vs minimal {minimal}", flush=True)
             for i in range(args.repeats):
+                sides = {"lmforge": lmforge_side(model, shape, steps, corpus, tmp / f"run-{shape_name}-{model}-{i}",
+                                                 args.override),
+                         "minimal": minimal_side(model, shape, steps, train, val, vocab, tmp / f"minimal-{i}")}
                 order = ["lmforge", "minimal"] if i % 2 == 0 else ["minimal", "lmforge"]
-                for side in order:
-                    if side == "lmforge":
-                        rate, loss, wall = lmforge_run(model, shape, steps, corpus, cache,
-                                                       tmp / f"run-{shape_name}-{model}-{i}", args.override)
-                        lm.append(rate), lm_val.append(loss), lm_wall.append(wall)
-                    else:
-                        rate, loss, wall = minimal_run(model, shape, steps, train, val, vocab, tmp / "minimal.json")
-                        mini.append(rate), mini_val.append(loss), mini_wall.append(wall)
-                    print(f"  [{i + 1}/{args.repeats}] {side:8s} {rate:9,.0f} tokens/s  val loss {loss:.3f}  "
-                          f"wall {wall:.1f} s", flush=True)
+                t0 = time.perf_counter()
+                if args.slice > 0:
+                    stopped = run_sliced({n: sides[n][0] for n in order}, {n: sides[n][1] for n in order}, cache,
+                                         args.slice)
+                else:
+                    for name in order:
+                        run_checked(sides[name][0], cache)
+                    stopped = {name: [] for name in order}
+                walls.append(time.perf_counter() - t0)
+                rates = {name: busy_rate(sides[name][1], WARMUP_STEPS, stopped[name]) for name in order}
+                lm.append(rates["lmforge"]), mini.append(rates["minimal"])
+                lm_val.append(sides["lmforge"][2]()), mini_val.append(sides["minimal"][2]())
+                print(f"  [{i + 1}/{args.repeats}] lmforge {lm[-1]:9,.0f}  minimal {mini[-1]:9,.0f} tokens/s  "
+                      f"ratio {lm[-1] / mini[-1]:.3f}   val loss {lm_val[-1]:.3f} / {mini_val[-1]:.3f}  "
+                      f"wall {walls[-1]:.1f} s", flush=True)
             ratio = median(lm) / median(mini)
             print(f"  lmforge tokens/s: {spread(lm)}")
             print(f"  minimal tokens/s: {spread(mini)}")
-            pairs = [x / y for x, y in zip(lm, mini)]  # a pair ran back to back: same machine mode, mostly
+            pairs = [x / y for x, y in zip(lm, mini)]  # a pair ran together: same machine spells
             print(f"  ratio of medians lmforge/minimal: {ratio:.3f}   median pair ratio {median(pairs):.3f} "
                   f"(min {min(pairs):.3f}, max {max(pairs):.3f})")
-            print(f"  val loss lmforge {median(lm_val):.3f} vs "
-                  f"minimal {median(mini_val):.3f}   wall {median(lm_wall):.1f} vs {median(mini_wall):.1f} s")
+            print(f"  val loss lmforge {median(lm_val):.3f} vs minimal {median(mini_val):.3f}   "
+                  f"wall of a pair {median(walls):.1f} s")
             summary.append((shape_name, model, median(lm), median(mini), ratio, shape[3] * shape[4]))
 
     print("\nshape     model        lmforge tok/s  minimal tok/s  ratio  ms/step lmforge  minimal")

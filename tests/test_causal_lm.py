@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from conftest import byte_bpe
+from lmforge.callbacks.progress import RichProgressBar
 from lmforge.callbacks.samples import TextSamples
 from lmforge.callbacks.throughput import Throughput, flops_per_token, matmul_params
 from lmforge.data.base import DataModule
@@ -177,6 +178,30 @@ def test_samples_without_validation_follow_the_steps(tokenizer, tmp_path: Path) 
                         limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=RepeatText(tokenizer))
     assert [step for step, _ in samples.samples] == [20, 40, 50]
+
+
+def test_progress_bar_shows_the_metrics_of_the_last_written_step(tokenizer, tmp_path: Path) -> None:
+    """The bar reads metrics only on the steps the loggers write, which are the only steps they change."""
+
+    class Shown(L.Callback):  # what the bar displays after each step, next to what was logged
+        def __init__(self):
+            self.rows: list[tuple[int, float, float]] = []
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            shown = bar._metric_component._metrics
+            if "train/loss" in shown:
+                self.rows.append((trainer.global_step, float(shown["train/loss"]),
+                                  float(trainer.progress_bar_metrics["train/loss"])))
+
+    bar, shown = RichProgressBar(), Shown()
+    module = CausalLMModule(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW, lr=3e-3))
+    trainer = L.Trainer(max_steps=23, accelerator="cpu", devices=1, logger=False, callbacks=[bar, shown],
+                        enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=5,
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=RepeatText(tokenizer))
+    assert [step for step, _, _ in shown.rows] == list(range(5, 24))
+    assert all(on_bar == pytest.approx(logged, abs=1e-3) for _, on_bar, logged in shown.rows)
+    assert len({logged for _, _, logged in shown.rows}) == 5  # steps 5, 10, 15, 20 and the last, 23
 
 
 class BatchClock(L.Callback):

@@ -4,7 +4,6 @@ memory handed back to the system and taken again cost ~1.5 us per 4 KB page on a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 import lightning as L
 
@@ -19,7 +18,7 @@ def keep_freed_memory() -> bool:
     a 45 ms step of the tiny GPT-2 on 2 cores. The process keeps its peak step's memory, which the next
     step needs anyway. False where there is no glibc (macOS, musl): nothing changes there."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs with
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP))

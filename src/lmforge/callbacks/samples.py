@@ -76,7 +76,7 @@ class TextSamples(L.Callback):
             self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not trainer.enable_validation and self._due(trainer.global_step):
+        if self._due(trainer.global_step) and not trainer.enable_validation:
             self.sample(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
