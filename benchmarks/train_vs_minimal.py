@@ -26,9 +26,16 @@ tokens of steps 7..N over the time since the end of step 6), the same way for bo
 Shapes: `tiny` = nanoGPT's CPU recipe (4 layers, 4 heads, width 128, context 64, batch 12; 2,000 steps
 in the issue, fewer by default here) and `small` = nanoGPT's 10.7M shape (6 x 6 x 384, context 256,
 batch 8); `overhead` (1 layer, width 16, context 8, batch 1, --steps-tiny steps) has next to no compute,
-so its step time is what each loop costs per step around the math. The sides alternate (ABBA), medians
-over repeats and their ratio are printed (> 1: lmforge is faster), with the milliseconds per step.
-Only numbers are printed, nothing is asserted.
+so its step time is what each loop costs per step around the math.
+
+Time-sliced pairs (default): this VM switches between slow and fast spells (the same loop runs at 34 or
+44 ms a step, for tens of seconds at a time), so runs one after the other compare spells more than code
+(pairs from 0.79 to 1.28 in 10 ABBA rounds). Each repeat therefore starts both sides together; each runs
+until its clock announces training, then the two take turns of --slice seconds, the other one stopped
+(SIGSTOP/SIGCONT), and the clock leaves the stopped intervals out: both sides' timed steps fall in the
+same minute, in slices of one second. Pair ratios then agree within ~1 %. `--slice 0` runs the sides one
+after the other (ABBA order). Medians over repeats and their ratio are printed (> 1: lmforge is faster),
+with the milliseconds per step. Only numbers are printed, nothing is asserted.
 
     python benchmarks/train_vs_minimal.py                                  # tiny and small, gpt2 and llama
     python benchmarks/train_vs_minimal.py --shapes tiny --models gpt2_tiny --steps-tiny 2000 --repeats 5

@@ -33,8 +33,7 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def _window(data: np.ndarray, start: int, block_size: int) -> dict[str, torch.Tensor]:
-    chunk = torch.from_numpy(np.asarray(data[start : start + block_size + 1], dtype=np.int64))
-    return {"input_ids": chunk[:-1], "labels": chunk[1:]}
+    return {key: rows[0] for key, rows in _windows(data, [start], block_size).items()}
 
 
 def _windows(data: np.ndarray, starts: list[int], block_size: int) -> dict[str, torch.Tensor]:
