@@ -5,11 +5,11 @@ times the work and not the kernel launches) with that step's token count, and le
 spent between `pause()` and `resume()` (validation). The lmforge side gets it as a Lightning callback
 (`lightning_clock`, added with `+callbacks.step_clock._target_=_clock.lightning_clock`, benchmarks/ on
 PYTHONPATH) that writes the stamps to a JSON file; a plain loop calls `step()` itself at the same point.
-The benchmark computes the rate from those stamps with `rate()`: nothing of the code under test (the
-Throughput callback, a loop's own timing) enters the figure. When a benchmark time-slices two processes
-(each stopped while the other runs), `busy_rate()` also leaves out the intervals it kept a process
-stopped: the clock saves its raw stamps and validation pauses, and announces with a `.ready` file beside
-its stamps file that training is about to start.
+The benchmark computes the rate from those stamps with `StepClock.rate()` (`StepClock.load(path)` reads a
+saved clock back): nothing of the code under test (the Throughput callback, a loop's own timing) enters
+the figure. When a benchmark time-slices two processes (each stopped while the other runs), `rate()` also
+leaves out the intervals it kept a process stopped; the clock announces with a `.ready` file beside its
+stamps file that training is about to start.
 """
 
 from __future__ import annotations
@@ -28,21 +28,18 @@ def _sync() -> None:
 
 
 class StepClock:
-    """Stamps (seconds, validation excluded) and token counts at the end of each training step."""
+    """Stamps (perf_counter seconds: one clock machine-wide) and token counts at the end of each training
+    step, and the validation pauses between them."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
         self.tokens: list[int] = []
-        self.raw: list[float] = []  # the same stamps, validation included (perf_counter: one clock machine-wide)
         self.pauses: list[tuple[float, float]] = []
-        self._paused_total = 0.0
         self._paused_at: Optional[float] = None
 
     def step(self, tokens: int) -> None:
         _sync()
-        now = time.perf_counter()
-        self.raw.append(now)
-        self.stamps.append(now - self._paused_total)
+        self.stamps.append(time.perf_counter())
         self.tokens.append(int(tokens))
 
     def pause(self) -> None:
@@ -51,9 +48,7 @@ class StepClock:
 
     def resume(self) -> None:
         if self._paused_at is not None:
-            now = time.perf_counter()
-            self._paused_total += now - self._paused_at
-            self.pauses.append((self._paused_at, now))
+            self.pauses.append((self._paused_at, time.perf_counter()))
             self._paused_at = None
 
     @staticmethod
@@ -61,22 +56,23 @@ class StepClock:
         """Say that training starts now (a time-slicing benchmark waits for both sides to get here)."""
         Path(f"{path}.ready").touch()
 
+    def rate(self, skip: int, stopped: list[tuple[float, float]] = ()) -> float:
+        """Tokens per second of steps skip+2..N: their tokens over the time from the end of step skip+1 to
+        the end of step N, validation pauses and the `stopped` intervals (a time-slicing benchmark's)
+        left out; the first `skip` steps (compilation, warm-up) left out too."""
+        if len(self.stamps) < skip + 2:
+            raise ValueError(f"{len(self.stamps)} steps timed: need more than {skip + 1}")
+        busy = busy_time(self.stamps[skip], self.stamps[-1], self.pauses + list(stopped))
+        return sum(self.tokens[skip + 1:]) / busy
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"stamps": self.stamps, "tokens": self.tokens, "raw": self.raw,
-                                          "pauses": self.pauses}))
+        Path(path).write_text(json.dumps({"stamps": self.stamps, "tokens": self.tokens, "pauses": self.pauses}))
 
-
-def load(path: str | Path) -> tuple[list[float], list[int]]:
-    data = json.loads(Path(path).read_text())
-    return data["stamps"], data["tokens"]
-
-
-def rate(stamps: list[float], tokens: list[int], skip: int) -> float:
-    """Tokens per second of steps skip+2..N: their tokens over the time from the end of step skip+1 to the
-    end of step N (the first `skip` steps, compilation and warm-up, left out; validation already excluded)."""
-    if len(stamps) < skip + 2:
-        raise ValueError(f"{len(stamps)} steps timed: need more than {skip + 1}")
-    return sum(tokens[skip + 1:]) / (stamps[-1] - stamps[skip])
+    @classmethod
+    def load(cls, path: str | Path) -> "StepClock":
+        clock, data = cls(), json.loads(Path(path).read_text())
+        clock.stamps, clock.tokens, clock.pauses = data["stamps"], data["tokens"], [tuple(p) for p in data["pauses"]]
+        return clock
 
 
 def busy_time(start: float, end: float, excluded: list[tuple[float, float]]) -> float:
@@ -86,17 +82,6 @@ def busy_time(start: float, end: float, excluded: list[tuple[float, float]]) -> 
         total += max(0.0, a - cursor)
         cursor = max(cursor, b)
     return total + max(0.0, end - cursor)
-
-
-def busy_rate(path: str | Path, skip: int, stopped: list[tuple[float, float]]) -> float:
-    """`rate()` of a saved clock whose process was also kept `stopped` in these intervals (perf_counter
-    seconds): the tokens of steps skip+2..N over the time between those steps' ends outside validation
-    and outside the stops."""
-    data = json.loads(Path(path).read_text())
-    raw, tokens = data["raw"], data["tokens"]
-    if len(raw) < skip + 2:
-        raise ValueError(f"{len(raw)} steps timed: need more than {skip + 1}")
-    return sum(tokens[skip + 1:]) / busy_time(raw[skip], raw[-1], [tuple(p) for p in data["pauses"]] + stopped)
 
 
 def lightning_clock(path: str):

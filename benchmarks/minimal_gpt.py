@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clock import StepClock, rate  # noqa: E402
+from _clock import StepClock  # noqa: E402
 
 WARMUP_STEPS = 5  # left out of the rate (with the step whose end starts the timing)
 
@@ -191,7 +191,7 @@ def main() -> None:
             break
     if args.clock:
         clock.save(args.clock)
-    result = {"tokens_per_sec": rate(clock.stamps, clock.tokens, WARMUP_STEPS), "val_loss": last_val,
+    result = {"tokens_per_sec": clock.rate(WARMUP_STEPS), "val_loss": last_val,
               "wall_s": time.perf_counter() - t_start, "iters": it + 1}
     print(json.dumps(result))
     if args.json:

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clock import StepClock, load, rate  # noqa: E402
+from _clock import StepClock  # noqa: E402
 from _common import clean_up, lmforge_cmd, machine, median, run_checked, spread, stdlib_subset  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY, CLIP, WARMUP_LR, MIN_LR_RATIO = 2e-3, (0.9, 0.95), 0.1, 1.0, 50, 0.1
@@ -67,10 +67,10 @@ def lmforge_run(args, corpus: Path, cache: Path, run_dir: Path) -> tuple[float, 
         *args.override,
     ]
     wall = run_checked(cmd, cache)
-    stamps, tokens = load(stamps_file)
-    if len(stamps) != args.steps:
-        print(f"  note: {len(stamps)} steps timed, not {args.steps}", flush=True)
-    return rate(stamps, tokens, args.warmup), wall
+    clock = StepClock.load(stamps_file)
+    if len(clock.stamps) != args.steps:
+        print(f"  note: {len(clock.stamps)} steps timed, not {args.steps}", flush=True)
+    return clock.rate(args.warmup), wall
 
 
 def prepare(corpus: Path, cache: Path, args):
@@ -123,7 +123,7 @@ def plain_run(args, dm) -> float:
         opt.zero_grad(set_to_none=True)
         sched.step()
         clock.step(batch["input_ids"].numel())
-    return rate(clock.stamps, clock.tokens, args.warmup)
+    return clock.rate(args.warmup)
 
 
 def main() -> None:

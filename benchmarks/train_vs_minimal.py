@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clock import busy_rate  # noqa: E402
+from _clock import StepClock  # noqa: E402
 from _common import (  # noqa: E402
     bench_env,
     byte_token_files,
@@ -127,7 +127,7 @@ def run_sliced(cmds: dict[str, list[str]], clocks: dict[str, Path], cache: Path,
     """Run the commands together, one at a time: each runs until its clock announces training, then
     waits (SIGSTOP) for the others; then they take turns of `slice_s` seconds, the others stopped, until
     one ends (the rest finish alone). Both sides so meet this VM's slow and fast spells alike. Returns the
-    intervals each process was kept stopped, for `busy_rate`."""
+    intervals each process was kept stopped, for `StepClock.rate`."""
     logs = {name: open(clocks[name].with_suffix(".log"), "w") for name in cmds}
     procs = {name: subprocess.Popen(cmd, env=bench_env(cache), stdout=logs[name], stderr=subprocess.STDOUT,
                                     start_new_session=True) for name, cmd in cmds.items()}
@@ -226,7 +226,7 @@ def main() -> None:
                         run_checked(sides[name][0], cache)
                     stopped = {name: [] for name in order}
                 walls.append(time.perf_counter() - t0)
-                rates = {name: busy_rate(sides[name][1], WARMUP_STEPS, stopped[name]) for name in order}
+                rates = {name: StepClock.load(sides[name][1]).rate(WARMUP_STEPS, stopped[name]) for name in order}
                 lm.append(rates["lmforge"]), mini.append(rates["minimal"])
                 lm_val.append(sides["lmforge"][2]()), mini_val.append(sides["minimal"][2]())
                 print(f"  [{i + 1}/{args.repeats}] lmforge {lm[-1]:9,.0f}  minimal {mini[-1]:9,.0f} tokens/s  "

@@ -269,7 +269,7 @@ def test_training_stream_is_a_function_of_seed_and_index(tmp_path: Path) -> None
     assert torch.equal(w["input_ids"][1:], w["labels"][:-1])
 
     first = [batch for batch, _ in zip(a.train_dataloader(), range(3))]
-    # A batch (fetched in one gather) is the stack of its samples, sample i = the stream's i-th.
+    # A batch is the stack of its samples, sample i = the stream's i-th.
     for key in ("input_ids", "labels"):
         assert torch.equal(first[1][key], torch.stack([a.train_dataset[i][key] for i in range(4, 8)]))
     b.start_sample = 2 * 4  # as if resumed after 2 steps of batch 4

@@ -33,19 +33,8 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def _window(data: np.ndarray, start: int, block_size: int) -> dict[str, torch.Tensor]:
-    return {key: rows[0] for key, rows in _windows(data, [start], block_size).items()}
-
-
-def _windows(data: np.ndarray, starts: list[int], block_size: int) -> dict[str, torch.Tensor]:
-    """The batch of windows at `starts` in one gather: what default_collate would stack from
-    `_window`s, at ~60 % of the cost (0.11 vs 0.18 ms a batch of 12 x 64 tokens)."""
-    chunk = torch.from_numpy(data[np.asarray(starts)[:, None] + np.arange(block_size + 1)].astype(np.int64))
-    return {"input_ids": chunk[:, :-1].contiguous(), "labels": chunk[:, 1:].contiguous()}
-
-
-def _as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """collate_fn for datasets whose `__getitems__` already returns the batch."""
-    return batch
+    chunk = torch.from_numpy(np.asarray(data[start : start + block_size + 1], dtype=np.int64))
+    return {"input_ids": chunk[:-1], "labels": chunk[1:]}
 
 
 class _Packed:
@@ -81,9 +70,6 @@ class TrainWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return _window(self.tokens.data, self.offset(index), self.block_size)
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        return _windows(self.tokens.data, [self.offset(i) for i in indices], self.block_size)
 
 
 class StreamSampler(DistributedSampler):
@@ -129,9 +115,6 @@ class FixedWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return _window(self.tokens.data, self.starts[index], self.block_size)
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        return _windows(self.tokens.data, [self.starts[i] for i in indices], self.block_size)
 
 
 class TextDataModule(DataModule):
@@ -261,7 +244,7 @@ class TextDataModule(DataModule):
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False, num_workers=self.num_workers,
-            collate_fn=_as_batch, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
