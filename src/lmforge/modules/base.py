@@ -49,6 +49,19 @@ class TaskModule(L.LightningModule):
         self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
         return None  # Lightning skips the backward pass and the optimizer step
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """Lightning's clipping, except by norm under FSDP: there it goes through the sharded model's own
+        `clip_grad_norm_`, the norm over all shards (Lightning's FSDP precision refuses norm clipping,
+        Lightning-AI/pytorch-lightning#19235: the presets that clip could not train under trainer=fsdp)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.model
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_run_end(self, run_dir: Path, datamodule: Any) -> None:
         """Write outputs beyond metrics.json into the run directory (e.g. predictions); rank 0 only."""
 
