@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from lightning.pytorch.plugins.precision import FSDPPrecision
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -230,6 +230,29 @@ def test_clipping_by_norm_under_fsdp_goes_through_the_sharded_model(tokenizer, t
         assert norm() == pytest.approx(0.5, rel=1e-4)
     finally:
         dist.destroy_process_group()
+
+
+def _sample_on_rank(rank: int, rendezvous: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        module = CausalLMModule(tiny_gpt2())
+        sharded = FullyShardedDataParallel(module, device_id=torch.device("cpu"),
+                                           sharding_strategy=ShardingStrategy.FULL_SHARD)
+        samples = TextSamples(prompt="the quick", max_new_tokens=8, tokenizer=byte_bpe())
+        trainer = SimpleNamespace(model=sharded, global_step=1, is_global_zero=rank == 0, loggers=[], datamodule=None)
+        Path(out, f"{rank}.txt").write_text(samples.sample(trainer, module))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_samples_of_a_sharded_model_are_the_whole_model_s(tmp_path: Path) -> None:
+    """Two ranks, each holding half of every parameter (FSDP FULL_SHARD on CPU): both sample what the
+    unsharded model samples (the wrapped modules alone hold only their shard)."""
+    torch.multiprocessing.spawn(_sample_on_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    reference = TextSamples()
+    expected = generate(tiny_gpt2(), byte_bpe(), "the quick", max_new_tokens=8, temperature=reference.temperature,
+                        top_k=reference.top_k, seed=reference.seed)
+    assert (tmp_path / "0.txt").read_text() == (tmp_path / "1.txt").read_text() == expected
 
 
 class BatchClock(L.Callback):

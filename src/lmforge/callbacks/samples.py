@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional
 
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from lmforge.data.base import DataModule
 from lmforge.generation import generate
 
 
+def whole_parameters(model: Any) -> contextlib.AbstractContextManager:
+    """A context in which an FSDP model's modules hold their whole parameters on every rank (a collective
+    call): outside its own forward, FSDP leaves each rank only its shard, so calling the wrapped model's
+    modules directly fails ("'weight' must be 2-D"). A no-op for any other model."""
+    if isinstance(model, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return contextlib.nullcontext()
+
+
 class TextSamples(L.Callback):
     """Every `every_n_steps` optimizer steps and at the end of fitting, continue `prompt` with the
     current model (seeded sampling, so runs compare), print it on rank 0 and log it to W&B
-    (`log_text`) or TensorBoard (`add_text`). Every rank generates, so sharded models (FSDP) work.
+    (`log_text`) or TensorBoard (`add_text`). Every rank generates, a sharded (FSDP) model with its whole
+    parameters gathered for the time of it.
 
     A run that validates samples at the end of the first validation at or after each multiple of
     `every_n_steps`: beside the validation metrics, and as evaluation, outside the training steps
@@ -49,8 +61,9 @@ class TextSamples(L.Callback):
             rank_zero_warn("TextSamples: no tokenizer (pass one, or use a datamodule with .tokenizer); skipped")
             return None
         model = getattr(pl_module, "model", pl_module)
-        text = generate(model, tokenizer, self.prompt, max_new_tokens=self.max_new_tokens,
-                        temperature=self.temperature, top_k=self.top_k, seed=self.seed)
+        with whole_parameters(trainer.model):
+            text = generate(model, tokenizer, self.prompt, max_new_tokens=self.max_new_tokens,
+                            temperature=self.temperature, top_k=self.top_k, seed=self.seed)
         self.samples.append((step, text))
         if trainer.is_global_zero:
             rank_zero_info(f"[sample @ step {step}] {self.prompt}{text}")

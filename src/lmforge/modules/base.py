@@ -9,6 +9,7 @@ from typing import Any, Callable, Literal, Optional
 import lightning as L
 import torch
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from lmforge.errors import RunFailed
 from lmforge.optim.budget import Budget
@@ -54,8 +55,6 @@ class TaskModule(L.LightningModule):
         """Lightning's clipping, except by norm under FSDP: there it goes through the sharded model's own
         `clip_grad_norm_`, the norm over all shards (Lightning's FSDP precision refuses norm clipping,
         Lightning-AI/pytorch-lightning#19235: the presets that clip could not train under trainer=fsdp)."""
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
         model = self.trainer.model
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(model, FullyShardedDataParallel):
             model.clip_grad_norm_(gradient_clip_val)
