@@ -38,12 +38,13 @@ def matmul_params(model: nn.Module) -> int:
     return sum(p.numel() for p in params.values())
 
 
-def flops_per_token(model: nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward): 6N + 12 * n_layer * n_embd * seq_len (attention)."""
+def flops_per_token(model: nn.Module, seq_len: int, params: Optional[int] = None) -> float:
+    """Training FLOPs per token (forward + backward): 6N + 12 * n_layer * n_embd * seq_len (attention).
+    `params`: N counted earlier, when the model may be sharded by now (FSDP leaves each rank a shard)."""
     config = getattr(model, "config", None)
     n_layer = getattr(config, "num_hidden_layers", 0) or 0
     n_embd = getattr(config, "hidden_size", 0) or 0
-    return 6 * matmul_params(model) + 12 * n_layer * n_embd * seq_len
+    return 6 * (matmul_params(model) if params is None else params) + 12 * n_layer * n_embd * seq_len
 
 
 class Throughput(L.Callback):
@@ -68,7 +69,12 @@ class Throughput(L.Callback):
         self._tokens: deque = deque(maxlen=self.window + 1)
         self._batches = 0
         self._flops_per_token: Optional[float] = None
+        self._matmul_params: Optional[int] = None
         self._logged_step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Counted before the strategy wraps the model: under FSDP each rank then holds a shard of each parameter.
+        self._matmul_params = matmul_params(getattr(pl_module, "model", pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
@@ -89,7 +95,8 @@ class Throughput(L.Callback):
         peak = self.peak_flops or device_peak_flops(pl_module.device)
         if peak:
             if self._flops_per_token is None:
-                self._flops_per_token = flops_per_token(getattr(pl_module, "model", pl_module), input_ids.shape[-1])
+                self._flops_per_token = flops_per_token(getattr(pl_module, "model", pl_module), input_ids.shape[-1],
+                                                        self._matmul_params)
             mfu = self._flops_per_token * tokens_per_sec / (peak * trainer.world_size)
             pl_module.log("train/mfu", mfu, on_step=True, on_epoch=False)
         if pl_module.device.type == "cuda":
