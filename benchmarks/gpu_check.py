@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import statistics
 import subprocess
 import sys
@@ -44,10 +45,22 @@ CHECKS = {
 }
 
 
+def run_dir(name: str, root: Path) -> Path:
+    """A check's run directory under `root`, named after it in letters, digits and _ (Hydra parses it)."""
+    return root / re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def train_args(name: str, overrides: list[str], root: Path) -> list[str]:
+    """The `lmforge train` arguments of a check: its overrides, the common ones, its run directory, a cache."""
+    return ["train", *overrides, *COMMON, f"hydra.run.dir={run_dir(name, root)}", f"paths.cache_dir={root / 'cache'}"]
+
+
 def dry_run() -> int:
-    """Compose and validate every check's config on this machine (no data, model or device)."""
+    """Compose and validate every check's arguments, as the real run passes them, on this machine (no
+    data, model or device)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
     from omegaconf import open_dict
 
     from lmforge.config import conf_dir
@@ -60,20 +73,21 @@ def dry_run() -> int:
     failed = 0
     print(f"{'check':<42} {'dry run':<10} detail")
     for name, overrides in CHECKS.items():
-        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, *COMMON], return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = tempfile.gettempdir()
-            cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg.copy())
-        with open_dict(cfg):
-            del cfg["hydra"]
         try:
+            with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+                args = train_args(name, overrides, Path(tempfile.gettempdir()))
+                cfg = compose("train", overrides=args[1:], return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = cfg.hydra.run.dir
+                cfg.hydra.job.num = 0
+            HydraConfig.instance().set_config(cfg.copy())
+            with open_dict(cfg):
+                del cfg["hydra"]
             config = validate(cfg, "train")
             check_optimizer(config)
             detail = f"{config['trainer']['accelerator']} x {config['trainer']['devices']}, {config['trainer']['precision']}"
             print(f"{name:<42} {'valid':<10} {detail}")
-        except UserError as exc:
+        except (UserError, HydraException) as exc:
             failed += 1
             print(f"{name:<42} {'INVALID':<10} {exc}")
     return 1 if failed else 0
@@ -88,8 +102,7 @@ def last_values(run: Path, name: str) -> list[float]:
 
 
 def run_check(name: str, overrides: list[str], root: Path, timeout: int) -> dict:
-    run = root / name.split(",")[0].replace(" ", "_") / name.split("=")[-1].replace(" ", "_").replace("(", "")
-    cmd = lmforge_cmd() + ["train", *overrides, *COMMON, f"hydra.run.dir={run}", f"paths.cache_dir={root / 'cache'}"]
+    run, cmd = run_dir(name, root), lmforge_cmd() + train_args(name, overrides, root)
     start = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

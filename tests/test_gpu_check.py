@@ -25,3 +25,16 @@ def test_gpu_check_dry_run_fails_on_an_invalid_config(monkeypatch, capsys):
     monkeypatch.setitem(gpu_check.CHECKS, "broken", ["experiment=pretrain_tiny", "trainer=gpu", "optimizer.lr=-1"])
     assert gpu_check.dry_run() == 1
     assert "INVALID" in capsys.readouterr().out
+
+
+def test_gpu_check_dry_run_composes_the_arguments_the_run_passes(monkeypatch, capsys):
+    """Each check's run directory is named after it: a name with parentheses and commas still gives
+    an override Hydra parses; an override it cannot parse fails the dry run (it would fail the run)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "CHECKS", {"pretrain_tiny, trainer=gpu (bf16)": ["experiment=pretrain_tiny"]})
+    assert gpu_check.dry_run() == 0
+    monkeypatch.setattr(gpu_check, "CHECKS", {"unparsable": ["experiment=pretrain_tiny", "trainer.max_steps=)"]})
+    assert gpu_check.dry_run() == 1
+    assert "INVALID" in capsys.readouterr().out
