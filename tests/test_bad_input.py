@@ -168,6 +168,7 @@ CASES = [
     (["report", "runs=[{bad}/no_such_sweep]"], "no_such_sweep"),
     (["report", "runs=[{run}]", "sort_by=val/nope"], "val/nope"),
     (["tokenizer", "data.paths=[{bad}/empty.txt]"], "no non-empty document"),
+    (["train", "experiment=pretrain_modern", "trainer=fsdp"], "leaves each rank a shard of it: use trainer=ddp"),
 ]
 
 

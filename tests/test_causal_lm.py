@@ -232,34 +232,42 @@ def test_clipping_by_norm_under_fsdp_goes_through_the_sharded_model(tokenizer, t
         dist.destroy_process_group()
 
 
-def _sample_on_rank(rank: int, rendezvous: str, out: str) -> None:
+def _sharded_on_rank(rank: int, rendezvous: str, out: str) -> None:
+    """Wrap the tiny GPT-2 in FSDP (FULL_SHARD) on this rank as Lightning does (setup hooks first), then
+    sample, count FLOPs and group the parameters; the results go to `out`/{rank}.json."""
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
-        module, throughput = CausalLMModule(tiny_gpt2()), Throughput()
-        throughput.setup(None, module, "fit")  # as Lightning calls it: before the strategy wraps the model
-        sharded = FullyShardedDataParallel(module, device_id=torch.device("cpu"),
+        module, throughput = CausalLMModule(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW)), Throughput()
+        throughput.setup(None, module, "fit")
+        module.setup("fit")
+        sharded = FullyShardedDataParallel(module, device_id=torch.device("cpu"), use_orig_params=True,  # as Lightning
                                            sharding_strategy=ShardingStrategy.FULL_SHARD)
         samples = TextSamples(prompt="the quick", max_new_tokens=8, tokenizer=byte_bpe())
         trainer = SimpleNamespace(model=sharded, global_step=1, is_global_zero=rank == 0, loggers=[], datamodule=None)
-        Path(out, f"{rank}.txt").write_text(samples.sample(trainer, module))
-        counts = [flops_per_token(module.model, 64, throughput._matmul_params), flops_per_token(module.model, 64)]
-        Path(out, f"{rank}.flops").write_text(json.dumps(counts))
+        result = {"sample": samples.sample(trainer, module),
+                  "flops": [flops_per_token(module.model, 64, throughput._matmul_params),
+                            flops_per_token(module.model, 64)],
+                  "groups": {g["kind"]: len(g["params"]) for g in module.parameter_groups()}}
+        Path(out, f"{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
 
 
-def test_samples_and_flops_of_a_sharded_model_are_the_whole_model_s(tmp_path: Path) -> None:
-    """Two ranks, each holding half of every parameter (FSDP FULL_SHARD on CPU): both sample what the
-    unsharded model samples, and MFU counts its FLOPs (the wrapped modules alone hold only their shard)."""
-    torch.multiprocessing.spawn(_sample_on_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
-    reference = TextSamples()
-    expected = generate(tiny_gpt2(), byte_bpe(), "the quick", max_new_tokens=8, temperature=reference.temperature,
+def test_a_sharded_model_samples_counts_and_groups_as_the_whole_one(tmp_path: Path) -> None:
+    """Two ranks, each holding half of every parameter (FSDP FULL_SHARD on CPU; outside FSDP's forward
+    the wrapped modules hold only their shard, as flat 1-D views): both sample what the unsharded model
+    samples, MFU counts its FLOPs, and its weight matrices stay in the matrix group (weight decay)."""
+    torch.multiprocessing.spawn(_sharded_on_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    reference, whole = TextSamples(), CausalLMModule(tiny_gpt2())
+    expected = generate(whole.model, byte_bpe(), "the quick", max_new_tokens=8, temperature=reference.temperature,
                         top_k=reference.top_k, seed=reference.seed)
-    assert (tmp_path / "0.txt").read_text() == (tmp_path / "1.txt").read_text() == expected
-    whole = flops_per_token(tiny_gpt2(), 64)
+    groups = {g["kind"]: len(g["params"]) for g in whole.parameter_groups()}
     for rank in (0, 1):
-        counted, of_the_shard = json.loads((tmp_path / f"{rank}.flops").read_text())
-        assert counted == whole and of_the_shard < whole
+        result = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert result["sample"] == expected
+        counted, of_the_shard = result["flops"]
+        assert counted == flops_per_token(whole.model, 64) and of_the_shard < counted
+        assert result["groups"] == groups and groups["matrix"] > 0
 
 
 class BatchClock(L.Callback):

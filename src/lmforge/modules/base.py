@@ -30,6 +30,16 @@ class TaskModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.nan_policy = nan_policy
         self.skipped_batches = 0
+        self._built_ndim: dict[int, int] = {}  # id(parameter) -> its dims before any strategy wrapped it
+
+    def setup(self, stage: str) -> None:
+        # Before the strategy wraps the model: under FSDP the optimizer is made afterwards, when each
+        # parameter is a flat 1-D view of this rank's shard.
+        self._built_ndim = {id(p): p.ndim for p in self.parameters()}
+
+    def is_matrix(self, param: nn.Parameter) -> bool:
+        """Whether a parameter is a weight matrix (2-D or more) as built, also once FSDP has flattened it."""
+        return self._built_ndim.get(id(param), param.ndim) >= 2
 
     def training_loss(self, batch: Any) -> torch.Tensor:
         raise NotImplementedError

@@ -105,7 +105,7 @@ class CausalLMModule(TaskModule):
             elif id(param) in head_ids:
                 kind = "head"
             else:
-                kind = "matrix" if param.ndim >= 2 else "vector"
+                kind = "matrix" if self.is_matrix(param) else "vector"
             kinds[kind].append(param)
         decays = {"matrix": weight_decay, "head": weight_decay, "vector": 0.0,
                   "embedding": weight_decay if self.weight_decay_embeddings else 0.0}

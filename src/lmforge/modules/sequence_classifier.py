@@ -116,7 +116,7 @@ class SequenceClassifierModule(TaskModule):
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                groups.setdefault((is_head(name), param.ndim >= 2), []).append(param)
+                groups.setdefault((is_head(name), self.is_matrix(param)), []).append(param)
         out = []
         for (head, decay), params in sorted(groups.items()):
             group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decay else 0.0}

@@ -53,6 +53,8 @@ class Muon(Optimizer):
     kinds), `adam_betas`, `adam_eps` and the group's own `weight_decay`. A group's own keys win.
     """
 
+    needs_whole_matrices = True  # orthogonalises whole matrices: not the shards FSDP leaves each rank
+
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5, weight_decay: float = 0.0, adam_lr: float = 3e-3,
                  embedding_lr: Optional[float] = None, head_lr: Optional[float] = None,
