@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,26 @@ def test_ddp_on_two_cpu_processes_shares_one_run_directory(tmp_path: Path):
     assert (run / "train_rank_1.log").is_file()
     assert metrics(run)["test/acc"] > 0.5  # chance is 0.1
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_save_a_timed_checkpoint_together(tmp_path: Path):
+    """Each rank has its own clock: here rank 1's says an hour has passed at the first step, rank 0's
+    does not. A checkpoint save is collective, so both must save (one alone hangs or breaks the run)."""
+    (tmp_path / "skew.py").write_text(textwrap.dedent("""
+        import lightning as L
+
+        class Skew(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_rank == 1 and trainer.global_step == 0:
+                    periodic = next(c for c in trainer.callbacks if type(c).__name__ == "PeriodicCheckpoint")
+                    periodic._last_time -= 3600
+    """))
+    run = tmp_path / "run"
+    ok(lmforge("train", "experiment=mnist_mlp", "trainer=ddp_cpu", "trainer.max_steps=3", "data.download=false",
+               "checkpoint.every_n_minutes=30", "+callbacks.skew._target_=skew.Skew", "print_config=false",
+               "test=false", f"hydra.run.dir={run}", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, timeout=120))
+    assert (run / "checkpoints" / "step-0000001.ckpt").is_file()
 
 
 def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):

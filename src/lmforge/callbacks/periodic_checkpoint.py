@@ -39,7 +39,10 @@ class PeriodicCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         by_steps = self.every_n_steps and step % self.every_n_steps == 0
-        by_time = self.every_n_minutes and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
+        by_time = bool(self.every_n_minutes) and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
+        if self.every_n_minutes and trainer.world_size > 1:
+            # Every rank saves when any rank's clock says so (their clocks start apart): a save is collective.
+            by_time = trainer.strategy.reduce_boolean_decision(by_time, all=False)
         if step != self._last_step and (by_steps or by_time):
             self.save_at_step_end(trainer, batch_idx)
 
