@@ -169,6 +169,7 @@ CASES = [
     (["report", "runs=[{run}]", "sort_by=val/nope"], "val/nope"),
     (["tokenizer", "data.paths=[{bad}/empty.txt]"], "no non-empty document"),
     (["train", "experiment=pretrain_modern", "trainer=fsdp"], "leaves each rank a shard of it: use trainer=ddp"),
+    (["train", "experiment=mnist_mlp", "trainer=ddp_cpu", "nan_policy=skip"], "nan_policy=skip works in one process"),
 ]
 
 

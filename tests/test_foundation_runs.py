@@ -172,6 +172,29 @@ def test_ddp_ranks_save_a_timed_checkpoint_together(tmp_path: Path):
     assert (run / "checkpoints" / "step-0000001.ckpt").is_file()
 
 
+@pytest.mark.slow
+def test_ddp_ranks_refuse_non_finite_weights_together(tmp_path: Path):
+    """Under FSDP each rank checks only its shard before a save; here rank 1 alone holds a NaN weight
+    (set just before the save at step 2). Both refuse, so the run ends with the reason (before: rank 0
+    only saw its peer die, "check the logs of the remote worker", reported as a bug in lmforge)."""
+    (tmp_path / "poison.py").write_text(textwrap.dedent("""
+        import lightning as L
+        import torch
+
+        class Poison(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if trainer.global_rank == 1 and trainer.global_step == 2:
+                    with torch.no_grad():
+                        next(pl_module.parameters()).fill_(float("nan"))
+    """))
+    proc = lmforge("train", "experiment=mnist_mlp", "trainer=ddp_cpu", "trainer.max_steps=4", "data.download=false",
+                   "checkpoint.every_n_steps=2", "+callbacks.poison._target_=poison.Poison", "print_config=false",
+                   "test=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                   env={"PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "weights became non-finite (first: in another rank's shard) at step 2" in proc.stderr
+
+
 def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes((mlp_run / "checkpoints" / "last.ckpt").read_bytes()[:500])

@@ -21,6 +21,9 @@ class RunInCheckpoints(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         bad = next((name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()), None)
+        # A save is collective and, under FSDP, each rank checks only its shard: all refuse when any does.
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            bad = bad or "in another rank's shard"
         if bad is not None:
             raise RunFailed(f"weights became non-finite (first: {bad}) at step {trainer.global_step}: not "
                             "saving them; lower optimizer.lr or set trainer.gradient_clip_val")

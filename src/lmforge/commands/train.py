@@ -96,6 +96,9 @@ def main(cfg: DictConfig) -> Optional[float]:
     if config["seed"] is not None:
         own.append(StepSeed(config["seed"]))
     trainer = build_trainer(config, callbacks=own, loggers=_loggers(config, start_step))
+    if config["nan_policy"] == "skip" and trainer.world_size > 1:  # Lightning refuses a skipped step there
+        raise UserError(f"nan_policy=skip works in one process; with {trainer.world_size} (trainer.devices x "
+                        "trainer.num_nodes) use nan_policy=stop")
     for logger in trainer.loggers:
         logger.log_hyperparams(redact(config))
 
