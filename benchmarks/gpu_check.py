@@ -5,7 +5,8 @@ On a CUDA machine (about 5-8 minutes on one H100-class GPU):
   2. the GPT-2 124M recipe for a few dozen steps with compile=true: tokens/s, MFU, peak memory
      (the target is >= 50 % MFU in bf16 on an H100-class GPU; llm.c reaches 56-60 % on an A100);
   3. trainer=ddp over every GPU, when there is more than one;
-  4. trainer=fsdp.
+  4. trainer=fsdp (one GPU: FSDP does not shard, so the multi-GPU paths need 2+ GPUs);
+3 and 4 then test the best checkpoint, as a default run does.
 Each is a real `lmforge train` in its own process; the table says what each reached, and the script
 exits 1 when any of them failed.
 
@@ -39,9 +40,9 @@ CHECKS = {
                                  "trainer.max_steps=40", "trainer.accumulate_grad_batches=1", "data.batch_size=16",
                                  "trainer.val_check_interval=40", "data.val_windows=32", "trainer.log_every_n_steps=5"],
     "pretrain_tiny, trainer=ddp (all GPUs)": ["experiment=pretrain_tiny", "trainer=ddp", "trainer.max_steps=100",
-                                              "trainer.val_check_interval=50"],
+                                              "trainer.val_check_interval=50", "test=true"],
     "pretrain_tiny, trainer=fsdp": ["experiment=pretrain_tiny", "trainer=fsdp", "trainer.max_steps=100",
-                                    "trainer.val_check_interval=50"],
+                                    "trainer.val_check_interval=50", "test=true"],
 }
 
 
@@ -51,8 +52,9 @@ def run_dir(name: str, root: Path) -> Path:
 
 
 def train_args(name: str, overrides: list[str], root: Path) -> list[str]:
-    """The `lmforge train` arguments of a check: its overrides, the common ones, its run directory, a cache."""
-    return ["train", *overrides, *COMMON, f"hydra.run.dir={run_dir(name, root)}", f"paths.cache_dir={root / 'cache'}"]
+    """The `lmforge train` arguments of a check: the common overrides, its own (which win), its run
+    directory and a cache."""
+    return ["train", *COMMON, *overrides, f"hydra.run.dir={run_dir(name, root)}", f"paths.cache_dir={root / 'cache'}"]
 
 
 def dry_run() -> int:
