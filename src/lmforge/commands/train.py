@@ -35,7 +35,13 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.callbacks.step_seed import StepSeed
     from lmforge.config.tree import render_tree
     from lmforge.distributed import is_main_process, leave_together
-    from lmforge.experiment.build import build_datamodule, build_module, build_trainer, check_optimizer
+    from lmforge.experiment.build import (
+        build_datamodule,
+        build_module,
+        build_trainer,
+        check_optimizer,
+        shards_parameters,
+    )
     from lmforge.experiment.load import resolve_init_from
     from lmforge.loggers.wandb import finish_run
     from lmforge.metrics import final_metrics, optimized_value
@@ -119,6 +125,10 @@ def main(cfg: DictConfig) -> Optional[float]:
         if config["test"]:
             best_path = getattr(trainer.checkpoint_callback, "best_model_path", "") if config["train"] else ""
             ckpt = best_path or (str(start) if start and not config["train"] else None)
+            if ckpt and config["train"] and trainer.world_size > 1 and shards_parameters(config["trainer"].get("strategy")):
+                # FSDP left each parameter of the fitted module a flat view of this rank's shard: wrapped again
+                # for the test it cannot take the checkpoint's whole tensors, so the test gets a module built anew.
+                module, _ = build_module(config, datamodule, parent.model_dir if parent else None)
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             logged.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         value = optimized_value(logged, config["optimized_metric"], required=in_multirun())
