@@ -30,9 +30,8 @@ def check_optimizer(config: dict) -> None:
                 factory([param])
         except (ValueError, TypeError) as exc:
             raise UserError(f"config section '{section}': {' '.join(str(exc).split())}") from exc
-        optimizer = getattr(factory, "func", factory)
-        strategy = (config.get("trainer") or {}).get("strategy")
-        if section == "optimizer" and getattr(optimizer, "needs_whole_matrices", False) and shards_parameters(strategy):
+        optimizer = getattr(factory, "func", None) if section == "optimizer" else None
+        if getattr(optimizer, "needs_whole_matrices", False) and shards_parameters(config["trainer"].get("strategy")):
             raise UserError(f"optimizer {optimizer.__name__} updates each weight matrix as a whole, but trainer.strategy "
                             "(FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
 
