@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import lightning as L
 from pydantic import Field
 
+from lmforge.loggers.cadence import written_step
 from lmforge.runs.checkpoints import checkpoint_files
 
 PREFIX = "step-"
@@ -42,7 +43,8 @@ class PeriodicCheckpoint(L.Callback):
         by_time = bool(self.every_n_minutes) and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
         if self.every_n_minutes and trainer.world_size > 1:
             # Every rank saves when any rank's clock says so (their clocks start apart): a save is collective.
-            by_time = trainer.strategy.reduce_boolean_decision(by_time, all=False)
+            # Asked on the logged steps only, the same on every rank: one all-reduce (and sync) per N steps.
+            by_time = written_step(trainer, step) and trainer.strategy.reduce_boolean_decision(by_time, all=False)
         if step != self._last_step and (by_steps or by_time):
             self.save_at_step_end(trainer, batch_idx)
 
