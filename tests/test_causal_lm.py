@@ -189,15 +189,22 @@ def test_progress_bar_shows_the_metrics_of_the_last_written_step(tokenizer, tmp_
     class Shown(L.Callback):  # what the bar displays after each step, next to what was logged
         def __init__(self):
             self.rows: list[tuple[int, float, float]] = []
+            self.steps: list[tuple[int, float]] = []
 
         def on_train_batch_end(self, trainer, *args) -> None:
             shown = bar._metric_component._metrics
             if "train/loss" in shown:
                 self.rows.append((trainer.global_step, float(shown["train/loss"]),
                                   float(trainer.progress_bar_metrics["train/loss"])))
+                self.steps.append((trainer.global_step, float(shown["step"])))
+
+    class EveryStep(CausalLMModule):  # also a bar metric logged on every step, as a user's may be
+        def training_step(self, batch, batch_idx):
+            self.log("step", float(self.trainer.global_step + 1), prog_bar=True, on_step=True, on_epoch=False)
+            return super().training_step(batch, batch_idx)
 
     bar, shown = RichProgressBar(), Shown()
-    module = CausalLMModule(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW, lr=3e-3))
+    module = EveryStep(tiny_gpt2(), optimizer=functools.partial(torch.optim.AdamW, lr=3e-3))
     trainer = L.Trainer(max_steps=23, accelerator="cpu", devices=1, logger=False, callbacks=[bar, shown],
                         enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=5,
                         limit_val_batches=0, default_root_dir=tmp_path)
@@ -205,6 +212,8 @@ def test_progress_bar_shows_the_metrics_of_the_last_written_step(tokenizer, tmp_
     assert [step for step, _, _ in shown.rows] == list(range(5, 24))
     assert all(on_bar == pytest.approx(logged, abs=1e-3) for _, on_bar, logged in shown.rows)
     assert len({logged for _, _, logged in shown.rows}) == 5  # steps 5, 10, 15, 20 and the last, 23
+    # Between written steps the bar is not read again: it shows the value of the last written step.
+    assert shown.steps == [(step, float(23 if step == 23 else step - step % 5)) for step in range(5, 24)]
 
 
 def _sharded_on_rank(rank: int, rendezvous: str, out: str) -> None:

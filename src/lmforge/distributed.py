@@ -1,10 +1,12 @@
-"""Which process owns the run directory, and how the processes of a distributed run leave together."""
+"""Which process owns the run directory, how the processes of a distributed run leave together, and
+what a sharded (FSDP) model changes for code that reads its parameters."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 
 def is_main_process() -> bool:
@@ -62,3 +64,26 @@ def job_environment() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def shards_parameters(strategy: Any) -> bool:
+    """Whether a `trainer.strategy` config (a registered name or a `_target_` dict) shards parameters (FSDP)."""
+    from hydra.utils import get_object
+    from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
+
+    if isinstance(strategy, dict):
+        cls = get_object(strategy["_target_"]) if "_target_" in strategy else None
+    else:
+        cls = StrategyRegistry.get(strategy, {}).get("strategy") if isinstance(strategy, str) else None
+    return isinstance(cls, type) and issubclass(cls, FSDPStrategy)
+
+
+def whole_parameters(model: Any) -> contextlib.AbstractContextManager:
+    """A context in which an FSDP model's modules hold their whole parameters on every rank (a collective
+    call): outside its own forward, FSDP leaves each rank only its shard, so calling the wrapped model's
+    modules directly fails ("'weight' must be 2-D"). A no-op for any other model."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return contextlib.nullcontext()

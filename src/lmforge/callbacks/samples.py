@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Optional
 
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.distributed.fsdp import FullyShardedDataParallel
 
 from lmforge.data.base import DataModule
+from lmforge.distributed import whole_parameters
 from lmforge.generation import generate
-
-
-def whole_parameters(model: Any) -> contextlib.AbstractContextManager:
-    """A context in which an FSDP model's modules hold their whole parameters on every rank (a collective
-    call): outside its own forward, FSDP leaves each rank only its shard, so calling the wrapped model's
-    modules directly fails ("'weight' must be 2-D"). A no-op for any other model."""
-    if isinstance(model, FullyShardedDataParallel):
-        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
-    return contextlib.nullcontext()
 
 
 class TextSamples(L.Callback):

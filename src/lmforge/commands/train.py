@@ -34,14 +34,8 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.callbacks.run_in_checkpoints import RunInCheckpoints
     from lmforge.callbacks.step_seed import StepSeed
     from lmforge.config.tree import render_tree
-    from lmforge.distributed import is_main_process, leave_together
-    from lmforge.experiment.build import (
-        build_datamodule,
-        build_module,
-        build_trainer,
-        check_optimizer,
-        shards_parameters,
-    )
+    from lmforge.distributed import is_main_process, leave_together, shards_parameters
+    from lmforge.experiment.build import build_datamodule, build_module, build_trainer, check_optimizer
     from lmforge.experiment.load import resolve_init_from
     from lmforge.loggers.wandb import finish_run
     from lmforge.metrics import final_metrics, optimized_value

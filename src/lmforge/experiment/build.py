@@ -12,6 +12,7 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 
 from lmforge.data.base import DataModule
+from lmforge.distributed import shards_parameters
 from lmforge.errors import UserError
 
 
@@ -34,17 +35,6 @@ def check_optimizer(config: dict) -> None:
         if getattr(optimizer, "needs_whole_matrices", False) and shards_parameters(config["trainer"].get("strategy")):
             raise UserError(f"optimizer {optimizer.__name__} updates each weight matrix as a whole, but trainer.strategy "
                             "(FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
-
-
-def shards_parameters(strategy: Any) -> bool:
-    """Whether a `trainer.strategy` config (a registered name or a `_target_` dict) shards parameters (FSDP)."""
-    from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
-
-    if isinstance(strategy, dict):
-        cls = get_object(strategy["_target_"]) if "_target_" in strategy else None
-    else:
-        cls = StrategyRegistry.get(strategy, {}).get("strategy") if isinstance(strategy, str) else None
-    return isinstance(cls, type) and issubclass(cls, FSDPStrategy)
 
 
 def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
