@@ -66,12 +66,12 @@ class StepEnds(L.Callback):
         self.ends.append(time.monotonic())
 
     def last_step_stalled(self) -> bool:
-        """Whether one of the last two steps took over 3 median steps: a stall (a loaded machine) after
-        the last step's lr was set (the scheduler sets it as the step before ends, so a stall in that
-        step's end hooks counts), which no schedule keyed to time can foresee. Up to that, the budget's
-        margin (at least two average steps) guarantees the floor."""
+        """Whether one of the last two steps took over 3 recent median steps: a stall (a loaded machine)
+        after the last step's lr was set (the scheduler sets it as the step before ends, so a stall in
+        that step's end hooks counts), which no schedule keyed to time can foresee. Up to that, the
+        budget's margin (two steps, at least its recent median step) guarantees the floor."""
         durations = [b - a for a, b in zip(self.ends, self.ends[1:])]
-        return max(durations[-2:]) > 3 * statistics.median(durations)
+        return max(durations[-2:]) > 3 * statistics.median(durations[-7:])
 
 
 def logged(tmp_path: Path, name: str, column_start: str) -> list[tuple[int, float]]:
@@ -205,6 +205,19 @@ def test_schedules_follow_time_when_it_ends_first() -> None:
     fast = Budget(max_steps=10**6, max_seconds=100.0, elapsed=lambda: 97.0)
     assert fast.fraction(9700) == pytest.approx(97.01 / 98)
     assert Budget(max_steps=10**6, max_seconds=100.0, elapsed=lambda: 98.0).fraction(9800) == 1.0
+    def spent(ends: list[float]) -> list[float]:
+        """The fraction each step's lr is set at (when the step before ends, at ends[step - 1])."""
+        clock = iter(ends)
+        budget = Budget(max_steps=10**6, max_seconds=100.0, elapsed=lambda: next(clock))
+        return [budget.fraction(step) for step in range(1, len(ends) + 1)]
+
+    # Resumed on a machine five times slower: the run's average (1.6 s) would leave the last step short
+    # of the floor (0.998); the recent steps' time (5 s) sets the margin, and it ends at the floor.
+    slowed = spent([float(s) for s in range(1, 51)] + [50.0 + 5 * k for k in range(1, 10)])  # to 95 s
+    assert slowed[-1] == 1.0 and slowed == sorted(slowed)
+    # One slow step (a validation) moves the fraction ahead by its own time only, and it never goes back.
+    paused = spent([float(s) for s in range(1, 31)] + [40.0 + s for s in range(1, 31)])
+    assert paused == sorted(paused) and paused[-1] == pytest.approx((70 + 70 / 60) / (100 - 2 * 70 / 60))
     for factory in (schedules.cosine_warmup, schedules.linear_warmup):
         curve = lrs(functools.partial(factory, warmup_steps=0, min_lr_ratio=0.1),
                     Budget(max_steps=10, max_seconds=1.0, elapsed=lambda: 0.0), 10)

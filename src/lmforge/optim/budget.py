@@ -10,19 +10,27 @@ checkpoint, so the schedule continues where it stopped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 SHORT_FRACTION = 0.02  # of a time budget, the least it is counted short by (see Budget.fraction)
+RECENT_STEPS = 5  # step times the recent average is the median of (one slow step, a validation, moves it not)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Budget:
     """`max_steps` optimizer steps and/or `max_seconds` of training, `elapsed()` seconds spent so far."""
 
     max_steps: Optional[int] = None
     max_seconds: Optional[float] = None
     elapsed: Optional[Callable[[], float]] = None
+    # What fraction() has seen: the last (step, elapsed), recent step times, the most spent so far.
+    _last: Optional[tuple[int, float]] = field(default=None, init=False, repr=False, compare=False)
+    _recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS), init=False, repr=False,
+                           compare=False)
+    _spent: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def fraction(self, step: int) -> Optional[float]:
         """How much of the budget will be spent when optimizer step `step` (0-based) ends, in [0, 1]:
@@ -30,18 +38,31 @@ class Budget:
         whichever is larger. So the last step of a run, whatever ends it, runs at the end of the
         schedule. None when the run has no end known in advance (a schedule then holds its peak).
         The time budget is counted short by two average steps or 2 % of it, whichever is more, so that
-        a slow step or a pause near the end (a busy machine) still leaves the run at the schedule's floor."""
+        a slow step or a pause near the end (a busy machine) still leaves the run at the schedule's floor.
+        The average step is the larger of the run's and the last few steps' (a run resumed on a slower
+        or busier machine). The fraction never goes back: a slow patch that passes moves the schedule
+        ahead, but the lr does not climb again."""
         parts = []
         if self.max_steps:
             parts.append((step + 1) / self.max_steps)
         if self.max_seconds and self.elapsed is not None and step:
             elapsed = self.elapsed()
-            average = elapsed / step
+            average = max(elapsed / step, self._recent_step_time(step, elapsed))
             margin = max(2 * average, SHORT_FRACTION * self.max_seconds)
             parts.append((elapsed + average) / max(self.max_seconds - margin, 1e-9))
         elif self.max_seconds and self.elapsed is not None:
             parts.append(0.0)
-        return min(1.0, max(parts)) if parts else None
+        if not parts:
+            return None
+        self._spent = max(self._spent, min(1.0, max(parts)))
+        return self._spent
+
+    def _recent_step_time(self, step: int, elapsed: float) -> float:
+        """The median time per step between the last few calls (0 until there are two)."""
+        if self._last is not None and step > self._last[0]:
+            self._recent.append((elapsed - self._last[1]) / (step - self._last[0]))
+        self._last = (step, elapsed)
+        return statistics.median(self._recent) if self._recent else 0.0
 
     @classmethod
     def from_trainer(cls, trainer) -> "Budget":
