@@ -15,6 +15,7 @@ from pydantic.dataclasses import dataclass as typed
 
 STRICT = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
+Seed = Optional[Annotated[int, Field(ge=0, le=2**32 - 1)]]  # what numpy's seeding takes
 
 
 @typed(config=STRICT)
@@ -29,7 +30,7 @@ class Paths:
 @typed(config=STRICT)
 class Train:
     task_name: str
-    seed: Optional[int]
+    seed: Seed
     ckpt_path: Optional[str]
     resume: Optional[Literal["auto"]]
     overwrite: bool
@@ -51,14 +52,14 @@ class Train:
 class Eval:
     task_name: str
     ckpt_path: str
-    seed: Optional[int]
+    seed: Seed
     print_config: bool
 
 
 @typed(config=STRICT)
 class Tokenizer:
     task_name: str
-    seed: Optional[int]
+    seed: Seed
     print_config: bool
 
 
@@ -71,7 +72,7 @@ class Generate:
     temperature: Annotated[float, Field(ge=0)]
     top_k: Optional[Positive]
     top_p: Optional[Annotated[float, Field(gt=0, le=1)]]
-    seed: Optional[int]
+    seed: Seed
     num_samples: Positive
     print_config: bool
 

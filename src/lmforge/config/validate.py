@@ -77,9 +77,11 @@ def check_schema(prefix: str, values: Any, schema: type) -> None:
         if value == MISSING:
             raise UserError(f"missing required value '{full}{name}' (set it with {full}{name}=...)")
     try:
-        TypeAdapter(schema).validate_python(values)
+        checked = TypeAdapter(schema).validate_python(values)
     except ValidationError as exc:
         raise UserError(_describe(exc, full, values)) from None
+    for name, value in values.items():
+        _refuse_quoted(f"{full}{name}", value, getattr(checked, name))
 
 
 def check_node(key: str, node: Any) -> None:
@@ -117,9 +119,25 @@ def check_value(key: str, value: Any, hint: Any) -> None:
     if adapter is None:
         return
     try:
-        adapter.validate_python(value)
+        checked = adapter.validate_python(value)
     except ValidationError as exc:
         raise UserError(_describe(exc, "", value, key)) from None
+    _refuse_quoted(key, value, checked)
+
+
+def _refuse_quoted(key: str, value: Any, checked: Any) -> None:
+    """Refuse a string where a number or a boolean goes (`overwrite="'false'"`, `${oc.env:X}`): the lax
+    check reads it as one, but the code would get the string itself, and 'false' is true."""
+    if isinstance(value, str) and isinstance(checked, (bool, int, float)):
+        kind = "a boolean" if isinstance(checked, bool) else "a number"
+        raise UserError(f"config key '{key}': expected {kind}, got the string {value!r} (drop its quotes; "
+                        "an environment variable: ${oc.decode:${oc.env:NAME}})")
+    if isinstance(value, (list, tuple)) and isinstance(checked, (list, tuple)) and len(value) == len(checked):
+        for i, (item, done) in enumerate(zip(value, checked)):
+            _refuse_quoted(f"{key}[{i}]", item, done)
+    elif isinstance(value, dict) and isinstance(checked, dict):
+        for name, item in value.items():
+            _refuse_quoted(f"{key}.{name}", item, checked.get(name))
 
 
 def locate(key: str, target: str) -> Any:
@@ -136,14 +154,19 @@ def locate(key: str, target: str) -> Any:
 def _describe(exc: ValidationError, prefix: str, values: Any, key: str = "") -> str:
     """The first pydantic error as `config key 'x.y': <what is wrong>, got <value>`."""
     error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
-    full = key + (f"[{where}]" if key and where else "") or f"{prefix}{where}"
-    message = error["msg"][0].lower() + error["msg"][1:].split(", unable to")[0]
+    # The location holds list indices, and the tags of union members tried (float, literal[...]), left out.
+    field, *inner = error["loc"] if not key else ("", *error["loc"])
+    full = (key or f"{prefix}{field}") + "".join(f"[{part}]" for part in inner if isinstance(part, int))
+    message = error["msg"][0].lower() + error["msg"][1:].split(", unable to")[0].split(", got ")[0]
     message = message.replace("input should be", "expected").replace("Input should be", "expected")
     close = ""
-    if error["type"] == "literal_error" and isinstance(error["input"], str):
-        options = [o.strip(" '") for o in error["ctx"]["expected"].replace(" or ", ",").split(",")]
-        close = did_you_mean(error["input"], options)
+    literals = [e for e in exc.errors() if e["type"] == "literal_error"]
+    if literals and len(literals) == len(exc.errors()):  # a choice, maybe among several lists (a union)
+        expected = ", ".join(e["ctx"]["expected"].replace(" or ", ", ") for e in literals)
+        if len(literals) > 1:
+            message = f"expected one of {expected}"
+        if isinstance(error["input"], str):
+            close = did_you_mean(error["input"], [o.strip(" '") for o in expected.split(",")])
     return f"config key '{full}': {message}, got {error['input']!r}{close}"
 
 
