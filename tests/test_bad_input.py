@@ -109,6 +109,13 @@ CASES = [
     ([*MLP, "model.hidden=[1,2"], "cannot parse override"),
     ([*MLP, "+model.colour=red"], "unknown config key 'model.colour'"),
     ([*MLP, "resume=auto"], "resume=auto needs a run directory"),
+    ([*MLP, "overwrite='false'", "hydra.run.dir={run}"], "'overwrite': expected a boolean, got the string 'false'"),
+    ([*MLP, "data.batch_size='16'"], "'data.batch_size': expected a number, got the string '16'"),
+    ([*MLP, "model.hidden=['64']"], "'model.hidden[0]': expected a number"),
+    ([*MLP, "trainer.max_epochs=2.5"], "config key 'trainer.max_epochs': expected a valid integer, got 2.5"),
+    ([*MLP, "trainer.precision=bf17"], "'trainer.precision': expected one of 64, 32, 16, 'transformer-engine'"),
+    ([*MLP, "seed=-1"], "'seed': expected greater than or equal to 0, got -1"),
+    ([*MLP, "logger=wandb", "logger.wandb.mode=online"], "logger.wandb.mode=online needs a W&B key"),
     (["train", "--config-dir", "{bad}/conf", "experiment=broken"], "broken.yaml:4"),
     (["train", "--config-dir", "{bad}/conf", "experiment=typo"], "'max_epoch'"),
     (["train", "--cfg", "jb"], "invalid choice: 'jb'"),
@@ -119,7 +126,11 @@ CASES = [
     ([*MLP, "ckpt_path={bad}/pickle.ckpt"], "pickle.ckpt: refused to load"),
     ([*MLP, "ckpt_path={bad}/foreign.ckpt"], "foreign.ckpt: not a Lightning checkpoint"),
     ([*MLP, "ckpt_path={bad}/empty_run"], "empty_run: no checkpoint found"),
-    ([*MLP, "hydra.run.dir={run}"], "already holds a run"),
+    ([*MLP, "hydra.run.dir={run}"], "already holds a run (lmforge train, finished"),
+    ([*MLP, "hydra.run.dir={bad}/ok.txt"], "ok.txt: a file is in the way of this directory"),
+    ([*MLP, "ckpt_path={run}", "model.hidden=[7]"], "its weights do not fit the model this config builds"),
+    (["eval", "ckpt_path={run}", "hydra.run.dir={run}"], "already holds a run (lmforge train, finished"),
+    (["tokenizer", "data.paths=[{bad}/ok.txt]", "hydra.run.dir={run}"], "already holds a run"),
     ([*MLP, "paths.log_dir=/proc/lmforge"], "/proc/lmforge"),
     ([*CLASSIFY, "init_from=/no/such/model"], "init_from=/no/such/model"),
     ([*CLASSIFY, "init_from={bad}/nocfg_model"], "no config.json"),
@@ -186,6 +197,24 @@ def test_bad_input_is_one_line_naming_it(args, expected, bad: Path, mlp_run: Pat
     for left in tmp_path.glob("logs/*/runs/*"):  # no empty run directory; one that began says why it ended
         info = json.loads((left / "run.json").read_text())
         assert info["status"] == "failed" and fill(expected) in info["error"], info
+
+
+@pytest.mark.parametrize("damage", ["every checkpoint truncated", "another model shape"])
+def test_resume_auto_that_cannot_continue_leaves_the_run_as_it_was(damage: str, mlp_run: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    extra = []
+    if damage == "every checkpoint truncated":
+        for ckpt in (run / "checkpoints").glob("*.ckpt"):
+            ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    else:
+        extra = ["model.hidden=[7]"]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    line = one_line_error(cli(*MLP, f"hydra.run.dir={run}", "resume=auto", *extra, cwd=tmp_path))
+    assert ("none of the" in line and "can be read" in line) or "do not fit the model" in line, line
+    kept = lambda p: p.name not in (".lock", "train.log")  # noqa: E731 - the job log says what was tried
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and kept(p)} == \
+        {p: b for p, b in before.items() if kept(p)}
 
 
 def test_the_table_is_at_least_sixty_cases():

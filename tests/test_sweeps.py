@@ -61,6 +61,24 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
     assert "1 of 3 jobs failed" in proc.stdout
 
 
+def test_a_grid_sweep_run_again_into_its_directory_changes_nothing_unless_asked(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    command = ("train", *QUICK, "-m", "model.activation=relu,tanh", f"hydra.sweep.dir={sweep}")
+    ok(lmforge(*command, cwd=tmp_path))
+    files = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix in (".json", ".csv")}
+    again = lmforge(*command, cwd=tmp_path)
+    assert again.returncode == 2 and f"error: {sweep} already holds a sweep (2 jobs)" in again.stderr
+    assert {p: p.read_bytes() for p in files} == files
+    # Without the summary, each job is refused its directory: the earlier runs' records stay theirs.
+    (sweep / "sweep.json").unlink()
+    assert lmforge(*command, cwd=tmp_path).returncode == 1
+    assert {p: p.read_bytes() for p in files if p.parent != sweep} == {p: b for p, b in files.items() if p.parent != sweep}
+    assert [(job["status"], job["metrics"]) for job in summary(sweep)["jobs"]] == [("failed", {})] * 2
+    assert "already holds a run (lmforge train, finished" in summary(sweep)["jobs"][0]["error"]
+    ok(lmforge(*command, "overwrite=true", cwd=tmp_path))
+    assert [job["status"] for job in summary(sweep)["jobs"]] == ["finished"] * 2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["local", "joblib"])
 def test_ddp_jobs_inside_a_sweep_are_one_process_group_and_one_run_each(launcher: str, tmp_path: Path):

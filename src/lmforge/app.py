@@ -137,7 +137,13 @@ def _record_failed_job(exc: Exception, report) -> None:
     else:
         report(exc)
     run = RunDir(hydra.runtime.output_dir)
-    run.finish(status, error=_error_text(exc), overrides=list(hydra.overrides.task))
+    info = run.read_info()
+    if not info or info.get("pid") == os.getpid():
+        run.finish(status, error=_error_text(exc), overrides=list(hydra.overrides.task))
+    else:  # refused before it claimed the directory: the earlier run's record stays as it is
+        from lmforge.sweeps.summary import SweepSummary
+
+        SweepSummary.refused = _error_text(exc)
 
 
 def _error_text(exc: Exception) -> str:
@@ -165,6 +171,10 @@ def _close_failed_run(exc: Exception) -> None:
             run.finish("failed", error=_error_text(exc))
         elif not info and not run_dir_is_fixed():
             run.discard_if_unused(f"{hydra.job.name}.log")
+        elif info.get("pid") != os.getpid():  # refused a directory holding another run: leave it as it was
+            log = run.path / f"{hydra.job.name}.log"
+            if log.is_file() and log.stat().st_size == 0:
+                log.unlink()
     except OSError:
         pass  # the error itself is already reported; an unwritable directory is not news
 

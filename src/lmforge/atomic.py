@@ -29,7 +29,11 @@ _UNWRITABLE = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file t
 
 def unwritable_reason(exc: BaseException) -> str | None:
     """Why an OSError means "this path cannot be written here" (no space, no permission...), else None."""
-    return _UNWRITABLE.get(exc.errno) if isinstance(exc, OSError) else None
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno == errno.EEXIST and exc.filename and not os.path.isdir(exc.filename):  # mkdir(exist_ok=True)
+        return "a file is in the way of this directory"
+    return _UNWRITABLE.get(exc.errno)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
 
     # 2. Build: the run's data and model with its weights, this command's trainer and loggers.
     run = RunDir(output_dir())
+    if is_main_process():
+        run.refuse_unless(resume=False, overwrite=config["overwrite"], resumable=False)
     if config["seed"] is not None:
         L.seed_everything(config["seed"], workers=True, verbose=False)
     overlays = {"data": absolute_paths(config["data"], os.getcwd()), "module": config["module"]}

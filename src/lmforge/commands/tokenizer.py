@@ -20,6 +20,7 @@ def main(cfg: DictConfig) -> None:
 
     # 2. Build the corpus's tokenizer (trained on its train documents, or reused from the cache).
     run = RunDir(output_dir())
+    run.refuse_unless(resume=False, overwrite=config["overwrite"], resumable=False)
     datamodule = instantiate(config["data"], _convert_="all")
     datamodule.prepare_tokenizer()
     tokenizer, source = datamodule.tokenizer, datamodule.tokenizer_dir

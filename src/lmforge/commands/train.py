@@ -39,7 +39,13 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.experiment.load import resolve_init_from
     from lmforge.loggers.wandb import finish_run
     from lmforge.metrics import final_metrics, optimized_value
-    from lmforge.runs.checkpoints import find_checkpoint, newest_valid_checkpoint, read_checkpoint, run_dir_of
+    from lmforge.runs.checkpoints import (
+        check_weights_fit,
+        find_checkpoint,
+        newest_valid_checkpoint,
+        read_checkpoint,
+        run_dir_of,
+    )
     from lmforge.runs.directory import RunDir
     from lmforge.runs.lock import RunLock
     from lmforge.runs.metadata import run_info
@@ -71,7 +77,8 @@ def main(cfg: DictConfig) -> Optional[float]:
         start = newest_valid_checkpoint(run.path)
         if start is None:
             job_line(f"resume=auto: no checkpoint in {run} yet, starting from scratch")
-    start_step = int(read_checkpoint(start, mmap=True).get("global_step", 0)) if start else None
+    start_ckpt = read_checkpoint(start, mmap=True) if start else None
+    start_step = int(start_ckpt.get("global_step", 0)) if start_ckpt else None
 
     # 3. Build: init_from resolved once, then data, model + module, callbacks, loggers, trainer.
     if config["seed"] is not None:
@@ -79,6 +86,8 @@ def main(cfg: DictConfig) -> Optional[float]:
     parent = resolve_init_from(config["init_from"], config["paths"]["cache_dir"]) if config["init_from"] else None
     datamodule = build_datamodule(config, tokenizer=parent.tokenizer if parent else None)
     module, config = build_module(config, datamodule, parent.model_dir if parent else None)
+    if start_ckpt is not None:
+        check_weights_fit(start_ckpt, module, start)
     if owner:
         tree = render_tree(redact(config))
         if config["print_config"] and not in_multirun():

@@ -53,6 +53,7 @@ class Eval:
     task_name: str
     ckpt_path: str
     seed: Seed
+    overwrite: bool
     print_config: bool
 
 
@@ -60,6 +61,7 @@ class Eval:
 class Tokenizer:
     task_name: str
     seed: Seed
+    overwrite: bool
     print_config: bool
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from lmforge.atomic import write_text
+from lmforge.errors import UserError
 
 
 def has_credentials() -> bool:
@@ -38,6 +39,9 @@ def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Op
         os.environ.pop("WANDB_MODE", None)  # an empty value would make wandb itself fail
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
+    elif mode == "online" and not has_credentials():
+        raise UserError("logger.wandb.mode=online needs a W&B key (run `wandb login` or set WANDB_API_KEY); "
+                        "mode=offline keeps the run for `wandb sync`")
     # Keep W&B's own files (debug logs, artifact cache) inside the run directory too, per run,
     # unless the user chose other places before lmforge did.
     save = Path(save_dir)

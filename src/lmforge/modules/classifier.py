@@ -41,7 +41,8 @@ class ClassifierModule(TaskModule):
         acc = getattr(self, f"{stage}_acc")
         acc(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True)
+        # An epoch's loss is the mean over all ranks' batches (accuracy syncs itself: a torchmetrics metric).
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, sync_dist=not on_step)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 

@@ -46,9 +46,11 @@ def newest_valid_checkpoint(run_dir: str | Path) -> Optional[Path]:
     """For `resume=auto`: the checkpoint of the run directory with the highest step that loads.
 
     A truncated or corrupt file (a kill during a write that bypassed the atomic rename, a full disk)
-    is skipped, with one line saying so, in favour of the previous valid one."""
+    is skipped, with one line saying so, in favour of the previous valid one. When none loads, the run
+    is not started again from scratch over them: that is an error."""
     newest, newest_key = None, None
-    for path in reversed(checkpoint_files(Path(run_dir) / "checkpoints")):
+    files = checkpoint_files(Path(run_dir) / "checkpoints")
+    for path in reversed(files):
         try:
             ckpt = read_checkpoint(path, mmap=True)
         except UserError as exc:
@@ -57,6 +59,9 @@ def newest_valid_checkpoint(run_dir: str | Path) -> Optional[Path]:
         key = (int(ckpt.get("global_step", -1)), path.stat().st_mtime)
         if newest_key is None or key > newest_key:
             newest, newest_key = path, key
+    if files and newest is None:
+        raise UserError(f"resume=auto: none of the {len(files)} checkpoints in {Path(run_dir) / 'checkpoints'} "
+                        "can be read (see above); replace the run with overwrite=true, or choose another hydra.run.dir")
     return newest
 
 
@@ -76,6 +81,20 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def check_weights_fit(ckpt: dict[str, Any], module: Any, path: Path) -> None:
+    """Refuse, before anything is written, a checkpoint whose weights do not fit `module` (another
+    model shape or experiment), naming the first difference, instead of Lightning's key dump."""
+    def shapes(state: dict) -> dict[str, tuple]:
+        return {k.replace("_orig_mod.", ""): tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+
+    saved, built = shapes(ckpt["state_dict"]), shapes(module.state_dict())
+    difference = next((f"{k}: {saved.get(k, 'missing')} in the checkpoint, {built.get(k, 'absent')} in the model"
+                       for k in sorted(saved.keys() | built.keys()) if saved.get(k) != built.get(k)), None)
+    if difference:
+        raise UserError(f"{path}: its weights do not fit the model this config builds ({difference}); give the "
+                        "overrides it was trained with, or start a new run")
 
 
 def run_dir_of(path: str | Path) -> Optional[Path]:

@@ -100,14 +100,18 @@ class RunDir:
         with publish_dir(self.tokenizer_dir, replace=True) as tmp:
             tokenizer.save_pretrained(str(tmp))
 
-    def refuse_unless(self, resume: bool, overwrite: bool) -> None:
-        """Never train over a finished run by accident: it takes `resume=auto` or `overwrite=true`."""
+    def refuse_unless(self, resume: bool, overwrite: bool, resumable: bool = True) -> None:
+        """Never write over a run by accident (train, eval, tokenizer): it takes `overwrite=true`, or
+        `resume=auto` for a training run to go on."""
         if resume or not self.holds_run():
             return
         if overwrite:
             self.clear()
             return
         info = self.read_info()
-        status = f" ({info.get('status', 'unknown status')}, step {info.get('global_step', '?')})" if info else ""
-        raise UserError(f"{self.path} already holds a run{status}: continue it with resume=auto, replace it "
-                        "with overwrite=true, or choose another hydra.run.dir")
+        facts = [f"lmforge {info['command']}" if "command" in info else "", info.get("status", "unknown status"),
+                 f"step {info['global_step']}" if "global_step" in info else ""]
+        status = f" ({', '.join(f for f in facts if f)})" if info else ""
+        goes_on = "continue it with resume=auto, " if resumable else ""
+        raise UserError(f"{self.path} already holds a run{status}: {goes_on}replace it with overwrite=true, "
+                        "or choose another hydra.run.dir")

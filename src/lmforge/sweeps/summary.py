@@ -43,6 +43,9 @@ class SweepSummary(Callback):
     #: Jobs of the last multirun of this process that failed: the CLI exits with status 1 when there
     #: are any, after the whole sweep ran.
     failed = 0
+    #: The error of the job now ending when it was refused a directory holding an earlier run (set by
+    #: the app in the job's process): that run's record and metrics are not the job's.
+    refused: Optional[str] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
@@ -52,6 +55,10 @@ class SweepSummary(Callback):
                   "try the same code path on this machine with launcher=slurm_local", file=sys.stderr)
             raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.exists() and not sweep_dir.is_dir():
+            print(f"error: cannot write {sweep_dir}: a file is in the way of this directory", file=sys.stderr)
+            raise SystemExit(2)
+        _refuse_a_second_grid(config, sweep_dir)
         metric = OmegaConf.select(config, "optimized_metric")
         sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
         overrides = list(config.hydra.overrides.task)
@@ -82,6 +89,11 @@ class SweepSummary(Callback):
             return
         hydra = HydraConfig.get()
         run_dir = Path(hydra.runtime.output_dir)
+        if SweepSummary.refused:  # the directory holds an earlier run, not this job's: none of it is the job's
+            row = {"job": hydra.job.num, "status": "failed", "metrics": {}, "error": SweepSummary.refused}
+            SweepSummary.refused = None
+            self._record(Path(hydra.sweep.dir), row)
+            return
         info = _read_json(run_dir / "run.json")
         status = info.get("status") or ("finished" if job_return.status.name == "COMPLETED" else "failed")
         row = {"job": hydra.job.num, "status": "finished" if status == "running" else status,
@@ -107,6 +119,19 @@ class SweepSummary(Callback):
             else:
                 found.update(row)
             jobs.sort(key=lambda job: job["job"])
+
+
+def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path) -> None:
+    """A grid sweep into a directory holding an earlier sweep would only fail job by job (their directories
+    hold runs) and replace its summary: stop unless its jobs are to go on (resume=auto) or be replaced
+    (overwrite=true). An Optuna sweep is continued this way by design: its trials are new jobs."""
+    earlier = _read_json(sweep_dir / "sweep.json").get("jobs")
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    asked = {"resume=auto", "overwrite=true", "overwrite=True"} & set(config.hydra.overrides.task)
+    if earlier and sweeper.endswith("BasicSweeper") and not asked:
+        print(f"error: {sweep_dir} already holds a sweep ({len(earlier)} jobs): continue its jobs with resume=auto, "
+              "replace them with overwrite=true, or choose another hydra.sweep.dir", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def ranked(summary: dict) -> list[dict]:
