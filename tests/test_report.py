@@ -197,3 +197,42 @@ def test_bad_input_is_one_line_naming_the_file_or_key(sweep: Path, tmp_path: Pat
     line = one_line_error(cli("report", f"runs=[{copy}]", cwd=tmp_path))
     assert str(copy / "1" / "metrics.json") in line and "not valid JSON" in line
     assert not (copy / "report.html").exists()  # nothing half-written
+
+
+def _small_run(path: Path, loss: float = 1.0) -> Path:
+    """A run directory as lmforge writes it, without training: run.json, metrics.json, its config."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"command": "train", "status": "finished"}))
+    (path / "metrics.json").write_text(json.dumps({"val/loss": loss}))
+    (path / ".hydra" / "config.yaml").write_text("optimizer:\n  lr: 0.01\n")
+    (path / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: mlp\n")
+    (path / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.01\n")
+    return path
+
+
+@pytest.mark.parametrize("name, text", [
+    ("run.json", "[1, 2]"), ("run.json", '"finished"'), (".hydra/config.yaml", "- a"),
+    (".hydra/config.yaml", "just a string"), (".hydra/hydra.yaml", "- a"), (".hydra/hydra.yaml", "hydra: [1]"),
+    (".hydra/hydra.yaml", "hydra:\n  runtime:\n    choices: 3"), (".hydra/overrides.yaml", "a: 1")])
+def test_a_run_file_of_the_wrong_shape_is_one_line_naming_it(tmp_path: Path, name: str, text: str):
+    run = _small_run(tmp_path / "run")
+    (run / name).write_text(text)
+    line = one_line_error(cli("report", f"runs=[{run}]", f"out={tmp_path / 'out'}", cwd=tmp_path))
+    assert str(run / name) in line and "expected" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("summary, what", [
+    ({"jobs": [{"job": 0, "metrics": [1]}]}, "'metrics'"), ({"jobs": [{"job": 0}], "params": 5}, "'params'"),
+    ({"jobs": [{"job": 0, "overrides": "lr=1"}]}, "'overrides'"), ({"jobs": [{"job": 0, "run_dir": 7}]}, "'run_dir'")])
+def test_a_sweep_json_of_the_wrong_shape_is_one_line_naming_it(tmp_path: Path, summary: dict, what: str):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps(summary))
+    line = one_line_error(cli("report", f"runs=[{sweep}]", cwd=tmp_path))
+    assert str(sweep / "sweep.json") in line and what in line
+    (sweep / "multirun.yaml").write_text("hydra: [sweeper]")  # the older form, from a plain Hydra sweep
+    (sweep / "sweep.json").unlink()
+    _small_run(sweep / "0")
+    line = one_line_error(cli("report", f"runs=[{sweep}]", cwd=tmp_path))
+    assert str(sweep / "multirun.yaml") in line and "'hydra' as a mapping" in line
