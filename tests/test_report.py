@@ -236,3 +236,28 @@ def test_a_sweep_json_of_the_wrong_shape_is_one_line_naming_it(tmp_path: Path, s
     _small_run(sweep / "0")
     line = one_line_error(cli("report", f"runs=[{sweep}]", cwd=tmp_path))
     assert str(sweep / "multirun.yaml") in line and "'hydra' as a mapping" in line
+
+
+def test_out_never_replaces_what_lmforge_did_not_write(tmp_path: Path):
+    run = _small_run(tmp_path / "run")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    line = one_line_error(cli("report", f"runs=[{run}]", f"out={taken}", cwd=tmp_path))
+    assert str(taken) in line and "not a folder" in line
+    assert taken.read_text() == "mine"
+    line = one_line_error(cli("report", f"runs=[{run}]", f"out={taken}/sub", cwd=tmp_path))
+    assert "not a directory" in line and taken.read_text() == "mine"
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.html", "report.csv"):
+        (out / name).write_text("<html>the user's own page</html>")
+        line = one_line_error(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))
+        assert str(out / name) in line and "not an lmforge report" in line
+        assert (out / name).read_text() == "<html>the user's own page</html>"
+        (out / name).unlink()
+    ok(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))
+    first = (out / "report.html").read_text()
+    (run / "metrics.json").write_text(json.dumps({"val/loss": 0.5}))
+    ok(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))  # its own previous report: replaced
+    assert (out / "report.html").read_text() != first and read_csv(out / "report.csv")[0]["val/loss"] == "0.5"

@@ -27,6 +27,8 @@ IGNORED_SECTIONS = {"paths", "hydra", "print_config"}
 # Folders inside a run directory that never hold runs: not searched.
 NOT_RUNS = {"checkpoints", "csv", "wandb", "tensorboard", "__pycache__"}
 GLOB_CHARS = set("*?[")
+# How the files of a report begin (html.render's <title>, table.to_csv's header): only such files are replaced.
+REPORT_FILES = {"report.html": b"<title>lmforge report: ", "report.csv": b"run,status"}
 
 
 @dataclass
@@ -85,10 +87,31 @@ def collect(patterns: list[str]) -> Collection:
 def output_dir(out: Optional[str], found: Collection, log_dir: Path) -> Path:
     """`out`, else the sweep's own directory when the report is of one sweep, else a new folder."""
     if out:
-        return Path(out)
+        return check_output(Path(out).expanduser())
     if len(found.sweeps) == 1 and len(found.sweeps[0].runs) == len(found.runs):
-        return found.sweeps[0].path
+        return check_output(found.sweeps[0].path)
     return log_dir / "report" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+
+
+def check_output(folder: Path) -> Path:
+    """`folder`, if a report may go there: a previous report is replaced (as `export` replaces a previous
+    export); a report.html or report.csv that lmforge did not write, or a file as `folder`, is refused."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"report out={folder}: exists and is not a folder; choose a folder for the report")
+    for name, start in REPORT_FILES.items():
+        file = folder / name
+        if file.exists() and start not in _head(file):
+            raise UserError(f"report: {file} exists and is not an lmforge report; move it or choose another out=")
+    return folder
+
+
+def _head(file: Path) -> bytes:
+    """The first bytes of `file` (none when it cannot be read: a folder, no permission)."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(4096)
+    except OSError:
+        return b""
 
 
 def _expand(patterns: list[str]) -> list[Path]:
