@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, lmforge, metrics, ok, one_line_error
+from conftest import cli, lmforge, metrics, ok, one_line_error, small_corpus
 
 JOBS = {("relu", "0.01"), ("relu", "0.001"), ("tanh", "0.01"), ("tanh", "0.001")}
 
@@ -261,3 +261,21 @@ def test_out_never_replaces_what_lmforge_did_not_write(tmp_path: Path):
     (run / "metrics.json").write_text(json.dumps({"val/loss": 0.5}))
     ok(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))  # its own previous report: replaced
     assert (out / "report.html").read_text() != first and read_csv(out / "report.csv")[0]["val/loss"] == "0.5"
+
+
+def test_report_of_a_logs_folder_holding_a_tokenizer_run(tmp_path: Path):
+    """A default `lmforge report` (runs=[logs]) takes every lmforge run, the tokenizer's too: its
+    metrics.json holds numbers only, where the tokenizer was saved is in its run.json."""
+    corpus = small_corpus(tmp_path / "corpus")
+    _small_run(tmp_path / "logs" / "train" / "runs" / "a")
+    ok(cli("tokenizer", f"data.paths=[{corpus}]", "tokenizer.vocab_size=300", f"paths.cache_dir={tmp_path / 'cache'}",
+           cwd=tmp_path))
+    (tok_run,) = (tmp_path / "logs" / "tokenizer" / "runs").iterdir()
+    assert set(metrics(tok_run)) == {"vocab_size", "bytes_per_token"}
+    info = json.loads((tok_run / "run.json").read_text())
+    assert info["command"] == "tokenizer" and info["status"] == "finished"
+    assert Path(info["tokenizer_dir"], "tokenizer.json").is_file()
+    ok(cli("report", "out=rep", cwd=tmp_path))
+    rows = {r["run"]: r for r in read_csv(tmp_path / "rep" / "report.csv")}
+    assert rows.keys() == {"train/runs/a", f"tokenizer/runs/{tok_run.name}"}
+    assert float(rows[f"tokenizer/runs/{tok_run.name}"]["vocab_size"]) == 300
