@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, lmforge, metrics, ok, one_line_error
+from conftest import cli, lmforge, metrics, ok, one_line_error, small_corpus
 
 JOBS = {("relu", "0.01"), ("relu", "0.001"), ("tanh", "0.01"), ("tanh", "0.001")}
 
@@ -197,3 +197,85 @@ def test_bad_input_is_one_line_naming_the_file_or_key(sweep: Path, tmp_path: Pat
     line = one_line_error(cli("report", f"runs=[{copy}]", cwd=tmp_path))
     assert str(copy / "1" / "metrics.json") in line and "not valid JSON" in line
     assert not (copy / "report.html").exists()  # nothing half-written
+
+
+def _small_run(path: Path, loss: float = 1.0) -> Path:
+    """A run directory as lmforge writes it, without training: run.json, metrics.json, its config."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"command": "train", "status": "finished"}))
+    (path / "metrics.json").write_text(json.dumps({"val/loss": loss}))
+    (path / ".hydra" / "config.yaml").write_text("optimizer:\n  lr: 0.01\n")
+    (path / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: mlp\n")
+    (path / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.01\n")
+    return path
+
+
+@pytest.mark.parametrize("name, text", [
+    ("run.json", "[1, 2]"), ("run.json", '"finished"'), (".hydra/config.yaml", "- a"),
+    (".hydra/config.yaml", "just a string"), (".hydra/hydra.yaml", "- a"), (".hydra/hydra.yaml", "hydra: [1]"),
+    (".hydra/hydra.yaml", "hydra:\n  runtime:\n    choices: 3"), (".hydra/overrides.yaml", "a: 1")])
+def test_a_run_file_of_the_wrong_shape_is_one_line_naming_it(tmp_path: Path, name: str, text: str):
+    run = _small_run(tmp_path / "run")
+    (run / name).write_text(text)
+    line = one_line_error(cli("report", f"runs=[{run}]", f"out={tmp_path / 'out'}", cwd=tmp_path))
+    assert str(run / name) in line and "expected" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("summary, what", [
+    ({"jobs": [{"job": 0, "metrics": [1]}]}, "'metrics'"), ({"jobs": [{"job": 0}], "params": 5}, "'params'"),
+    ({"jobs": [{"job": 0, "overrides": "lr=1"}]}, "'overrides'"), ({"jobs": [{"job": 0, "run_dir": 7}]}, "'run_dir'")])
+def test_a_sweep_json_of_the_wrong_shape_is_one_line_naming_it(tmp_path: Path, summary: dict, what: str):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps(summary))
+    line = one_line_error(cli("report", f"runs=[{sweep}]", cwd=tmp_path))
+    assert str(sweep / "sweep.json") in line and what in line
+    (sweep / "multirun.yaml").write_text("hydra: [sweeper]")  # the older form, from a plain Hydra sweep
+    (sweep / "sweep.json").unlink()
+    _small_run(sweep / "0")
+    line = one_line_error(cli("report", f"runs=[{sweep}]", cwd=tmp_path))
+    assert str(sweep / "multirun.yaml") in line and "'hydra' as a mapping" in line
+
+
+def test_out_never_replaces_what_lmforge_did_not_write(tmp_path: Path):
+    run = _small_run(tmp_path / "run")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    line = one_line_error(cli("report", f"runs=[{run}]", f"out={taken}", cwd=tmp_path))
+    assert str(taken) in line and "not a folder" in line
+    assert taken.read_text() == "mine"
+    line = one_line_error(cli("report", f"runs=[{run}]", f"out={taken}/sub", cwd=tmp_path))
+    assert "not a directory" in line and taken.read_text() == "mine"
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.html", "report.csv"):
+        (out / name).write_text("<html>the user's own page</html>")
+        line = one_line_error(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))
+        assert str(out / name) in line and "not an lmforge report" in line
+        assert (out / name).read_text() == "<html>the user's own page</html>"
+        (out / name).unlink()
+    ok(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))
+    first = (out / "report.html").read_text()
+    (run / "metrics.json").write_text(json.dumps({"val/loss": 0.5}))
+    ok(cli("report", f"runs=[{run}]", f"out={out}", cwd=tmp_path))  # its own previous report: replaced
+    assert (out / "report.html").read_text() != first and read_csv(out / "report.csv")[0]["val/loss"] == "0.5"
+
+
+def test_report_of_a_logs_folder_holding_a_tokenizer_run(tmp_path: Path):
+    """A default `lmforge report` (runs=[logs]) takes every lmforge run, the tokenizer's too: its
+    metrics.json holds numbers only, where the tokenizer was saved is in its run.json."""
+    corpus = small_corpus(tmp_path / "corpus")
+    _small_run(tmp_path / "logs" / "train" / "runs" / "a")
+    ok(cli("tokenizer", f"data.paths=[{corpus}]", "tokenizer.vocab_size=300", f"paths.cache_dir={tmp_path / 'cache'}",
+           cwd=tmp_path))
+    (tok_run,) = (tmp_path / "logs" / "tokenizer" / "runs").iterdir()
+    assert set(metrics(tok_run)) == {"vocab_size", "bytes_per_token"}
+    info = json.loads((tok_run / "run.json").read_text())
+    assert info["command"] == "tokenizer" and info["status"] == "finished"
+    assert Path(info["tokenizer_dir"], "tokenizer.json").is_file()
+    ok(cli("report", "out=rep", cwd=tmp_path))
+    rows = {r["run"]: r for r in read_csv(tmp_path / "rep" / "report.csv")}
+    assert rows.keys() == {"train/runs/a", f"tokenizer/runs/{tok_run.name}"}
+    assert float(rows[f"tokenizer/runs/{tok_run.name}"]["vocab_size"]) == 300

@@ -19,6 +19,7 @@ def main(cfg: DictConfig):
     config = validate(cfg, "report")
     found = collect(config["runs"])
     table = build_table(found, config["metrics"], config["keys"], config["sort_by"], config["sort_order"])
+    out = output_dir(config["out"], found, Path(config["paths"]["log_dir"]))
 
     palette = charts.colors(table.runs)
     histories = {run.label: read_history(run.path) for run in table.runs}
@@ -26,7 +27,6 @@ def main(cfg: DictConfig):
     sweep_charts = [charts.sweep_figures(sweep, table, palette) for sweep in found.sweeps]
     page = html.render(found, table, palette, curves, sweep_charts)
 
-    out = output_dir(config["out"], found, Path(config["paths"]["log_dir"]))
     write_text(out / "report.csv", to_csv(table))
     write_text(out / "report.html", page)
 

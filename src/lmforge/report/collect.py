@@ -27,6 +27,8 @@ IGNORED_SECTIONS = {"paths", "hydra", "print_config"}
 # Folders inside a run directory that never hold runs: not searched.
 NOT_RUNS = {"checkpoints", "csv", "wandb", "tensorboard", "__pycache__"}
 GLOB_CHARS = set("*?[")
+# How the files of a report begin (html.render's <title>, table.to_csv's header): only such files are replaced.
+REPORT_FILES = {"report.html": b"<title>lmforge report: ", "report.csv": b"run,status"}
 
 
 @dataclass
@@ -85,10 +87,31 @@ def collect(patterns: list[str]) -> Collection:
 def output_dir(out: Optional[str], found: Collection, log_dir: Path) -> Path:
     """`out`, else the sweep's own directory when the report is of one sweep, else a new folder."""
     if out:
-        return Path(out)
+        return check_output(Path(out).expanduser())
     if len(found.sweeps) == 1 and len(found.sweeps[0].runs) == len(found.runs):
-        return found.sweeps[0].path
+        return check_output(found.sweeps[0].path)
     return log_dir / "report" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+
+
+def check_output(folder: Path) -> Path:
+    """`folder`, if a report may go there: a previous report is replaced (as `export` replaces a previous
+    export); a report.html or report.csv that lmforge did not write, or a file as `folder`, is refused."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"report out={folder}: exists and is not a folder; choose a folder for the report")
+    for name, start in REPORT_FILES.items():
+        file = folder / name
+        if file.exists() and start not in _head(file):
+            raise UserError(f"report: {file} exists and is not an lmforge report; move it or choose another out=")
+    return folder
+
+
+def _head(file: Path) -> bytes:
+    """The first bytes of `file` (none when it cannot be read: a folder, no permission)."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(4096)
+    except OSError:
+        return b""
 
 
 def _expand(patterns: list[str]) -> list[Path]:
@@ -128,6 +151,7 @@ def _walk(root: Path):
 
 def read_run(path: Path, label: Optional[str] = None) -> Run:
     info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
+    info = _expect(info, dict, path / "run.json", "a JSON object")
     metrics = _read_metrics(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     return Run(label=label or path.name, path=path, status=str(info.get("status", "unknown")),
                metrics=metrics, settings=_settings(path), overrides=_overrides(path))
@@ -143,7 +167,7 @@ def read_sweep(path: Path) -> Sweep:
     keys = dict.fromkeys(k for run in runs for k in run.overrides)
     params = [k for k in keys if len({str(run.overrides.get(k)) for run in runs}) > 1]
     metric = next((r.settings.get("optimized_metric") for r in runs if r.settings.get("optimized_metric")), None)
-    sweeper = (_read_yaml(path / "multirun.yaml") or {}).get("hydra", {}).get("sweeper", {}) or {}
+    sweeper = _dig(_read_yaml(path / "multirun.yaml"), ("hydra", "sweeper"), path / "multirun.yaml")
     return Sweep(path, runs, params, metric, _direction(sweeper.get("direction")))
 
 
@@ -151,19 +175,24 @@ def _sweep_from_json(path: Path, summary: Any) -> Sweep:
     jobs = summary.get("jobs") if isinstance(summary, dict) else None
     if not isinstance(jobs, list) or not all(isinstance(job, dict) for job in jobs):
         raise UserError(f"{path / 'sweep.json'}: expected an object with a list of jobs")
+    file = path / "sweep.json"
     runs = []
     for job in jobs:
         number = str(job.get("job", len(runs)))
         # The job's folder inside this sweep directory first: the sweep may have been moved or copied.
         run_dir = path / number if (path / number).is_dir() else None
-        if run_dir is None and job.get("run_dir") and Path(job["run_dir"]).is_dir():
-            run_dir = Path(job["run_dir"])
+        moved = _expect(job.get("run_dir"), str, file, f"'run_dir' of job {number} as a path")
+        if run_dir is None and moved and Path(moved).is_dir():
+            run_dir = Path(moved)
         run = read_run(run_dir, number) if run_dir else Run(label=number, path=None, status="unknown")
         run.status = str(job.get("status") or run.status)
-        run.metrics = run.metrics or _numbers(job.get("metrics") or {}, path / "sweep.json")
-        run.overrides = run.overrides or _parse_overrides(job.get("overrides") or [])
+        metrics = _expect(job.get("metrics"), dict, file, f"'metrics' of job {number} as an object of numbers")
+        run.metrics = run.metrics or _numbers(metrics, file)
+        overrides = _expect(job.get("overrides"), list, file, f"'overrides' of job {number} as a list")
+        run.overrides = run.overrides or _parse_overrides(overrides)
         runs.append(run)
-    return Sweep(path, runs, list(summary.get("params") or []), summary.get("optimized_metric"),
+    params = _expect(summary.get("params"), list, file, "'params' as a list of config keys")
+    return Sweep(path, runs, [str(p) for p in params], summary.get("optimized_metric"),
                  _direction(summary.get("direction")))
 
 
@@ -175,10 +204,11 @@ def _direction(direction: Any) -> Optional[str]:
 
 def _settings(path: Path) -> dict[str, Any]:
     """The resolved config, flattened (`optimizer.lr`), plus the config-group choices (`model`)."""
-    config = _read_yaml(path / ".hydra" / "config.yaml") or {}
-    hydra = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
-    choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    settings = {k: v for k, v in choices.items() if v is not None and not k.startswith("hydra")}
+    config = _expect(_read_yaml(path / ".hydra" / "config.yaml"), dict, path / ".hydra" / "config.yaml",
+                     "a mapping of config keys")
+    choices = _dig(_read_yaml(path / ".hydra" / "hydra.yaml"), ("hydra", "runtime", "choices"),
+                   path / ".hydra" / "hydra.yaml")
+    settings = {str(k): v for k, v in choices.items() if v is not None and not str(k).startswith("hydra")}
     for key, value in _flatten({k: v for k, v in config.items() if k not in IGNORED_SECTIONS}).items():
         if not (isinstance(value, str) and str(path) in value):  # per-run paths differ by design
             settings[key] = value
@@ -195,7 +225,8 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _overrides(path: Path) -> dict[str, str]:
-    return _parse_overrides(_read_yaml(path / ".hydra" / "overrides.yaml") or [])
+    file = path / ".hydra" / "overrides.yaml"
+    return _parse_overrides(_expect(_read_yaml(file), list, file, "a list of overrides"))
 
 
 def _parse_overrides(overrides: list) -> dict[str, str]:
@@ -241,6 +272,23 @@ def _numbers(metrics: dict, file: Path) -> dict[str, float]:
         else:
             raise UserError(f"{file}: metric '{name}' is not a number: {value!r}")
     return out
+
+
+def _expect(value: Any, kind: type, file: Path, what: str) -> Any:
+    """`value` when it is a `kind` (None: an empty one), else a one-line error: `file` should hold `what`."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise UserError(f"{file}: expected {what}, found {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _dig(node: Any, keys: tuple[str, ...], file: Path) -> dict:
+    """`node[k1][k2]...` of a YAML file, {} where a key is missing; a non-mapping on the way is an error."""
+    node = _expect(node, dict, file, "a mapping")
+    for i, key in enumerate(keys):
+        node = _expect(node.get(key), dict, file, f"'{'.'.join(keys[:i + 1])}' as a mapping")
+    return node
 
 
 def _read_json(file: Path) -> Any:
