@@ -28,7 +28,7 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, mlp_run: Path) -> Path:
+def bad(tmp_path_factory, mlp_run: Path, tiny_hf_lm: Path) -> Path:
     """A folder of malformed inputs, each named after what is wrong with it."""
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.txt").write_text("")
@@ -67,6 +67,20 @@ def bad(tmp_path_factory, mlp_run: Path) -> Path:
     (d / "conf" / "experiment" / "typo.yaml").write_text("# @package _global_\ndefaults:\n  - mnist_mlp\nmax_epoch: 3\n")
     with gzip.open(d / "ok.jsonl.gz", "wt") as f:
         f.write('{"text": "x"}\n')
+    (d / "garbage_tok").mkdir()
+    (d / "garbage_tok" / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    for name in ("lm_badtok", "lm_notok", "lm_truncw", "lm_classifier"):
+        shutil.copytree(tiny_hf_lm, d / name)
+    (d / "lm_badtok" / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    for f in (d / "lm_notok").glob("tokenizer*"):
+        f.unlink()
+    weights = d / "lm_truncw" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])
+    config = json.loads((d / "lm_classifier" / "config.json").read_text())
+    (d / "lm_classifier" / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2ForSequenceClassification"]}))
+    from lmforge.tokenizers import train_bpe
+
+    train_bpe(["def f():\n    return 1\n"] * 50, 600, d / "tok600")  # fewer tokens: the text has few merges
     return d
 
 
@@ -147,6 +161,9 @@ CASES = [
     ([*TEXT, "data.paths=[{bad}/ok.txt]", "tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
     ([*TEXT, "tokenizer=pretrained", "tokenizer.path=/no/such/tok"], "tokenizer.path"),
     ([*TEXT, "data.paths=[{bad}/ok.txt]", "data.val_fraction=1.5"], "data.val_fraction"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "tokenizer.path={bad}/garbage_tok"], "garbage_tok/tokenizer.json: not a readable JSON"),
+    (["train", "print_config=false", "data.paths=[{bad}/ok.txt]", "tokenizer=pretrained", "tokenizer.path={bad}/lm_notok"], "lm_notok: no tokenizer files"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "tokenizer.path={bad}/tok600"], "vocab size 600, not tokenizer.vocab_size=300"),
     ([*CLASSIFY, "data.train_file={bad}/missing_col.csv"], "missing_col.csv: no column 'sentiment'"),
     ([*CLASSIFY, "data.train_file={bad}/short_row.csv"], "short_row.csv:3"),
     ([*CLASSIFY, "data.train_file={bad}/empty_label.csv"], "empty_label.csv:3"),
@@ -161,6 +178,9 @@ CASES = [
     ([*SFT, "init_from={lm}", "data.max_length=32", "data.train_file={bad}/sft_messages.jsonl"], "sft_messages.jsonl:1"),
     ([*SFT, "init_from={lm}", "data.max_length=32", "data.train_file={bad}/sft_empty.jsonl"], "sft_empty.jsonl:1: empty response"),
     ([*SFT, "init_from={lm}", "data.max_length=32", "data.template=no prompt here"], "must contain {prompt}"),
+    ([*SFT, "init_from={bad}/lm_badtok", "data.max_length=32"], "lm_badtok/tokenizer.json: not a readable JSON file"),
+    ([*SFT, "init_from={bad}/lm_notok", "data.max_length=32"], "lm_notok: no tokenizer files"),
+    ([*SFT, "init_from={bad}/lm_truncw", "data.max_length=32"], "lm_truncw/model.safetensors: not a readable safetensors"),
     # the other commands
     (["eval"], "missing required value 'ckpt_path'"),
     (["eval", "ckpt_path={run}", "data.test_file={bad}/nope.csv"], "unknown config key 'data.test_file'"),
@@ -172,13 +192,19 @@ CASES = [
     (["generate", "ckpt_path={run}", "top_p=2"], "'top_p': expected"),
     (["generate", "ckpt_path={run}", "top_k=0"], "'top_k': expected"),
     (["generate", "ckpt_path={run}", "data.paths=[x]"], "unknown config key 'data.paths'"),
-    (["generate", "ckpt_path={run}"], "no tokenizer/"),
+    (["generate", "ckpt_path={run}"], "not a language model run (module ClassifierModule, model MLP)"),
+    (["export", "ckpt_path={run}", "export_dir={bad}/out"], "not a language model run (module ClassifierModule"),
+    (["generate", "ckpt_path={bad}/lm_classifier"], "lm_classifier is a sequence classifier; generate needs a causal LM"),
+    (["generate", "ckpt_path={bad}/lm_badtok"], "lm_badtok/tokenizer.json: not a readable JSON file"),
+    (["export", "ckpt_path={bad}/lm_truncw", "export_dir={bad}/out"], "lm_truncw/model.safetensors: not a readable"),
     (["export", "ckpt_path={run}", "export_dir={bad}/foreign_export"], "is not a previous lmforge export"),
     (["export", "ckpt_path={bad}/corrupt.ckpt", "export_dir={bad}/out"], "corrupt.ckpt"),
     (["export", "ckpt_path={run}"], "missing required value 'export_dir'"),
     (["report", "runs=[{bad}/no_such_sweep]"], "no_such_sweep"),
     (["report", "runs=[{run}]", "sort_by=val/nope"], "val/nope"),
     (["tokenizer", "data.paths=[{bad}/empty.txt]"], "no non-empty document"),
+    (["tokenizer", "data.paths=[{bad}/ok.txt]", "tokenizer.path={bad}/garbage_tok"], "garbage_tok/tokenizer.json: not a readable JSON"),
+    (["tokenizer", "data.paths=[{bad}/ok.txt]", "tokenizer.path={bad}/tok600"], "vocab size 600, not tokenizer.vocab_size="),
     (["train", "experiment=pretrain_modern", "trainer=fsdp"], "leaves each rank a shard of it: use trainer=ddp"),
     (["train", "experiment=mnist_mlp", "trainer=ddp_cpu", "nan_policy=skip"], "nan_policy=skip works in one process"),
 ]

