@@ -243,5 +243,15 @@ def test_resume_auto_that_cannot_continue_leaves_the_run_as_it_was(damage: str, 
         {p: b for p, b in before.items() if kept(p)}
 
 
+def test_an_export_is_replaced_only_while_it_holds_nothing_else(tiny_hf_lm: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    for _ in range(2):  # a re-export replaces the previous one
+        assert cli("export", f"ckpt_path={tiny_hf_lm}", f"export_dir={out}", cwd=tmp_path).returncode == 0
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    (out / "notes.md").write_text("mine")
+    line = one_line_error(cli("export", f"ckpt_path={tiny_hf_lm}", f"export_dir={out}", cwd=tmp_path))
+    assert "now also holds notes.md" in line and (out / "notes.md").read_text() == "mine"
+
+
 def test_the_table_is_at_least_sixty_cases():
     assert len(CASES) >= 60

@@ -28,12 +28,23 @@ def plain_model(model: nn.Module) -> nn.Module:
 
 
 def check_export_dir(export_dir: str | Path) -> Path:
-    """The absolute export directory; a non-empty one that is not a previous lmforge export is refused."""
+    """The absolute export directory; a non-empty one that is not a previous lmforge export, or one
+    that holds files the export did not write (notes, eval results), is refused: replacing it would
+    delete them."""
     export_dir = Path(export_dir).expanduser().resolve()
     if export_dir.exists() and (not export_dir.is_dir() or
                                 (any(export_dir.iterdir()) and not (export_dir / MARKER).exists())):
         raise UserError(f"export_dir {export_dir} exists and is not a previous lmforge export; "
                         "choose a new or empty directory")
+    if export_dir.is_dir() and (export_dir / MARKER).exists():
+        try:
+            written = set(json.loads((export_dir / MARKER).read_text()).get("files") or ())
+        except (OSError, ValueError, AttributeError):
+            written = set()
+        others = sorted(p.name for p in export_dir.iterdir() if p.name != MARKER and p.name not in written)
+        if written and others:
+            raise UserError(f"export_dir {export_dir} is a previous lmforge export that now also holds "
+                            f"{', '.join(others[:3])}: replacing it would delete them; choose another directory")
     return export_dir
 
 
@@ -76,5 +87,10 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     with publish_dir(export_dir, replace=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps({"format": "huggingface", "class": type(model).__name__}) + "\n")
+        files = sorted(p.name for p in tmp.iterdir())
+        for file in tmp.iterdir():
+            if file.is_file():
+                file.chmod(0o644)  # some writers make 0600 files; an export is for others to read
+        (tmp / MARKER).write_text(json.dumps({"format": "huggingface", "class": type(model).__name__,
+                                              "files": files}) + "\n")
     return export_dir
