@@ -136,6 +136,11 @@ CASES = [
     ([*TEXT, "data.paths=[{bad}/ok.txt]", "tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
     ([*TEXT, "tokenizer=pretrained", "tokenizer.path=/no/such/tok"], "tokenizer.path"),
     ([*TEXT, "data.paths=[{bad}/ok.txt]", "data.val_fraction=1.5"], "data.val_fraction"),
+    ([*TEXT, "data.num_workers=-1"], "'data.num_workers': expected greater than or equal to 0"),
+    ([*TEXT, "data.max_docs=-1"], "'data.max_docs': expected greater than or equal to 1"),
+    ([*TEXT, "data.max_docs=0"], "'data.max_docs': expected greater than or equal to 1"),  # not "no limit"
+    ([*CLASSIFY, "data.num_workers=-1"], "'data.num_workers'"),
+    ([*SFT, "data.num_workers=-1"], "'data.num_workers'"),
     ([*CLASSIFY, "data.train_file={bad}/missing_col.csv"], "missing_col.csv: no column 'sentiment'"),
     ([*CLASSIFY, "data.train_file={bad}/short_row.csv"], "short_row.csv:3"),
     ([*CLASSIFY, "data.train_file={bad}/empty_label.csv"], "empty_label.csv:3"),
