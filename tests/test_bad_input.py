@@ -95,6 +95,8 @@ CASES = [
     (["train", "experiment=pretrain_modern", "optimizer.momentum=1.5"], "optimizer.momentum"),
     ([*MLP, "model.hidden=[0]"], "model.hidden"),
     ([*MLP, "model.dropout=1.5"], "model.dropout"),
+    ([*MLP, "model.input_size=5"], "config key 'model.input_size': 5 does not match the data, which has 64"),
+    ([*TEXT, "model=llama_tiny", "model.rope_theta=-1"], "config key 'model.rope_theta': expected greater than 0"),
     ([*MLP, "resume=maybe"], "'resume': expected 'auto'"),
     ([*MLP, "nan_policy=ignore"], "'nan_policy': expected 'stop' or 'skip'"),
     ([*MLP, "compile=maybe"], "'compile': expected a valid boolean"),
