@@ -187,6 +187,8 @@ CASES = [
     (["tokenizer", "data.paths=[{bad}/empty.txt]"], "no non-empty document"),
     (["train", "experiment=pretrain_modern", "trainer=fsdp"], "leaves each rank a shard of it: use trainer=ddp"),
     (["train", "experiment=mnist_mlp", "trainer=ddp_cpu", "nan_policy=skip"], "nan_policy=skip works in one process"),
+    ([*MLP, "-m", "launcher=joblib", "hydra.launcher.n_jobs=0", "model.activation=relu,tanh"],
+     "config key 'hydra.launcher.n_jobs': expected a number of parallel jobs >= 1"),
 ]
 
 
