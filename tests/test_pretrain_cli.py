@@ -153,3 +153,12 @@ def test_undecodable_files_can_be_skipped_and_counted(tmp_path: Path, corpus: Pa
     proc = ok(lmforge("train", f"data.paths=[{tmp_path / 'bad'}]", "tokenizer=bytes", "data.on_decode_error=skip",
                       "debug=fdr", "data.block_size=64", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path))
     assert "skipped 1" in (proc.stdout + proc.stderr).lower()
+
+
+def test_mixed_precision_clips_the_gradients_of_the_fused_adamw(corpus: Path, tmp_path: Path):
+    """pretrain_tiny's AdamW is fused and clips at 1.0: Lightning's bf16-mixed refuses to clip a fused
+    optimizer's gradients, so the run takes the unfused one (the same update) instead of a traceback."""
+    proc = ok(cli("train", f"data.paths=[{corpus}]", "tokenizer=bytes", "print_config=false", "trainer.precision=bf16",
+                  "trainer.max_steps=4", "trainer.max_time=null", "trainer.val_check_interval=2", "data.batch_size=4",
+                  "model.block_size=32", "test=false", cwd=tmp_path))
+    assert "optimizer.fused=false" in proc.stdout + proc.stderr

@@ -7,15 +7,56 @@ of named `_target_` nodes (callbacks, logger) and overlays (sections patching a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass as typed
 
 STRICT = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
 Seed = Optional[Annotated[int, Field(ge=0, le=2**32 - 1)]]  # what numpy's seeding takes
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+def _duration(text: str) -> str:
+    if not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", text.strip()):
+        raise ValueError("expected a duration DD:HH:MM:SS (e.g. 00:04:00:00) or a mapping like {hours: 4}")
+    return text
+
+
+# A fraction of the batches (a float in [0, 1]) or a count of them (an int); 2.0 is neither. The float
+# first: its range is the error shown for 1.5.
+Batches = Optional[Union[Annotated[float, Field(ge=0, le=1)], Annotated[int, Field(ge=0, strict=True)]]]
+Duration = Union[Annotated[str, AfterValidator(_duration)],
+                 dict[Literal["weeks", "days", "hours", "minutes", "seconds", "milliseconds"], Annotated[float, Field(ge=0)]]]
+
+# Lightning's classes check these ranges only when built (after the run directory is claimed, and without
+# naming the key) or not at all: tighter hints for their parameters, used in place of their signature's.
+LIBRARY_HINTS: dict[str, dict[str, object]] = {
+    "lightning.pytorch.trainer.trainer.Trainer": {
+        "max_epochs": Optional[Annotated[int, Field(ge=-1)]],  # -1: no limit
+        "max_steps": Annotated[int, Field(ge=-1)],
+        "max_time": Optional[Duration],
+        "accumulate_grad_batches": Positive,
+        "val_check_interval": Optional[Union[Annotated[int, Field(ge=1, strict=True)],
+                                             Annotated[float, Field(gt=0, le=1)], Duration]],
+        "check_val_every_n_epoch": Optional[Positive],
+        "limit_train_batches": Batches,
+        "limit_val_batches": Batches,
+        "limit_test_batches": Batches,
+        "limit_predict_batches": Batches,
+        "overfit_batches": Batches,
+        "gradient_clip_val": Optional[Annotated[float, Field(ge=0)]],
+        "log_every_n_steps": Optional[NonNegative],
+        "num_sanity_val_steps": Optional[Annotated[int, Field(ge=-1)]],
+    },
+    "lightning.pytorch.callbacks.early_stopping.EarlyStopping": {
+        "patience": NonNegative,
+        "min_delta": Annotated[float, Field(ge=0)],
+    },
+}
 
 
 @typed(config=STRICT)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from lmforge.config.schema import COMMANDS
+from lmforge.config.schema import COMMANDS, LIBRARY_HINTS
 from lmforge.errors import UserError
 
 MISSING = "???"
@@ -92,7 +92,10 @@ def check_node(key: str, node: Any) -> None:
                 check_node(f"{key}.{name}", value)
         return
     target = node["_target_"]
-    params, open_kwargs = _signature(locate(f"{key}._target_", target))
+    obj = locate(f"{key}._target_", target)
+    params, open_kwargs = _signature(obj)
+    tighter = LIBRARY_HINTS.get(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}", {})
+    params.update({name: hint for name, hint in tighter.items() if name in params})
     for name, value in node.items():
         if name.startswith("_") and name.endswith("_"):
             continue
@@ -159,6 +162,7 @@ def _describe(exc: ValidationError, prefix: str, values: Any, key: str = "") -> 
     full = (key or f"{prefix}{field}") + "".join(f"[{part}]" for part in inner if isinstance(part, int))
     message = error["msg"][0].lower() + error["msg"][1:].split(", unable to")[0].split(", got ")[0]
     message = message.replace("input should be", "expected").replace("Input should be", "expected")
+    message = message.removeprefix("value error, ")  # a validator's own message
     close = ""
     literals = [e for e in exc.errors() if e["type"] == "literal_error"]
     if literals and len(literals) == len(exc.errors()):  # a choice, maybe among several lists (a union)

@@ -14,6 +14,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from lmforge.data import stdlib_tasks
+from lmforge.data.base import NonNegative
 from lmforge.data.splits import split
 from lmforge.data.tables import LINE, read_rows, require_columns
 from lmforge.data.tokenized import TokenizedDataModule
@@ -92,7 +93,7 @@ class ClassificationDataModule(TokenizedDataModule):
         label_column: str = "label",
         max_length: int = 256,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: NonNegative = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         seed: int = 0,

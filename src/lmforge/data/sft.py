@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge.data import stdlib_tasks
+from lmforge.data.base import NonNegative
 from lmforge.data.splits import split
 from lmforge.data.tables import LINE, columns, read_rows
 from lmforge.data.tokenized import IGNORE, TokenizedDataModule
@@ -136,7 +137,7 @@ class SFTDataModule(TokenizedDataModule):
         template: str = "{prompt}\n### Response:\n",
         max_length: int = 256,
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: NonNegative = 0,
         val_fraction: float = 0.1,
         seed: int = 0,
         packing: bool = False,

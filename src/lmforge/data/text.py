@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lmforge.data.base import DataModule
+from lmforge.data.base import DataModule, NonNegative, Positive
 from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.errors import UserError
@@ -133,13 +133,13 @@ class TextDataModule(DataModule):
         val_fraction: float = 0.05,
         block_size: int = 256,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: NonNegative = 0,
         on_decode_error: str = "error",
         tokenizer: TokenizerSpec | None = None,
         cache_dir: str = ".cache",
         seed: int = 0,
         val_windows: int = 64,
-        max_docs: int | None = None,
+        max_docs: Positive | None = None,
         num_proc: int | None = None,
     ) -> None:
         super().__init__()

@@ -15,14 +15,12 @@ from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
 
 from lmforge.atomic import write_bytes
-from lmforge.data.base import DataModule
+from lmforge.data.base import DataModule, NonNegative, Positive
 from lmforge.errors import UserError
 
 log = logging.getLogger(__name__)
 
 Split = tuple[np.ndarray, np.ndarray]
-Positive = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 

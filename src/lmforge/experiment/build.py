@@ -57,6 +57,18 @@ def fill_nulls(node: dict, values: dict[str, Any]) -> dict:
     return {**node, **{k: v for k, v in values.items() if k in params and node.get(k) is None}}
 
 
+def check_dims(config: dict, dims: dict[str, Any]) -> None:
+    """A size the data decides (model.input_size, num_classes...) set to another value would fail in the
+    first forward pass: refused here, naming the key. vocab_size may exceed the tokenizer's (checked later)."""
+    for section in ("model", "module"):
+        params = inspect.signature(get_object(config[section]["_target_"])).parameters
+        for name, value in dims.items():
+            given = config[section].get(name)
+            if name in params and name != "vocab_size" and isinstance(value, int) and given not in (None, value):
+                raise UserError(f"config key '{section}.{name}': {given} does not match the data, which has {value} "
+                                f"(leave it null: it follows the data)")
+
+
 def build_model(config: dict) -> nn.Module:
     """The model of a (filled-in) config, with its fine-tuning method (LoRA, freezing) applied."""
     model = instantiate(config["model"], _convert_="all")
@@ -74,6 +86,7 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
     dims = datamodule.dims
     if model_dir is not None:
         config["model"] = fill_nulls(config["model"], {"path": str(model_dir)})
+    check_dims(config, dims)
     config["model"] = fill_nulls(config["model"], dims)
     config["module"] = fill_nulls(config["module"], dims)
     model = build_model(config)

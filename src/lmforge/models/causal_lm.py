@@ -4,12 +4,15 @@ exports to the stock `transformers` class with equal logits; `impl=hf` builds th
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from lmforge.errors import UserError
+
+RopeTheta = Annotated[float, Field(gt=0)]  # the base of the rotary frequencies: 0 or below gives NaN
 
 
 def _check(vocab_size: Optional[int], block_size: int, n_layer: int, n_head: int, n_embd: int,
@@ -93,7 +96,7 @@ def _rope_config(vocab_size, block_size, n_layer, n_head, n_kv_head, n_embd, int
 
 def llama(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
           n_kv_head: Optional[int] = None, n_embd: int = 128, intermediate_size: Optional[int] = None,
-          dropout: float = 0.0, rope_theta: float = 10000.0, tie_word_embeddings: bool = False,
+          dropout: float = 0.0, rope_theta: RopeTheta = 10000.0, tie_word_embeddings: bool = False,
           impl: str = "native") -> nn.Module:
     """A Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases) with random weights.
 
@@ -110,7 +113,7 @@ def llama(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int 
 
 def modern(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
            n_kv_head: Optional[int] = None, n_embd: int = 128, intermediate_size: Optional[int] = None,
-           rope_theta: float = 10000.0, tie_word_embeddings: bool = False, zero_init_out: bool = True,
+           rope_theta: RopeTheta = 10000.0, tie_word_embeddings: bool = False, zero_init_out: bool = True,
            impl: str = "native") -> nn.Module:
     """A modern small LM: RoPE, RMSNorm, per-head RMSNorm on queries and keys (QK-norm), SwiGLU, untied
     head, no biases or dropout, output projections of attention and MLP initialised at zero

@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 
@@ -80,8 +81,20 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
+        if getattr(optimizer, "_step_supports_amp_scaling", False) and self._clips_under_amp():
+            # Lightning's mixed precision (16-mixed, bf16-mixed) refuses to clip the gradients of a fused
+            # optimizer (it unscales them inside its step): the unfused one computes the same update.
+            rank_zero_info("optimizer.fused=false: trainer.precision (mixed) with trainer.gradient_clip_val "
+                           "needs the unfused optimizer")
+            optimizer = self.optimizer_factory(self.parameter_groups(), fused=False)
         if self.scheduler_factory is None:
             return optimizer
         # The schedule is laid out over the run's budget: max_steps and/or max_time, whichever ends first.
         scheduler = self.scheduler_factory(optimizer, budget=Budget.from_trainer(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _clips_under_amp(self) -> bool:
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        trainer = self.trainer
+        return isinstance(trainer.precision_plugin, MixedPrecision) and bool(trainer.gradient_clip_val)

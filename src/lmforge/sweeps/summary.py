@@ -54,6 +54,11 @@ class SweepSummary(Callback):
             print("error: launcher=slurm needs a SLURM cluster (no sbatch here): run it on a login node, or "
                   "try the same code path on this machine with launcher=slurm_local", file=sys.stderr)
             raise SystemExit(2)
+        n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
+        if launcher.endswith("JoblibLauncher") and (not isinstance(n_jobs, int) or n_jobs == 0):
+            print(f"error: config key 'hydra.launcher.n_jobs': expected a number of parallel jobs >= 1 (or -1: one "
+                  f"per core, -2: all but one...), got {n_jobs!r}", file=sys.stderr)
+            raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.exists() and not sweep_dir.is_dir():
             print(f"error: cannot write {sweep_dir}: a file is in the way of this directory", file=sys.stderr)
