@@ -66,9 +66,21 @@ class TaskModule(L.LightningModule):
         """Lightning's clipping, except by norm under FSDP: there it goes through the sharded model's own
         `clip_grad_norm_`, the norm over all shards (Lightning's FSDP precision refuses norm clipping,
         Lightning-AI/pytorch-lightning#19235: the presets that clip could not train under trainer=fsdp)."""
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
         model = self.trainer.model
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(model, FullyShardedDataParallel):
             model.clip_grad_norm_(gradient_clip_val)
+            return
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            # bf16-mixed has no loss scaler, so the gradients are true ones; Lightning's refusal to clip for a
+            # fused optimizer (which unscales inside its step) is for 16-mixed: clip here, keep the fused step.
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
@@ -81,10 +93,10 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
-        if getattr(optimizer, "_step_supports_amp_scaling", False) and self._clips_under_amp():
-            # Lightning's mixed precision (16-mixed, bf16-mixed) refuses to clip the gradients of a fused
-            # optimizer (it unscales them inside its step): the unfused one computes the same update.
-            rank_zero_info("optimizer.fused=false: trainer.precision (mixed) with trainer.gradient_clip_val "
+        if getattr(optimizer, "_step_supports_amp_scaling", False) and self._clips_scaled_gradients():
+            # 16-mixed scales the loss, and a fused optimizer unscales the gradients inside its step: they
+            # cannot be clipped before it. The unfused optimizer computes the same update.
+            rank_zero_info("optimizer.fused=false: trainer.precision=16-mixed with trainer.gradient_clip_val "
                            "needs the unfused optimizer")
             optimizer = self.optimizer_factory(self.parameter_groups(), fused=False)
         if self.scheduler_factory is None:
@@ -93,8 +105,8 @@ class TaskModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, budget=Budget.from_trainer(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _clips_under_amp(self) -> bool:
+    def _clips_scaled_gradients(self) -> bool:
         from lightning.pytorch.plugins.precision import MixedPrecision
 
-        trainer = self.trainer
-        return isinstance(trainer.precision_plugin, MixedPrecision) and bool(trainer.gradient_clip_val)
+        plugin = self.trainer.precision_plugin
+        return isinstance(plugin, MixedPrecision) and plugin.scaler is not None and bool(self.trainer.gradient_clip_val)
