@@ -65,7 +65,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                 hint = ""
                 if first and line.lstrip().startswith("["):
                     hint = " (a JSON array is not supported: write one JSON object per line)"
-                raise UserError(f"{path}:{lineno}: malformed JSON: {e.msg} at column {e.colno}{hint}") from None
+                what = e.msg.removesuffix(" at")  # "Invalid control character at" would read "at at column"
+                raise UserError(f"{path}:{lineno}: malformed JSON: {what} at column {e.colno}{hint}") from None
             if not isinstance(value, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(value).__name__}")
             first = False
