@@ -159,6 +159,9 @@ CASES = [
     (["tokenizer", "data.paths=[{bad}/ok.txt]", "hydra.run.dir={run}"], "already holds a run"),
     ([*MLP, "paths.log_dir=/proc/lmforge"], "/proc/lmforge"),
     ([*CLASSIFY, "init_from=/no/such/model"], "init_from=/no/such/model"),
+    ([*MLP, "init_from={lm}"], "does not start from a model directory"),
+    ([*TEXT, "data.paths=[{bad}/ok.txt]", "init_from={lm}"], "does not start from a model directory"),
+    ([*MLP, "hydra.run.dir="], "hydra.run.dir is empty"),
     ([*CLASSIFY, "init_from={bad}/nocfg_model"], "no config.json"),
     # data files
     ([*TEXT, "data.paths=[/no/such/dir/*.txt]"], "/no/such/dir/*.txt"),

@@ -23,10 +23,17 @@ def job_line(message: str) -> None:
 
 
 def output_dir() -> Path:
-    """The job's run directory (hydra.run.dir, or the job's directory in a sweep)."""
+    """The job's run directory (hydra.run.dir, or the job's directory in a sweep). An empty
+    hydra.run.dir would be the working directory itself: refused."""
     from hydra.core.hydra_config import HydraConfig
 
-    return Path(HydraConfig.get().runtime.output_dir)
+    from lmforge.errors import UserError
+
+    hydra = HydraConfig.get()
+    if not in_multirun() and not str(hydra.run.dir).strip():
+        raise UserError("hydra.run.dir is empty: give the run a directory (or leave the key out: a new one "
+                        "under logs/)")
+    return Path(hydra.runtime.output_dir)
 
 
 def run_dir_is_fixed() -> bool:

@@ -35,7 +35,13 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.callbacks.step_seed import StepSeed
     from lmforge.config.tree import render_tree
     from lmforge.distributed import is_main_process, leave_together, shards_parameters
-    from lmforge.experiment.build import build_datamodule, build_module, build_trainer, check_optimizer
+    from lmforge.experiment.build import (
+        build_datamodule,
+        build_module,
+        build_trainer,
+        check_init_from,
+        check_optimizer,
+    )
     from lmforge.experiment.load import resolve_init_from
     from lmforge.loggers.wandb import finish_run
     from lmforge.metrics import final_metrics, optimized_value
@@ -52,6 +58,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.runs.redact import redact
 
     check_optimizer(config)
+    check_init_from(config)
 
     # 2. Claim the run directory (rank 0 owns it) and find where training starts.
     run = RunDir(output_dir())

@@ -16,6 +16,16 @@ from lmforge.distributed import shards_parameters
 from lmforge.errors import UserError
 
 
+def check_init_from(config: dict) -> None:
+    """`init_from` fills the model's `path`: a model built from its own initialization (the native GPT,
+    the MLP) would silently ignore it, so that is refused."""
+    model = config.get("model") or {}
+    if config.get("init_from") and "path" not in model:
+        raise UserError(f"init_from={config['init_from']}: model {model.get('_target_', '?')} does not start from "
+                        "a model directory; to fine-tune use model=hf or a finetune_* experiment, to continue "
+                        "training an lmforge run use ckpt_path=")
+
+
 def check_optimizer(config: dict) -> None:
     """Build the optimizer and scheduler once on a dummy parameter, before any data is prepared:
     torch's own range checks (a negative lr, betas outside [0, 1)) fail here, naming the section."""
