@@ -138,12 +138,17 @@ def _record_failed_job(exc: Exception, report) -> None:
         report(exc)
     run = RunDir(hydra.runtime.output_dir)
     info = run.read_info()
-    if not info or info.get("pid") == os.getpid():
+    if not info or _written_here(info):
         run.finish(status, error=_error_text(exc), overrides=list(hydra.overrides.task))
     else:  # refused before it claimed the directory: the earlier run's record stays as it is
         from lmforge.sweeps.summary import SweepSummary
 
         SweepSummary.refused = _error_text(exc)
+
+
+def _written_here(info: dict) -> bool:
+    """Whether a run.json was written by this process (not by an earlier run in the same directory)."""
+    return info.get("pid") == os.getpid()
 
 
 def _error_text(exc: Exception) -> str:
@@ -167,11 +172,11 @@ def _close_failed_run(exc: Exception) -> None:
     run = RunDir(hydra.runtime.output_dir)
     info = run.read_info()
     try:
-        if info.get("pid") == os.getpid() and info.get("status") in ("running", "failed") and "error" not in info:
+        if _written_here(info) and info.get("status") in ("running", "failed") and "error" not in info:
             run.finish("failed", error=_error_text(exc))
         elif not info and not run_dir_is_fixed():
             run.discard_if_unused(f"{hydra.job.name}.log")
-        elif info.get("pid") != os.getpid():  # refused a directory holding another run: leave it as it was
+        elif not _written_here(info):  # refused a directory holding another run: leave it as it was
             log = run.path / f"{hydra.job.name}.log"
             if log.is_file() and log.stat().st_size == 0:
                 log.unlink()

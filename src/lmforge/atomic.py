@@ -20,6 +20,7 @@ from typing import Any
 
 from lmforge.errors import UserError
 
+FILE_IN_THE_WAY = "a file is in the way of this directory"
 # Errors that mean "this path cannot be written here", not a bug: reported in one line.
 _UNWRITABLE = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large for the device",
                errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
@@ -32,7 +33,7 @@ def unwritable_reason(exc: BaseException) -> str | None:
     if not isinstance(exc, OSError):
         return None
     if exc.errno == errno.EEXIST and exc.filename and not os.path.isdir(exc.filename):  # mkdir(exist_ok=True)
-        return "a file is in the way of this directory"
+        return FILE_IN_THE_WAY
     return _UNWRITABLE.get(exc.errno)
 
 

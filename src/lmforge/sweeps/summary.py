@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lmforge.atomic import write_json, write_text
+from lmforge.atomic import FILE_IN_THE_WAY, write_json, write_text
 from lmforge.job import in_multirun
 
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
@@ -50,19 +50,15 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         if launcher.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
-            # Hydra turns a callback's exception into a warning and goes on: stop here ourselves.
-            print("error: launcher=slurm needs a SLURM cluster (no sbatch here): run it on a login node, or "
-                  "try the same code path on this machine with launcher=slurm_local", file=sys.stderr)
-            raise SystemExit(2)
+            _stop("launcher=slurm needs a SLURM cluster (no sbatch here): run it on a login node, or "
+                  "try the same code path on this machine with launcher=slurm_local")
         n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
         if launcher.endswith("JoblibLauncher") and (not isinstance(n_jobs, int) or n_jobs == 0):
-            print(f"error: config key 'hydra.launcher.n_jobs': expected a number of parallel jobs >= 1 (or -1: one "
-                  f"per core, -2: all but one...), got {n_jobs!r}", file=sys.stderr)
-            raise SystemExit(2)
+            _stop(f"config key 'hydra.launcher.n_jobs': expected a number of parallel jobs >= 1 (or -1: one "
+                  f"per core, -2: all but one...), got {n_jobs!r}")
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.exists() and not sweep_dir.is_dir():
-            print(f"error: cannot write {sweep_dir}: a file is in the way of this directory", file=sys.stderr)
-            raise SystemExit(2)
+            _stop(f"cannot write {sweep_dir}: {FILE_IN_THE_WAY}")
         _refuse_a_second_grid(config, sweep_dir)
         metric = OmegaConf.select(config, "optimized_metric")
         sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
@@ -126,6 +122,13 @@ class SweepSummary(Callback):
             jobs.sort(key=lambda job: job["job"])
 
 
+def _stop(message: str) -> None:
+    """Stop the sweep with one error line, exit 2: Hydra turns a callback's exception into a warning and
+    goes on, so a callback stops it itself."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path) -> None:
     """A grid sweep into a directory holding an earlier sweep would only fail job by job (their directories
     hold runs) and replace its summary: stop unless its jobs are to go on (resume=auto) or be replaced
@@ -134,9 +137,8 @@ def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path) -> None:
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
     asked = {"resume=auto", "overwrite=true", "overwrite=True"} & set(config.hydra.overrides.task)
     if earlier and sweeper.endswith("BasicSweeper") and not asked:
-        print(f"error: {sweep_dir} already holds a sweep ({len(earlier)} jobs): continue its jobs with resume=auto, "
-              "replace them with overwrite=true, or choose another hydra.sweep.dir", file=sys.stderr)
-        raise SystemExit(2)
+        _stop(f"{sweep_dir} already holds a sweep ({len(earlier)} jobs): continue its jobs with resume=auto, "
+              "replace them with overwrite=true, or choose another hydra.sweep.dir")
 
 
 def ranked(summary: dict) -> list[dict]:
