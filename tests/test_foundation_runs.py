@@ -109,6 +109,17 @@ def test_last_checkpoint_is_a_link_to_best_only_when_validation_improved(tmp_pat
     assert not [f.name for f in (run / "checkpoints").iterdir() if f.name.startswith(".")]  # no temp left
 
 
+def test_the_profiler_preset_writes_time_per_hook_and_a_default_run_no_profile(mlp_run: Path, tmp_path: Path):
+    """The default trainer profiles nothing at no cost per hook (experiment/profiler.py); debug=profiler
+    puts Lightning's SimpleProfiler in its place."""
+    run = tmp_path / "profiled"
+    ok(cli("train", "experiment=mnist_mlp", "data.download=false", "print_config=false", "debug=profiler",
+           "trainer.limit_train_batches=5", f"hydra.run.dir={run}", cwd=tmp_path))
+    profile = (run / "fit-profile.txt").read_text()
+    assert "run_training_batch" in profile and "[Callback]ModelCheckpoint" in profile
+    assert not list(mlp_run.glob("*profile*"))
+
+
 def test_fast_dev_run_writes_metrics_and_names_the_run_directory(tmp_path: Path):
     run = tmp_path / "fdr"
     proc = ok(cli("train", "experiment=mnist_mlp", "debug=fdr", f"hydra.run.dir={run}", cwd=tmp_path))

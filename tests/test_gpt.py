@@ -16,6 +16,7 @@ from conftest import byte_bpe
 from lmforge.generation import generate
 from lmforge.models.causal_lm import gpt2, llama, modern
 from lmforge.models.export import export_hf
+from lmforge.models import gpt as native
 from lmforge.models.gpt import GPT, RMSNorm
 
 SHAPE = {"vocab_size": 300, "block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 32}
@@ -58,6 +59,28 @@ def test_native_equals_its_stock_transformers_class(name: str) -> None:
         padded, hf_padded = model(ids, attention_mask=mask).logits, hf(input_ids=ids, attention_mask=mask).logits
         assert (padded[0, 7:] - hf_padded[0, 7:]).abs().max() < 1e-5  # real tokens of the padded row
         assert (padded[1:] - hf_padded[1:]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", "modern"])
+def test_short_contexts_on_cpu_attend_as_the_fused_kernel_does(name: str, monkeypatch) -> None:
+    """Up to BMM_ATTENTION_MAX_T positions, grouped-query attention on CPU runs as batched matmuls (faster
+    there): the logits and every gradient are those of scaled_dot_product_attention."""
+    model = build(name).train()
+    ids = torch.randint(0, 300, (3, 40))
+
+    def logits_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logits = model(ids).logits
+        logits.square().mean().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    bmm, bmm_grads = logits_and_grads()
+    monkeypatch.setattr(native, "BMM_ATTENTION_MAX_T", 0)
+    fused, fused_grads = logits_and_grads()
+    assert not torch.equal(bmm, fused)  # two computations ...
+    assert (bmm - fused).abs().max() < 1e-5  # ... of one function
+    for a, b in zip(bmm_grads, fused_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -7,6 +7,7 @@ and `to_hf()` returns that stock class with the same weights and logits (no remo
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
@@ -141,6 +142,32 @@ def stacked(groups: int, rows: int, cols: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(groups, rows, cols))
 
 
+# Grouped-query attention on CPU up to this many positions: batched matmuls beat the fused kernel, which
+# expands the keys and values to every query head (llama_tiny's step 2-4 % faster; with as many key heads
+# as query heads no faster in a whole step, so those keep the fused kernel).
+BMM_ATTENTION_MAX_T = 128
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_bias(T: int, group: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """-inf above the diagonal of a [T, T] block, stacked `group` times: [group * T, T]."""
+    return torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu(1).repeat(group, 1)
+
+
+def causal_attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention of queries [B, n_head, T, head_dim] on keys and values [B, n_kv_head, T, head_dim] as
+    two batched matmuls around a softmax, the query heads of one key head in one matmul. What
+    `scaled_dot_product_attention` computes, faster on CPU for short contexts (llama_tiny's 4 query heads on 2
+    key heads, T=64: 1.0 vs 1.4 ms a layer forward and backward)."""
+    B, H, T, D = q.shape
+    kv_heads = k.shape[1]
+    group = H // kv_heads
+    causal = _causal_bias(T, group, q.dtype, q.device).expand(B * kv_heads, group * T, T)
+    scores = torch.baddbmm(causal, q.reshape(B * kv_heads, group * T, D), k.reshape(B * kv_heads, T, D).transpose(1, 2),
+                           alpha=D ** -0.5)
+    return torch.bmm(scores.softmax(-1), v.reshape(B * kv_heads, T, D)).view(B, H, T, D)
+
+
 class Attention(nn.Module):
     """Causal self-attention. `qkv` stacks the query heads (in n_head / n_kv_head blocks of n_kv_head
     heads), the keys and the values: [n_head / n_kv_head + 2, n_kv_head * head_dim, n_embd]."""
@@ -184,9 +211,13 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.update(index, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k.shape[2] == T > 1,
-                                           dropout_p=self.dropout if self.training else 0.0,
-                                           enable_gqa=self.n_kv_head != self.n_head)
+        if (self.n_kv_head != self.n_head and cache is None and mask is None and q.device.type == "cpu"
+                and q.dtype == torch.float32 and T <= BMM_ATTENTION_MAX_T and not (self.training and self.dropout)):
+            y = causal_attention_bmm(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=mask is None and k.shape[2] == T > 1,
+                                               enable_gqa=self.n_kv_head != self.n_head)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
