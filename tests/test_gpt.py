@@ -14,10 +14,11 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from conftest import byte_bpe
 from lmforge.generation import generate
+from lmforge.models import cpu_kernels
 from lmforge.models.causal_lm import gpt2, llama, modern
+from lmforge.models.cpu_kernels import RMSNorm
 from lmforge.models.export import export_hf
-from lmforge.models import gpt as native
-from lmforge.models.gpt import GPT, RMSNorm
+from lmforge.models.gpt import GPT
 
 SHAPE = {"vocab_size": 300, "block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 32}
 VARIANTS = {
@@ -75,7 +76,7 @@ def test_short_contexts_on_cpu_attend_as_the_fused_kernel_does(name: str, monkey
         return logits.detach(), [p.grad.clone() for p in model.parameters()]
 
     bmm, bmm_grads = logits_and_grads()
-    monkeypatch.setattr(native, "BMM_ATTENTION_MAX_T", 0)
+    monkeypatch.setattr(cpu_kernels, "BMM_ATTENTION_MAX_T", 0)
     fused, fused_grads = logits_and_grads()
     assert not torch.equal(bmm, fused)  # two computations ...
     assert (bmm - fused).abs().max() < 1e-5  # ... of one function
@@ -144,7 +145,7 @@ def test_compiled_model_trains_like_the_eager_one() -> None:
 
 
 def test_rmsnorm_training_path_has_the_gradients_of_torchs() -> None:
-    """models.gpt.RMSNorm's hand-written backward (fp32 on CPU) against nn.RMSNorm's autograd."""
+    """models.cpu_kernels.RMSNorm's hand-written backward (fp32 on CPU) against nn.RMSNorm's autograd."""
     torch.manual_seed(0)
     ours, reference = RMSNorm(32, eps=1e-6), torch.nn.RMSNorm(32, eps=1e-6)
     with torch.no_grad():

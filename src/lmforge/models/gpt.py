@@ -7,7 +7,6 @@ and `to_hf()` returns that stock class with the same weights and logits (no remo
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
@@ -15,6 +14,9 @@ from typing import Any, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lmforge.models import cpu_kernels
+from lmforge.models.cpu_kernels import RMSNorm, causal_attention_bmm
 
 
 class KVCache:
@@ -101,35 +103,6 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
-class _RMSNormFunction(torch.autograd.Function):
-    """RMSNorm with a hand-written backward: torch's CPU backward is a composite of ~10 elementwise
-    passes; this one does the same math in fewer (fwd+bwd ~15 % faster: ~1.3 ms of a 40 ms llama_tiny step)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-        normed = x * r
-        ctx.save_for_backward(normed, r, weight)
-        return normed * weight
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        normed, r, weight = ctx.saved_tensors
-        scaled = grad * weight
-        grad_x = (scaled - normed * (scaled * normed).mean(-1, keepdim=True)) * r
-        return grad_x, (grad * normed).flatten(0, -2).sum(0), None
-
-
-class RMSNorm(nn.RMSNorm):
-    """`nn.RMSNorm` (same parameters and outputs) with a faster training path for fp32 on CPU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled()
-                and self.weight is not None and self.eps is not None):
-            return _RMSNormFunction.apply(x, self.weight, self.eps)
-        return super().forward(x)
-
-
 def norm(spec: Spec, dim: int) -> nn.Module:
     if spec.family == "gpt2":
         return nn.LayerNorm(dim, eps=spec.eps, bias=spec.bias)
@@ -140,32 +113,6 @@ def stacked(groups: int, rows: int, cols: int) -> nn.Parameter:
     """A weight of `groups` matrices [rows, cols] used as one [groups * rows, cols] matmul: one kernel
     instead of several, while Muon still orthogonalises each matrix (it takes leading dims as a batch)."""
     return nn.Parameter(torch.empty(groups, rows, cols))
-
-
-# Grouped-query attention on CPU up to this many positions: batched matmuls beat the fused kernel, which
-# expands the keys and values to every query head (llama_tiny's step 2-4 % faster; with as many key heads
-# as query heads no faster in a whole step, so those keep the fused kernel).
-BMM_ATTENTION_MAX_T = 128
-
-
-@functools.lru_cache(maxsize=8)
-def _causal_bias(T: int, group: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """-inf above the diagonal of a [T, T] block, stacked `group` times: [group * T, T]."""
-    return torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu(1).repeat(group, 1)
-
-
-def causal_attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention of queries [B, n_head, T, head_dim] on keys and values [B, n_kv_head, T, head_dim] as
-    two batched matmuls around a softmax, the query heads of one key head in one matmul. What
-    `scaled_dot_product_attention` computes, faster on CPU for short contexts (llama_tiny's 4 query heads on 2
-    key heads, T=64: 1.0 vs 1.4 ms a layer forward and backward)."""
-    B, H, T, D = q.shape
-    kv_heads = k.shape[1]
-    group = H // kv_heads
-    causal = _causal_bias(T, group, q.dtype, q.device).expand(B * kv_heads, group * T, T)
-    scores = torch.baddbmm(causal, q.reshape(B * kv_heads, group * T, D), k.reshape(B * kv_heads, T, D).transpose(1, 2),
-                           alpha=D ** -0.5)
-    return torch.bmm(scores.softmax(-1), v.reshape(B * kv_heads, T, D)).view(B, H, T, D)
 
 
 class Attention(nn.Module):
@@ -212,7 +159,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(index, k, v)
         if (self.n_kv_head != self.n_head and cache is None and mask is None and q.device.type == "cpu"
-                and q.dtype == torch.float32 and T <= BMM_ATTENTION_MAX_T and not (self.training and self.dropout)):
+                and q.dtype == torch.float32 and T <= cpu_kernels.BMM_ATTENTION_MAX_T and not (self.training and self.dropout)):
             y = causal_attention_bmm(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
