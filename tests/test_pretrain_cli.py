@@ -31,6 +31,7 @@ def test_pretraining_lowers_validation_loss_and_ends_with_a_sample(pretrain_run)
     rates = csv_metric(run, "train/tokens_per_sec")
     assert len(rates) >= 3 and max(rates) > average, (rates, average)
     assert "def fibonacci(n):" in stdout  # the sample printed at the end
+    assert "Epoch 0" in stdout and "/-2" not in stdout  # no epoch limit: not Lightning's "Epoch 0/-2"
     assert stdout.strip().splitlines()[-1] == f"run directory: {run}"
     assert (run / "tokenizer" / "tokenizer.json").is_file()
 

@@ -17,3 +17,10 @@ class RichProgressBar(LightningRichProgressBar):
         if trainer.training and not written_step(trainer, trainer.global_step):
             return
         super()._update_metrics(trainer, pl_module)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """Lightning's "Epoch 3/9"; with no epoch limit (max_epochs=-1: steps or time end the run) "Epoch 3",
+        where Lightning writes "Epoch 3/-2"."""
+        if self.trainer.max_epochs is None or self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"
