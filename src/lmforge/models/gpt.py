@@ -159,11 +159,12 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(index, k, v)
         if (self.n_kv_head != self.n_head and cache is None and mask is None and q.device.type == "cpu"
-                and q.dtype == torch.float32 and T <= cpu_kernels.BMM_ATTENTION_MAX_T and not (self.training and self.dropout)):
+                and q.dtype == torch.float32 and T <= cpu_kernels.BMM_ATTENTION_MAX_T
+                and not (self.training and self.dropout)):
             y = causal_attention_bmm(q, k, v)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=mask is None and k.shape[2] == T > 1,
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k.shape[2] == T > 1,
+                                               dropout_p=self.dropout if self.training else 0.0,
                                                enable_gqa=self.n_kv_head != self.n_head)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
