@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hydra.utils import instantiate
+from lightning.pytorch.profilers import PassThroughProfiler
 
 from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error
+from lmforge.runs.checkpoints import saved_config
 
 
 def test_mnist_mlp_reaches_95_percent_on_digits(mlp_run: Path):
@@ -118,6 +121,9 @@ def test_the_profiler_preset_writes_time_per_hook_and_a_default_run_no_profile(m
     profile = (run / "fit-profile.txt").read_text()
     assert "run_training_batch" in profile and "[Callback]ModelCheckpoint" in profile
     assert not list(mlp_run.glob("*profile*"))
+    # What the default run used opens one shared no-op context for every hook, not a new one per call.
+    default = instantiate(saved_config(mlp_run)["trainer"]["profiler"])
+    assert isinstance(default, PassThroughProfiler) and default.profile("a") is default.profile("b")
 
 
 def test_fast_dev_run_writes_metrics_and_names_the_run_directory(tmp_path: Path):

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Optional
+from typing import Any, Optional
 
 import lightning as L
-from pydantic import Field
 
 from lmforge.data.sampler import ResumableSampler
 from lmforge.errors import UserError
-
-# Ranges of the data modules' parameters, checked by the config validation (their type hints).
-Positive = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[int, Field(ge=0)]
 
 
 class DataModule(L.LightningDataModule):

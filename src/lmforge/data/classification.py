@@ -13,8 +13,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from lmforge.config.schema import NonNegative
 from lmforge.data import stdlib_tasks
-from lmforge.data.base import NonNegative
 from lmforge.data.splits import split
 from lmforge.data.tables import LINE, read_rows, require_columns
 from lmforge.data.tokenized import TokenizedDataModule

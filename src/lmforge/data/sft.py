@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lmforge.config.schema import NonNegative
 from lmforge.data import stdlib_tasks
-from lmforge.data.base import NonNegative
 from lmforge.data.splits import split
 from lmforge.data.tables import LINE, columns, read_rows
 from lmforge.data.tokenized import IGNORE, TokenizedDataModule

@@ -17,7 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lmforge.data.base import DataModule, NonNegative, Positive
+from lmforge.config.schema import NonNegative, Positive
+from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.errors import UserError

@@ -15,7 +15,8 @@ from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
 
 from lmforge.atomic import write_bytes
-from lmforge.data.base import DataModule, NonNegative, Positive
+from lmforge.config.schema import NonNegative, Positive
+from lmforge.data.base import DataModule
 from lmforge.errors import UserError
 
 log = logging.getLogger(__name__)
