@@ -41,7 +41,7 @@ class RMSNorm(nn.RMSNorm):
 
 
 # Grouped-query attention on CPU up to this many positions: batched matmuls beat the fused kernel, which
-# expands the keys and values to every query head (llama_tiny's step 2-4 % faster; with as many key heads
+# expands the keys and values to every query head (llama_tiny's step 0-4 % faster; with as many key heads
 # as query heads no faster in a whole step, so those keep the fused kernel).
 BMM_ATTENTION_MAX_T = 128
 
