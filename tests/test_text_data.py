@@ -267,6 +267,11 @@ def test_training_stream_is_a_function_of_seed_and_index(tmp_path: Path) -> None
     w = a.train_dataset[3]
     assert w["input_ids"].dtype == torch.long and w["input_ids"].shape == (16,)
     assert torch.equal(w["input_ids"][1:], w["labels"][:-1])
+    # Sample i is the window at offsets([i]), and the offsets spread over the whole split.
+    starts = a.train_dataset.offsets(list(range(2000)))
+    tokens, top = np.asarray(a.train_dataset.tokens.data), a.train_dataset.max_start
+    assert torch.equal(w["input_ids"], torch.from_numpy(tokens[starts[3]:starts[3] + 16].astype(np.int64)))
+    assert 0 <= starts.min() < 0.02 * top and 0.98 * top < starts.max() <= top
 
     first = [batch for batch, _ in zip(a.train_dataloader(), range(3))]
     # A batch is the stack of its samples, sample i = the stream's i-th.

