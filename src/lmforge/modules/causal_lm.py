@@ -45,7 +45,7 @@ class CausalLMModule(TaskModule):
         return lm_loss(self(batch["input_ids"]), labels), (labels != IGNORE_INDEX).sum()
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = lm_loss(self(batch["input_ids"]), batch["labels"])
+        loss, _ = self.batch_loss(batch)  # subclasses' batch_loss (SFT: the attention mask) decides the loss
         if written_step(self.trainer, self.trainer.global_step + 1):  # the step this batch finishes
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
