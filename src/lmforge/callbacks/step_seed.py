@@ -8,16 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-
-def mix(*values: int) -> int:
-    """Mix integers into one well-spread 63-bit seed (splitmix64 steps)."""
-    x = 0
-    for value in values:
-        x = (x * 0x9E3779B97F4A7C15 + int(value) + 1) & 0xFFFFFFFFFFFFFFFF
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x >> 1
+from lmforge.seeding import mix
 
 
 class StepSeed(L.Callback):

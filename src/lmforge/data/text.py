@@ -22,15 +22,8 @@ from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.errors import UserError
+from lmforge.seeding import sample_seeds
 from lmforge.tokenizers import TokenizerSpec
-
-
-def sample_seeds(seed: int, indices: np.ndarray) -> np.ndarray:
-    """Mix (seed, index) into one well-spread 64-bit number per index (splitmix64; uint64 wraps)."""
-    x = np.uint64(seed * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF) + np.asarray(indices, dtype=np.uint64)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> list[dict[str, torch.Tensor]]:
