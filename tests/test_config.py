@@ -84,6 +84,10 @@ def test_cli_help_is_light_and_lists_commands(tmp_path: Path):
     assert probe.stdout.strip() == "False"
     help_text = ok(lmforge("train", "--help", cwd=tmp_path)).stdout
     assert "experiment:" in help_text and "mnist_mlp" in help_text and "pretrain_tiny" in help_text
+    # Another command lists only the groups it composes, and its own examples.
+    eval_help = ok(lmforge("eval", "--help", cwd=tmp_path)).stdout
+    assert "\ntrainer: cpu, ddp" in eval_help and "\nexperiment:" not in eval_help
+    assert "lmforge eval ckpt_path=" in eval_help and "lmforge train" not in eval_help
     job = ok(lmforge("train", "experiment=mnist_mlp", "model.activation=tanh", "--cfg", "job", cwd=tmp_path))
     assert "activation: tanh" in job.stdout
 
