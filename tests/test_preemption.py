@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OFFLINE_ENV, cli, csv_metric, lmforge, metrics, one_line_error
+from conftest import OFFLINE_ENV, STDLIB, cli, csv_metric, lmforge, metrics, one_line_error
 
 LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=200",
             "callbacks=none", "logger=csv"]
 
 
-def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+def start(args: list[str], cwd: Path, command: str = "train", **env: str) -> subprocess.Popen:
     full = {**os.environ, **OFFLINE_ENV, **env}
     full.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=cwd, env=full,
+    return subprocess.Popen([sys.executable, "-m", "lmforge", command, *args], cwd=cwd, env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -74,6 +74,28 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_together(tmp_path: Path):
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert json.loads((run / "run.json").read_text())["global_step"] == info["global_step"] + 5
+
+
+def test_ctrl_c_while_a_tokenizer_trains_stops_at_once_and_leaves_nothing(tmp_path: Path):
+    """BPE training runs in Rust, where Python would see Ctrl-C only once the whole training is done."""
+    with open(tmp_path / "corpus.txt", "w") as corpus:  # ~16 MB: a minute or more of BPE training
+        for source in sorted(STDLIB.glob("**/*.py")):
+            if corpus.tell() > 16e6:
+                break
+            corpus.write(source.read_text(errors="replace"))
+    proc = start(["data.paths=[corpus.txt]", "tokenizer.vocab_size=4096", "tokenizer.path=tok"], tmp_path,
+                 command="tokenizer", LMFORGE_CACHE_DIR=str(tmp_path / "cache"))
+    deadline = time.time() + 300
+    while not list((tmp_path / "cache").glob("locks/*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # the corpus's lock is taken just before its tokenizer trains
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip() == ("interrupted while training the BPE tokenizer (nothing was saved; the next launch "
+                           "trains it anew)")
+    assert not (tmp_path / "tok").exists()
+    assert not list(tmp_path.glob("logs/tokenizer/runs/*"))  # its run directory held nothing: removed
 
 
 def test_a_finished_run_is_not_overwritten(mlp_run: Path, tmp_path: Path):

@@ -70,25 +70,36 @@ from transformers import AutoTokenizer
 from lmforge.data import packing
 from lmforge.data.corpus import Corpus, stdlib_files
 packing.CHECKPOINT_BYTES, packing.BATCH_BYTES = 1 << 18, 1 << 15  # save progress often
-packing.pack_corpus(Corpus(stdlib_files()), AutoTokenizer.from_pretrained(sys.argv[1]), cache_dir=sys.argv[2],
-                    num_proc=1, fast=False)
+from lmforge.errors import Stopped
+try:
+    packing.pack_corpus(Corpus(stdlib_files()), AutoTokenizer.from_pretrained(sys.argv[1]), cache_dir=sys.argv[2],
+                        num_proc=1, fast=False)
+except Stopped as e:
+    sys.exit(f"{e}")
 """
 
 
-def test_a_killed_build_continues_where_it_stopped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
+def test_a_killed_build_continues_where_it_stopped(signum: int, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     tokenizer = byte_tokenizer(tmp_path / "bytes")
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path / "bytes"), str(cache)])
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path / "bytes"), str(cache)],
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     progress: list[Path] = []
     while not progress and proc.poll() is None and time.time() < deadline:
         progress = list((cache / "corpus").glob(".*.partial/progress.json"))
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
     assert progress, "the build ended before it saved any progress"
     done = json.loads(progress[0].read_text())["parts"]
     assert done > 0
+    if signum == signal.SIGINT:  # Ctrl-C: one line that says what is kept for the next launch
+        assert err.strip().startswith(f"interrupted while tokenizing the corpus: {progress[0].parent} keeps the "
+                                       "first "), err
+        assert err.strip().endswith("the same command continues from there"), err
     corpus = Corpus(stdlib_files())
     with caplog.at_level("INFO", logger="lmforge.data.packing"):
         resumed, built = pack_corpus(corpus, tokenizer, cache_dir=cache, num_proc=1)

@@ -59,8 +59,13 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
         try:
             with job_environment():
                 return task(cfg)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which stops there after a checkpoint)
+            stopped = Stopped(130, "interrupted")
+            _close_failed_run(stopped)
+            sys.exit(report(stopped))
         except Exception as exc:  # noqa: BLE001 - reported in one line, or re-raised
             if isinstance(exc, Stopped):  # a signal stops the whole sweep too
+                _close_failed_run(exc)
                 sys.exit(report(exc))
             if not in_multirun():
                 status = report(exc)
@@ -157,9 +162,9 @@ def _error_text(exc: Exception) -> str:
 
 
 def _close_failed_run(exc: Exception) -> None:
-    """A single run failed: the run.json this launch wrote says so, with the error (not "running"
-    forever); a directory made for this launch (timestamped, new each time) that it left empty is
-    removed. A directory the user chose (hydra.run.dir), and any earlier run's record, stay as they are."""
+    """A single run failed or was stopped: the run.json this launch wrote says so, with the error (not
+    "running" forever); a directory made for this launch (timestamped, new each time) that it left empty
+    is removed. A directory the user chose (hydra.run.dir), and any earlier run's record, stay as they are."""
     from hydra.core.hydra_config import HydraConfig
 
     from lmforge.distributed import is_main_process
@@ -173,7 +178,8 @@ def _close_failed_run(exc: Exception) -> None:
     info = run.read_info()
     try:
         if _written_here(info) and info.get("status") in ("running", "failed") and "error" not in info:
-            run.finish("failed", error=_error_text(exc))
+            status = ("interrupted" if exc.status == 130 else "preempted") if isinstance(exc, Stopped) else "failed"
+            run.finish(status, error=_error_text(exc))
         elif not info and not run_dir_is_fixed():
             run.discard_if_unused(f"{hydra.job.name}.log")
         elif not _written_here(info):  # refused a directory holding another run: leave it as it was

@@ -43,7 +43,7 @@ import numpy as np
 from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
 from lmforge.data.corpus import Corpus
 from lmforge.data.plaintext import Part
-from lmforge.errors import UserError
+from lmforge.errors import Stopped, UserError
 from lmforge.tokenizers.fast import TextEncoder, encodes_pieces_alike
 from lmforge.tokenizers.specs import tokenizer_fingerprint
 
@@ -210,6 +210,23 @@ def _resume(partial: Path, dtype: np.dtype) -> dict[str, int]:
     return progress
 
 
+def _partial(out: Path) -> Path:
+    """Where the build of `out` grows; kept when interrupted, so that the next build continues it."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _interrupted(partial: Path) -> str:
+    """The line for a build stopped by Ctrl-C: what it keeps for the next launch."""
+    try:
+        progress = json.loads((partial / "progress.json").read_text())
+    except (OSError, ValueError):
+        return (f"interrupted while tokenizing the corpus, before its first saved point (every "
+                f"{CHECKPOINT_BYTES >> 20} MB of text): the next launch starts it anew")
+    done = (progress["train_bytes"] + progress["val_bytes"]) / 1e6
+    return (f"interrupted while tokenizing the corpus: {partial} keeps the first {done:,.0f} MB of text, "
+            "packed; the same command continues from there")
+
+
 def _save_progress(partial: Path, progress: dict, *files) -> None:
     for f in files:
         f.flush()
@@ -229,8 +246,11 @@ def pack_corpus(corpus: Corpus, tokenizer: Any, *, cache_dir: str | Path, tokeni
     with exclusive(out, "packing this corpus"):
         if (out / "meta.json").exists():
             return out, False  # built by another process while this one waited
-        with unwritable_as_user_error(out):
-            _build(out, corpus, tokenizer, tokenizer_dir, num_proc or default_num_proc(), fast)
+        try:
+            with unwritable_as_user_error(out):
+                _build(out, corpus, tokenizer, tokenizer_dir, num_proc or default_num_proc(), fast)
+        except KeyboardInterrupt:
+            raise Stopped(130, _interrupted(_partial(out))) from None
     return out, True
 
 
@@ -240,7 +260,7 @@ def _build(out: Path, corpus: Corpus, tokenizer: Any, tokenizer_dir: str | Path 
     if eos_id is None:
         raise UserError("the tokenizer has no eos token to separate documents")
     dtype = token_dtype(len(tokenizer))
-    partial = out.parent / f".{out.name}.partial"  # kept when interrupted: the next build continues it
+    partial = _partial(out)
     partial.mkdir(exist_ok=True)
     progress = _resume(partial, dtype)
     tokenizer_json = tokenizer.backend_tokenizer.to_str()

@@ -7,6 +7,7 @@ Both are byte-level, so every string round-trips exactly, and both are saved as 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lmforge.atomic import publish_dir, write_bytes
-from lmforge.errors import UserError
+from lmforge.errors import Stopped, UserError
 from lmforge.tokenizers.fast import byte_alphabet
 
 EOS = "<|endoftext|>"
@@ -73,10 +74,33 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> Pre
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    _interruptible(lambda: tok.train_from_iterator(texts, trainer=trainer),
+                   "interrupted while training the BPE tokenizer (nothing was saved; the next launch trains it anew)")
     wrapped = wrap(tok, lmforge_vocab_size=vocab_size)
     save_tokenizer(wrapped, out_dir)
     return wrapped
+
+
+def _interruptible(work, message: str) -> None:
+    """Run `work` in a daemon thread and wait for it. Ctrl-C then stops the wait at once: BPE training
+    runs in Rust, where the main thread would see the signal only after the whole training (minutes on
+    a large corpus). The thread is left behind; the process is about to exit."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the waiting thread
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name="lmforge-train-bpe", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        raise Stopped(130, message) from None
+    if failure:
+        raise failure[0]
 
 
 def byte_tokenizer(out_dir: str | Path) -> PreTrainedTokenizerFast:
