@@ -44,6 +44,7 @@ def bad(tmp_path_factory, mlp_run: Path, tiny_hf_lm: Path) -> Path:
     (d / "train.csv").write_text("review,sentiment\n" + "".join(f"film {i} good,pos\nfilm {i} bad,neg\n" for i in range(20)))
     (d / "unseen.csv").write_text("review,sentiment\nan odd film,meh\n")
     (d / "table.xlsx").write_bytes(b"PK\x03\x04 not a table lmforge reads")
+    (d / "open_quote.csv").write_text('review,sentiment\nnice film,pos\n"bad film,neg\nfine film,pos\n')
     (d / "bad_utf8.csv").write_bytes(b"review,sentiment\nnice \xff film,pos\n")
     (d / "malformed.jsonl").write_text('{"review": "x", "sentiment": "pos"}\n[1, 2]\n')
     (d / "sft_missing.jsonl").write_text('{"prompt": "say hi"}\n')
@@ -191,6 +192,7 @@ CASES = [
     ([*CLASSIFY, "data.train_file={bad}/train.csv", "data.val_file={bad}/unseen.csv"], "unseen.csv:2: label 'meh'"),
     ([*CLASSIFY, "data.train_file={bad}/table.xlsx"], "table.xlsx: unsupported table format"),
     ([*CLASSIFY, "data.train_file={bad}/bad_utf8.csv"], "bad_utf8.csv:2"),
+    ([*CLASSIFY, "data.train_file={bad}/open_quote.csv"], "open_quote.csv:3: a quoted field starts here and is never closed"),
     ([*CLASSIFY, "data.train_file={bad}/malformed.jsonl", "data.text_column=review"], "malformed.jsonl:2"),
     ([*CLASSIFY, "data.train_file={bad}/nope.csv"], "nope.csv"),
     ([*CLASSIFY, "data.val_file={bad}/train.csv"], "data.train_file is not"),

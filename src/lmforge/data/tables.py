@@ -82,8 +82,9 @@ def _read_delimited(path: str | os.PathLike, text: str, delimiter: str) -> list[
             row = dict(zip(header, record))
             row[LINE] = start
             rows.append(row)
-    except csv.Error as e:
-        raise UserError(f"{path}:{reader.line_num}: malformed row: {e}") from None
+    except csv.Error as e:  # named by the line its record starts on: an open quote runs to the end of the file
+        why = "a quoted field starts here and is never closed" if "end of data" in str(e) else f"malformed row: {e}"
+        raise UserError(f"{path}:{prev_end + 1}: {why}") from None
     if header is None:
         raise UserError(f"{path}: file is empty")
     return rows
