@@ -98,6 +98,15 @@ def test_resume_from_a_run_directory_continues_the_step_count(tmp_path: Path):
     assert json.loads((second / "run.json").read_text())["global_step"] == 25
 
 
+def test_a_run_that_max_steps_ends_between_validations_validates_and_saves_its_last_step(tmp_path: Path):
+    run = tmp_path / "run"  # 5 batches an epoch, validated at each epoch's end: step 7 falls between
+    ok(cli("train", "experiment=mnist_mlp", "data.download=false", "print_config=false", "debug=limit",
+           "trainer.max_epochs=3", "trainer.max_steps=7", f"hydra.run.dir={run}", cwd=tmp_path))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
+    assert len(csv_metric(run, "val/loss")) == 2  # after step 5 and after step 7
+    assert json.loads((run / "run.json").read_text())["global_step"] == 7
+
+
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_last_checkpoint_is_a_link_to_best_only_when_validation_improved(tmp_path: Path, mode: str):
     # The loss falls at each of the 3 validations: monitored with mode=min every one improves (last.ckpt

@@ -29,6 +29,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     from hydra.utils import instantiate
 
     from lmforge.callbacks.clock import RunClock
+    from lmforge.callbacks.final_validation import ValidateLastStep
     from lmforge.callbacks.heap import KeepFreedMemory
     from lmforge.callbacks.preemption import EXIT_STATUS, Preemption
     from lmforge.callbacks.run_in_checkpoints import RunInCheckpoints
@@ -108,7 +109,8 @@ def main(cfg: DictConfig) -> Optional[float]:
                                 **_attempts(run)))
     periodic = instantiate(config["checkpoint"], _convert_="all")
     preemption = Preemption(periodic)
-    own: list[Any] = [RunInCheckpoints(redact(config)), RunClock(), periodic, preemption, KeepFreedMemory()]
+    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
+                      KeepFreedMemory()]
     if config["seed"] is not None:
         own.append(StepSeed(config["seed"]))
     trainer = build_trainer(config, callbacks=own, loggers=_loggers(config, start_step))
