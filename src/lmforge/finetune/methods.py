@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from typing import Annotated, Optional
 
 from pydantic import Field
@@ -75,12 +76,18 @@ class LoRA(Finetune):
             from peft import LoraConfig, TaskType, get_peft_model
         except ImportError as exc:
             raise UserError("finetune=lora needs peft: pip install 'lmforge[finetune]'") from exc
+        from transformers.pytorch_utils import Conv1D
+
         classifier = type(model).__name__.endswith("ForSequenceClassification")
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=self.target_modules,
+                            # GPT-2's layers are Conv1D (weights stored transposed): say so, or peft warns and guesses
+                            fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
                             task_type=TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM)
         try:
-            model = get_peft_model(model, config)
+            with warnings.catch_warnings():  # peft asks transformers a deprecated name (not ours to fix)
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(model, config)
         except ValueError as exc:
             raise UserError(f"finetune.target_modules: {str(exc).splitlines()[0]}") from exc
         return super().apply(model)
