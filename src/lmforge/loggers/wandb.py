@@ -1,4 +1,5 @@
-"""W&B that never prompts and never hangs: offline unless credentials are present."""
+"""W&B that never prompts and never hangs: offline unless credentials are present, and that records
+the command line with its secrets masked."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import netrc
 import os
 import secrets
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterator, Literal, Optional
+
+from lightning.pytorch.loggers import WandbLogger
 
 from lmforge.atomic import write_text
 from lmforge.errors import UserError
+from lmforge.runs.redact import redact
 
 
 def has_credentials() -> bool:
@@ -33,8 +38,6 @@ def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Op
     `save_dir/wandb/run_id`, so a run resumed there (`resume_step` set by the runner) continues the
     same W&B run.
     """
-    from lightning.pytorch.loggers import WandbLogger
-
     if not os.environ.get("WANDB_MODE"):
         os.environ.pop("WANDB_MODE", None)  # an empty value would make wandb itself fail
     if mode == "auto":
@@ -55,9 +58,33 @@ def wandb_logger(project: str = "lmforge", name: Optional[str] = None, group: Op
     if id is None:
         id = secrets.token_hex(4)  # W&B's own id format: 8 lowercase letters and digits
     write_text(id_file, id + "\n")
-    return WandbLogger(project=project, name=name, group=group, tags=tags or None, save_dir=str(save),
-                       mode=mode, log_model=log_model, entity=entity, id=id, resume="allow",
-                       settings={"silent": True, "console": "off"} if mode != "online" else None)
+    name, group, tags = redact([name, group, tags or None])  # W&B keeps these in the run's record too
+    return RedactedWandbLogger(project=project, name=name, group=group, tags=tags, save_dir=str(save),
+                               mode=mode, log_model=log_model, entity=entity, id=id, resume="allow",
+                               settings={"silent": True, "console": "off"} if mode != "online" else None)
+
+
+class RedactedWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose run records the command line (`args` of its metadata, which
+    `wandb sync` uploads) with secrets masked: W&B reads sys.argv when the run starts."""
+
+    @property
+    def experiment(self):
+        if self._experiment is not None:
+            return super().experiment
+        with _redacted_argv():
+            return super().experiment
+
+
+@contextmanager
+def _redacted_argv() -> Iterator[None]:
+    """sys.argv with secrets masked, for the time W&B reads it (restored: a DDP rank is started with it)."""
+    argv = sys.argv
+    sys.argv = redact(list(argv))
+    try:
+        yield
+    finally:
+        sys.argv = argv
 
 
 def finish_run() -> None:

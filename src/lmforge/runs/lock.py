@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lmforge.atomic import unwritable_as_user_error
 from lmforge.errors import UserError
+from lmforge.runs.redact import redact
 
 LOCK_NAME = ".lock"  # in the run directory
 _HELD: dict[Path, int] = {}  # run directory -> file descriptor holding its lock, in this process
@@ -54,7 +55,7 @@ class RunLock:
         """Write who holds the lock (for the error another run prints); done once the run may go on,
         so that a run refused here leaves the directory as it was."""
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "argv": sys.argv}
+                  "argv": redact(sys.argv)}
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, (json.dumps(record) + "\n").encode(), 0)
 

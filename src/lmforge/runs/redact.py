@@ -1,23 +1,51 @@
-"""Keep secrets out of what a run saves: API keys and tokens from the environment are masked.
+"""Keep secrets out of what a run saves: API keys, tokens and passwords are masked as `***`.
 
-A value of an environment variable whose name says it is a secret (`*KEY*`, `*TOKEN*`, `*SECRET*`,
-`*PASSWORD*`), wherever it appears in a config, a command line or a log line, becomes `***`.
+A secret is the value of anything whose name says it is one (a word `key`, `token`, `secret`,
+`password`...: `WANDB_API_KEY`, `HF_TOKEN`, `db_password`; not `max_new_tokens`, `tokenizer`):
+an environment variable, or an override on the command line such as
+`+hydra.job.env_set.WANDB_API_KEY=...`. Such values of 8 characters or more (shorter ones would
+mask ordinary words) are masked wherever they appear: in a config, a command line, a log line, a file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
+from lmforge.atomic import write_text
+
 MASK = "***"
+MIN_LENGTH = 8
+_WORDS = {"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential", "credentials"}
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable or config key named `name` (its last dotted part) holds a secret."""
+    last = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.rsplit(".", 1)[-1])  # apiKey -> api_Key
+    words = re.split(r"[^a-zA-Z0-9]+", last.lower())
+    return any(w in _WORDS or w.endswith(("password", "passwd", "secret")) for w in words)
 
 
 def secrets() -> list[str]:
-    """The secret values of this process's environment, longest first (8 characters or more)."""
-    found = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}
-    return sorted(found, key=len, reverse=True)
+    """The secret values this process knows, longest first: from its environment, its command line
+    and the overrides of the Hydra job it runs (a sweep's worker process has no command line of its own)."""
+    found = {v for k, v in os.environ.items() if is_secret_name(k)}
+    for override in [*sys.argv[1:], *_job_overrides()]:
+        key, sep, value = override.partition("=")
+        if sep and is_secret_name(key.lstrip("+~")):
+            found.add(value.strip().strip("'\""))
+    return sorted((v for v in found if len(v) >= MIN_LENGTH), key=len, reverse=True)
+
+
+def _job_overrides() -> list[str]:
+    hydra_config = sys.modules.get("hydra.core.hydra_config")  # imported by then wherever a job runs
+    if hydra_config is None or not hydra_config.HydraConfig.initialized():
+        return []
+    overrides = hydra_config.HydraConfig.get().overrides
+    return [*overrides.hydra, *overrides.task]
 
 
 def redact(value: Any, hidden: list[str] | None = None) -> Any:
@@ -34,3 +62,15 @@ def redact(value: Any, hidden: list[str] | None = None) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v, hidden) for v in value)
     return value
+
+
+def redact_file(path: str | Path) -> None:
+    """Mask the secrets in a text file another library wrote (e.g. Hydra's multirun.yaml), in place
+    and atomically; a missing or unchanged file is left alone."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    masked = redact(text)
+    if masked != text:
+        write_text(path, masked)

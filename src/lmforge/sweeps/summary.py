@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmforge.atomic import FILE_IN_THE_WAY, write_json, write_text
 from lmforge.job import in_multirun
+from lmforge.runs.redact import redact, redact_file
 
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
 
@@ -78,7 +79,8 @@ class SweepSummary(Callback):
             return
         hydra = HydraConfig.get()
         overrides = list(hydra.overrides.task)
-        print(f"[job {hydra.job.num}] {' '.join(overrides) or '(no overrides)'} -> {hydra.runtime.output_dir}",
+        redact_file(Path(hydra.sweep.dir) / "multirun.yaml")  # Hydra's snapshot, written just before
+        print(redact(f"[job {hydra.job.num}] {' '.join(overrides) or '(no overrides)'} -> {hydra.runtime.output_dir}"),
               flush=True)
         self._record(Path(hydra.sweep.dir), {"job": hydra.job.num, "overrides": overrides, "status": "running",
                                              "run_dir": hydra.runtime.output_dir, "metrics": {}})
@@ -182,6 +184,7 @@ def _locked(sweep_dir: Path) -> Iterator[dict]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         summary = _read_json(sweep_dir / "sweep.json")
         yield summary
+        summary = redact(summary)
         write_json(sweep_dir / "sweep.json", summary)
         write_text(sweep_dir / "sweep.csv", to_csv(summary))
 
