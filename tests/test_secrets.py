@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import cli, lmforge, metrics, ok
 
 ENV_SECRET = "envsecret-7f3a9c1e5b"  # in the environment under a secret name
@@ -43,9 +45,10 @@ def test_a_run_with_every_logger_writes_no_secret_anywhere(tmp_path: Path):
     assert not [s for s in (ENV_SECRET, WANDB_KEY, PASSWORD) if s in proc.stdout + proc.stderr]
 
 
-def test_a_sweep_and_its_report_write_no_secret_anywhere(tmp_path: Path):
+@pytest.mark.parametrize("launcher", ["local", "slurm_local"])  # jobs in this process, or each in its own
+def test_a_sweep_and_its_report_write_no_secret_anywhere(tmp_path: Path, launcher: str):
     sweep = tmp_path / "sweep"
-    ok(secret_launch(tmp_path, "debug=fdr", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}"))
+    ok(secret_launch(tmp_path, "debug=fdr", f"launcher={launcher}", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}"))
     assert all("test/acc" in metrics(sweep / job) for job in ("0", "1"))
     assert (sweep / "multirun.yaml").is_file() and (sweep / "sweep.json").is_file()
     ok(cli("report", f"runs=[{sweep}]", cwd=tmp_path))

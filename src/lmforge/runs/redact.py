@@ -19,14 +19,14 @@ from lmforge.atomic import write_text
 
 MASK = "***"
 MIN_LENGTH = 8
-_WORDS = {"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential", "credentials"}
+_SECRET_WORD = re.compile(r"(key|token|secrets?|password|passwd|credentials?)$")  # apikey, pgpassword too
 
 
 def is_secret_name(name: str) -> bool:
     """Whether a variable or config key named `name` (its last dotted part) holds a secret."""
     last = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.rsplit(".", 1)[-1])  # apiKey -> api_Key
     words = re.split(r"[^a-zA-Z0-9]+", last.lower())
-    return any(w in _WORDS or w.endswith(("password", "passwd", "secret")) for w in words)
+    return any(_SECRET_WORD.search(word) for word in words)
 
 
 def secrets() -> list[str]:
@@ -74,3 +74,15 @@ def redact_file(path: str | Path) -> None:
     masked = redact(text)
     if masked != text:
         write_text(path, masked)
+
+
+def drop_files_with_secrets(folder: str | Path, pattern: str) -> None:
+    """Delete the files under `folder` matching `pattern` that hold a secret and cannot be masked in place:
+    hand-off files no one reads again (a finished sweep's pickled submitit jobs and their results)."""
+    hidden = [s.encode() for s in secrets()]
+    for path in Path(folder).rglob(pattern) if hidden else ():
+        try:
+            if any(s in path.read_bytes() for s in hidden):
+                path.unlink()
+        except OSError:
+            pass

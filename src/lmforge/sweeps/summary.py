@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmforge.atomic import FILE_IN_THE_WAY, write_json, write_text
 from lmforge.job import in_multirun
-from lmforge.runs.redact import redact, redact_file
+from lmforge.runs.redact import drop_files_with_secrets, redact, redact_file
 
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
 
@@ -107,6 +107,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        drop_files_with_secrets(sweep_dir / ".submitit", "*.pkl")  # the jobs' configs, with their env_set
         summary = _read_json(sweep_dir / "sweep.json")
         SweepSummary.failed = sum(job.get("status") == "failed" for job in summary.get("jobs", []))
         print(render(summary))
