@@ -78,6 +78,10 @@ def main(cfg: DictConfig) -> Optional[float]:
         lock = RunLock(run.path).acquire()  # held until this process exits, even when it is killed
         run.refuse_unless(resume=resume, overwrite=config["overwrite"])
         lock.record_holder()
+    done = run.finished_as(HydraConfig.get().overrides.task) if resume else None
+    if done is not None:  # e.g. a finished job of a sweep launched again to finish the others
+        job_line(f"resume=auto: {run} already finished as launched now; nothing to do (overwrite=true runs it anew)")
+        return optimized_value(done, config["optimized_metric"], required=in_multirun())
     start: Optional[Path] = None
     if config["ckpt_path"]:
         start = find_checkpoint(config["ckpt_path"], prefer=("last.ckpt", "best.ckpt"))
