@@ -64,8 +64,9 @@ def test_resume_into_a_linked_checkpoints_folder_is_refused_and_the_users_files_
     shutil.move(run / "checkpoints", mine)
     (run / "checkpoints").symlink_to(mine)
     before = files(mine)
-    for how in ("resume=auto", "overwrite=true"):
-        line = one_line_error(cli("train", *QUICK, f"hydra.run.dir={run}", how, cwd=tmp_path))
+    for how in ("resume=auto", "overwrite=true"):  # two more epochs: training would write checkpoints
+        line = one_line_error(cli("train", *QUICK, "trainer.max_epochs=3", f"hydra.run.dir={run}", how,
+                                  cwd=tmp_path))
         assert f"{run / 'checkpoints'} is a link out of the run directory" in line, line
         assert files(mine) == before and (run / "checkpoints").is_symlink()
 
@@ -75,7 +76,8 @@ def test_a_linked_metrics_csv_is_neither_resumed_into_nor_reported(run: Path, tm
     shutil.move(run / "csv" / "metrics.csv", mine)
     (run / "csv" / "metrics.csv").symlink_to(mine)
     before = mine.read_bytes()
-    line = one_line_error(cli("train", *QUICK, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path))
+    line = one_line_error(cli("train", *QUICK, "trainer.max_epochs=3", f"hydra.run.dir={run}", "resume=auto",
+                              cwd=tmp_path))
     assert f"{run / 'csv' / 'metrics.csv'} is a link out of the run directory" in line, line
     line = one_line_error(cli("report", f"runs=[{run}]", f"out={tmp_path / 'report'}", cwd=tmp_path))
     assert f"{run / 'csv' / 'metrics.csv'} is a link out of the run directory" in line, line
