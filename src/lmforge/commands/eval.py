@@ -67,4 +67,3 @@ def main(cfg: DictConfig) -> dict[str, float]:
         loaded.module.on_run_end(run.path, loaded.datamodule)
         job_line(f"run directory: {run}")
     return metrics
-

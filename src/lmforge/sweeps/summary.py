@@ -139,10 +139,9 @@ def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path, swept: list[str])
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
     if not summary.get("jobs") or not sweeper.endswith("BasicSweeper"):
         return False
-    asked = set(config.hydra.overrides.task)
-    if asked & {"overwrite=true", "overwrite=True"}:
+    if OmegaConf.select(config, "overwrite") is True:
         return True
-    if "resume=auto" not in asked:
+    if OmegaConf.select(config, "resume") != "auto":
         _stop(f"{sweep_dir} already holds a sweep ({len(summary['jobs'])} jobs): continue its jobs with resume=auto, "
               "replace them with overwrite=true, or choose another hydra.sweep.dir")
     changed = changed_job(summary, config, swept)
