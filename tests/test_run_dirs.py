@@ -111,13 +111,18 @@ def test_export_tokenizer_and_report_into_a_live_runs_directory_are_refused(fini
         assert files(run) == before, command[0]
 
 
-def test_eval_never_replaces_the_run_it_reads(run: Path, tmp_path: Path):
+def test_eval_and_export_never_replace_the_run_they_read(run: Path, tmp_path: Path):
     before = files(run)
     line = one_line_error(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={run}", "overwrite=true", cwd=tmp_path))
     assert f"hydra.run.dir={run} is {run}, which this command reads" in line, line
     line = one_line_error(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={tmp_path}", "overwrite=true",
                               cwd=tmp_path))
     assert f"hydra.run.dir={tmp_path} holds {run}, which this command reads" in line, line
+    line = one_line_error(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={run / 'checkpoints'}", "overwrite=true",
+                              cwd=tmp_path))
+    assert f"hydra.run.dir={run / 'checkpoints'} is inside {run}, which this command reads" in line, line
+    line = one_line_error(cli("export", f"ckpt_path={run}", f"export_dir={run}", cwd=tmp_path))
+    assert f"export_dir={run} is {run}, which this command reads" in line, line
     assert files(run) == before
 
 
