@@ -28,13 +28,18 @@ def main(cfg: DictConfig) -> dict[str, float]:
     from lmforge.experiment.load import load_run
     from lmforge.loggers.wandb import finish_run
     from lmforge.metrics import final_metrics
-    from lmforge.runs.directory import RunDir
+    from lmforge.runs.directory import RunDir, read_paths
+    from lmforge.runs.lock import RunLock
     from lmforge.runs.metadata import run_info
 
-    # 2. Build: the run's data and model with its weights, this command's trainer and loggers.
+    # 2. Claim the output directory (no live run's, apart from the run read), then build: the run's data
+    # and model with its weights, this command's trainer and loggers.
     run = RunDir(output_dir())
     if is_main_process():
-        run.refuse_unless(resume=False, overwrite=config["overwrite"], resumable=False)
+        lock = RunLock(run.path).acquire()  # held until this process exits
+        run.refuse_unless(resume=False, overwrite=config["overwrite"], resumable=False,
+                          reads=read_paths(config["ckpt_path"]))
+        lock.record_holder()
     if config["seed"] is not None:
         L.seed_everything(config["seed"], workers=True, verbose=False)
     overlays = {"data": absolute_paths(config["data"], os.getcwd()), "module": config["module"]}

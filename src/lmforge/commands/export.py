@@ -13,8 +13,14 @@ def main(cfg: DictConfig) -> None:
 
     from lmforge.experiment.load import load_model
     from lmforge.models.export import check_export_dir, export_hf
+    from lmforge.runs.directory import read_paths, refuse_overlap
+    from lmforge.runs.lock import RunLock
 
-    # 2. Build the model with its weights (once the target is known to be writable), 3. write it atomically.
+    # 2. Build the model with its weights (once the target is known to be no live run's, apart from what is
+    # read, and writable), 3. write it atomically (replacing a previous export).
+    RunLock.guard(config["export_dir"])
+    for source in read_paths(config["ckpt_path"]):
+        refuse_overlap("export_dir", config["export_dir"], source)
     check_export_dir(config["export_dir"])
     model, tokenizer, _ = load_model(config["ckpt_path"])
     path = export_hf(model, tokenizer, config["export_dir"])

@@ -15,11 +15,17 @@ def main(cfg: DictConfig):
     from lmforge.report.collect import collect, output_dir
     from lmforge.report.history import read_history
     from lmforge.report.table import build_table, to_csv, to_rich
+    from lmforge.runs.directory import RunDir
+    from lmforge.runs.lock import RunLock
 
     config = validate(cfg, "report")
     found = collect(config["runs"])
+    for run in found.runs:
+        if run.path is not None:
+            RunDir(run.path).check_links()  # its history and records are read from inside it only
     table = build_table(found, config["metrics"], config["keys"], config["sort_by"], config["sort_order"])
     out = output_dir(config["out"], found, Path(config["paths"]["log_dir"]))
+    RunLock.guard(out)  # a live run's directory is its own; report.html/csv replace only earlier reports
 
     palette = charts.colors(table.runs)
     histories = {run.label: read_history(run.path) for run in table.runs}

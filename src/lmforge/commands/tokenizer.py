@@ -17,11 +17,15 @@ def main(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     from lmforge.runs.directory import RunDir
+    from lmforge.runs.lock import RunLock
     from lmforge.runs.metadata import run_info
 
-    # 2. Build the corpus's tokenizer (trained on its train documents, or reused from the cache).
+    # 2. Claim the run directory (no live run's), build the corpus's tokenizer (trained on its train
+    # documents, or reused from the cache).
     run = RunDir(output_dir())
+    lock = RunLock(run.path).acquire()  # held until this process exits
     run.refuse_unless(resume=False, overwrite=config["overwrite"], resumable=False)
+    lock.record_holder()
     info = run_info("tokenizer", run.path)  # written at the end: bad input leaves no run directory
     datamodule = instantiate(config["data"], _convert_="all")
     datamodule.prepare_tokenizer()

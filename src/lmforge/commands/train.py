@@ -85,6 +85,10 @@ def main(cfg: DictConfig) -> Optional[float]:
         start = newest_valid_checkpoint(run.path)
         if start is None:
             job_line(f"resume=auto: no checkpoint in {run} yet, starting from scratch")
+    done = run.finished_as(HydraConfig.get().overrides.task) if resume and start else None
+    if done is not None:  # e.g. a finished job of a sweep launched again to finish the others
+        job_line(f"resume=auto: {run} already finished as launched now; nothing to do (overwrite=true runs it anew)")
+        return optimized_value(done, config["optimized_metric"], required=in_multirun())
     start_ckpt = read_checkpoint(start, mmap=True) if start else None
     start_step = int(start_ckpt.get("global_step", 0)) if start_ckpt else None
 

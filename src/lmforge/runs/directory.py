@@ -1,4 +1,4 @@
-"""The files of one run directory (DESIGN.md section 3), read and written: plain IO, no building.
+"""The files of one run directory, read and written: plain IO, no building.
 
     .hydra/config.yaml   resolved config        run.json       how the run was made, its status
     metrics.json         final metrics          config_tree.txt
@@ -9,21 +9,64 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
 import yaml
 
 from lmforge.atomic import publish_dir, write_json, write_text
 from lmforge.errors import UserError
+from lmforge.runs.checkpoints import run_dir_of
 from lmforge.runs.lock import LOCK_NAME
 from lmforge.runs.redact import redact
 
 # What a run writes, and so what `overwrite=true` may delete (nothing else in the directory).
 RUN_FILES = (".hydra", "run.json", "metrics.json", "config_tree.txt", "checkpoints", "tokenizer", "csv",
              "tensorboard", "wandb", "predictions.csv", "profile.txt", "fit-profile.txt")
+# Overrides that say how a launch treats the directory, not what the run is.
+CONTROL_KEYS = ("resume", "overwrite")
+
+
+def settings(overrides: Iterable[str]) -> list[str]:
+    """`overrides` less those of CONTROL_KEYS: what makes two launches the same run."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in CONTROL_KEYS]
+
+
+def inside(root: str | Path, path: str | Path) -> Path:
+    """`path` resolved; refused (one line naming it) when a link takes it out of the run directory `root`:
+    a run reads and writes its own files, never a folder of the user's that a link leads to."""
+    base, target = Path(root).resolve(), Path(path).resolve()
+    if target != base and base not in target.parents:
+        raise UserError(f"{path} is a link out of the run directory (to {target}): lmforge reads and writes a "
+                        "run's files only inside it; replace the link with the files, or choose another directory")
+    return target
+
+
+def refuse_overlap(key: str, output: str | Path, source: str | Path) -> None:
+    """A command's output (`key`=`output`) must be apart from the run or file it reads (`source`): the
+    same, holding it or inside it, replacing the output would delete what it is about to read."""
+    out, src = Path(output).resolve(), Path(source).resolve()
+    where = ("is" if out == src else "holds" if out in src.parents else "is inside" if src in out.parents
+             else None)
+    if where:
+        raise UserError(f"{key}={output} {where} {source}, which this command reads: write the output to "
+                        "a directory apart from it")
+
+
+def read_paths(ckpt_path: str | Path) -> list[Path]:
+    """What a command given `ckpt_path` reads: the path and the run directory around it, whose files
+    are checked to be its own (no link out of it)."""
+    given = Path(ckpt_path).expanduser()
+    if not given.exists():
+        return []  # the loader says so, in its own words
+    run_dir = run_dir_of(given)
+    if run_dir is None:
+        return [given]
+    RunDir(run_dir).check_links()
+    return [given, run_dir]
 
 
 class RunDir:
@@ -41,6 +84,20 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     tokenizer_dir = property(lambda self: self.path / "tokenizer")
 
+    def check_links(self) -> None:
+        """Refuse a run file or folder (or anything in one) that is a link leading out of the directory."""
+        for name in (*RUN_FILES, LOCK_NAME):
+            top = self.path / name
+            if not os.path.lexists(top):
+                continue
+            inside(self.path, top)
+            if top.is_symlink() or not top.is_dir():
+                continue
+            for folder, dirs, files in os.walk(top):  # links are not followed, each is checked
+                for entry in (*dirs, *files):
+                    if os.path.islink(os.path.join(folder, entry)):
+                        inside(self.path, os.path.join(folder, entry))
+
     def holds_run(self) -> bool:
         """Whether a run already wrote here (its record, metrics or checkpoints)."""
         return self.info_file.is_file() or self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))
@@ -49,7 +106,9 @@ class RunDir:
         """Delete the files a previous run wrote here (`overwrite=true`); other files are kept."""
         for name in RUN_FILES:
             target = self.path / name
-            if target.is_dir():
+            if target.is_symlink():  # the link goes, never what it leads to
+                target.unlink()
+            elif target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
@@ -100,14 +159,34 @@ class RunDir:
         with publish_dir(self.tokenizer_dir, replace=True) as tmp:
             tokenizer.save_pretrained(str(tmp))
 
-    def refuse_unless(self, resume: bool, overwrite: bool, resumable: bool = True) -> None:
+    def finished_as(self, overrides: Iterable[str]) -> Optional[dict[str, float]]:
+        """The metrics of a run here that finished as launched now (its saved overrides the same, less
+        resume/overwrite): `resume=auto` has nothing left to do. None when there is something to do."""
+        if self.read_info().get("status") != "finished":
+            return None
+        try:
+            saved = yaml.safe_load((self.path / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return None
+        same = isinstance(saved, list) and settings(map(str, saved)) == settings(redact(list(overrides)))
+        return (self.read_metrics() or None) if same else None
+
+    def refuse_unless(self, resume: bool, overwrite: bool, resumable: bool = True,
+                      reads: Iterable[Path] = ()) -> None:
         """Never write over a run by accident (train, eval, tokenizer): it takes `overwrite=true`, or
-        `resume=auto` for a training run to go on."""
-        if resume or not self.holds_run():
-            return
-        if overwrite:
+        `resume=auto` for a training run to go on. Links out of the directory are refused first, and an
+        output not apart from what the command `reads` (a run, a file), which `overwrite=true` would delete."""
+        self.check_links()
+        holds = self.holds_run() and not resume
+        if holds and not overwrite:
+            self._refuse(resumable)
+        for source in reads:
+            refuse_overlap("hydra.run.dir", self.path, source)
+        if holds:
             self.clear()
-            return
+
+    def _refuse(self, resumable: bool) -> None:
+        """The one line for a directory that holds a run: whose, and the ways on."""
         info = self.read_info()
         facts = [f"lmforge {info['command']}" if "command" in info else "", info.get("status", "unknown status"),
                  f"step {info['global_step']}" if "global_step" in info else ""]

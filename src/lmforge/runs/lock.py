@@ -8,6 +8,7 @@ it took until it exits (a sweep's jobs may run one after another in one process)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -36,9 +37,15 @@ class RunLock:
         if key in _HELD:
             self._fd = _HELD[key]
             return self
-        with unwritable_as_user_error(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            with unwritable_as_user_error(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise UserError(f"{self.path} is a link: the run lock is a file of the run directory itself; "
+                            "remove the link") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,6 +77,15 @@ class RunLock:
             _HELD.pop(self.path.resolve(), None)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+    @classmethod
+    def guard(cls, folder: str | Path) -> "RunLock | None":
+        """For a command writing into a folder that is not its own run (export, report): refused while a
+        live run holds it; a folder that has a lock file (a run's) is locked until this process exits,
+        so that no run starts there meanwhile. A folder without one is no run's: nothing to take."""
+        if not (Path(folder) / LOCK_NAME).is_file():
+            return None
+        return cls(folder).acquire()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmforge.atomic import FILE_IN_THE_WAY, write_json, write_text
 from lmforge.job import in_multirun
 from lmforge.runs.redact import drop_files_with_secrets, redact, redact_file
+from lmforge.sweeps.grid import changed_job
 
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
 
@@ -60,17 +61,17 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.exists() and not sweep_dir.is_dir():
             _stop(f"cannot write {sweep_dir}: {FILE_IN_THE_WAY}")
-        _refuse_a_second_grid(config, sweep_dir)
         metric = OmegaConf.select(config, "optimized_metric")
         sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
         overrides = list(config.hydra.overrides.task)
         params = [o.split("=", 1)[0].lstrip("+~") for o in overrides if SWEEP_SYNTAX.match(o)]
         params += list((OmegaConf.select(config, "hydra.sweeper.params") or {}).keys())
+        replaced = _refuse_a_second_grid(config, sweep_dir, sorted(set(params)))
         head = {"sweep_dir": str(sweep_dir), "command": " ".join(["lmforge", config.hydra.job.name, *overrides]),
                 "optimized_metric": metric, "direction": direction_of(metric, sweeper_direction),
                 "params": sorted(set(params))}
         with _locked(sweep_dir) as summary:
-            summary.update({**head, "jobs": summary.get("jobs", [])})
+            summary.update({**head, "jobs": [] if replaced else summary.get("jobs", [])})
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -132,16 +133,25 @@ def _stop(message: str) -> None:
     raise SystemExit(2)
 
 
-def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path) -> None:
+def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path, swept: list[str]) -> bool:
     """A grid sweep into a directory holding an earlier sweep would only fail job by job (their directories
-    hold runs) and replace its summary: stop unless its jobs are to go on (resume=auto) or be replaced
-    (overwrite=true). An Optuna sweep is continued this way by design: its trials are new jobs."""
-    earlier = _read_json(sweep_dir / "sweep.json").get("jobs")
+    hold runs) and replace its summary: stop unless its jobs are to go on (resume=auto, the same grid: job N
+    keeps its parameters) or be replaced (overwrite=true). An Optuna sweep is continued this way by design:
+    its trials are new jobs. True when the earlier jobs are replaced."""
+    summary = _read_json(sweep_dir / "sweep.json")
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
-    asked = {"resume=auto", "overwrite=true", "overwrite=True"} & set(config.hydra.overrides.task)
-    if earlier and sweeper.endswith("BasicSweeper") and not asked:
-        _stop(f"{sweep_dir} already holds a sweep ({len(earlier)} jobs): continue its jobs with resume=auto, "
+    if not summary.get("jobs") or not sweeper.endswith("BasicSweeper"):
+        return False
+    if OmegaConf.select(config, "overwrite") is True:
+        return True
+    if OmegaConf.select(config, "resume") != "auto":
+        _stop(f"{sweep_dir} already holds a sweep ({len(summary['jobs'])} jobs): continue its jobs with resume=auto, "
               "replace them with overwrite=true, or choose another hydra.sweep.dir")
+    changed = changed_job(summary, config, swept)
+    if changed:
+        _stop(f"{sweep_dir} holds a sweep of another grid ({changed}): resume=auto continues the same jobs only; "
+              "replace them with overwrite=true, or choose another hydra.sweep.dir")
+    return False
 
 
 def ranked(summary: dict) -> list[dict]:
