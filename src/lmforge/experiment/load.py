@@ -9,7 +9,6 @@ The two live together because they recurse: fine-tuning from a fine-tuned run re
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
