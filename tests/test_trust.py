@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 from pathlib import Path
 
@@ -154,18 +155,18 @@ def test_init_from_a_malicious_run_is_refused_before_training(mlp_run: Path, rev
     refused(proc, parent / ".hydra" / "config.yaml", "'model._target_'", "torch.save", marker)
 
 
-def evil_module(cwd: Path, marker: Path, monkeypatch) -> str:
-    """A module in the working directory (where `python -m lmforge` imports from first) that creates
-    `marker` when imported and offers a model directory like an installed model package."""
-    (cwd / "evilmodels.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n\n"
+def evil_module(cwd: Path, marker: Path, monkeypatch, name: str) -> str:
+    """A module `name` in the working directory (where `python -m lmforge` imports from first) that
+    creates `marker` when imported and offers a model directory like an installed model package."""
+    (cwd / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n\n"
                                        "def get_model_path():\n    return '.'\n")
     monkeypatch.syspath_prepend(str(cwd))  # what `python -m` does with the working directory
-    return "evilmodels"
+    return name
 
 
 def test_init_from_pkg_never_imports_a_module_of_the_working_directory(review_files: dict, tmp_path: Path,
                                                                        marker: Path, monkeypatch):
-    name = evil_module(tmp_path, marker, monkeypatch)
+    name = evil_module(tmp_path, marker, monkeypatch, "evilmodels_cli")
     proc = cli("train", "experiment=finetune_classify", f"init_from=pkg:{name}",
                f"data.train_file={review_files['train']}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert not marker.exists(), "the module ran"
@@ -175,7 +176,7 @@ def test_init_from_pkg_never_imports_a_module_of_the_working_directory(review_fi
 
 def test_a_saved_init_from_pkg_of_the_working_directory_is_refused(mlp_run: Path, tmp_path: Path, marker: Path,
                                                                    monkeypatch):
-    name = evil_module(tmp_path, marker, monkeypatch)
+    name = evil_module(tmp_path, marker, monkeypatch, "evilmodels_saved")
     child = edit_run(mlp_run, tmp_path / "child", init_from=f"pkg:{name}", module={"_target_": CAUSAL},
                      model={"_target_": "lmforge.models.causal_lm.pretrained", "path": str(tmp_path / "gone")})
     proc = cli("generate", f"ckpt_path={child}", cwd=tmp_path)
@@ -221,3 +222,15 @@ def test_a_saved_config_writes_and_downloads_nothing_of_its_own(mlp_run: Path, t
     ok(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={out}", cwd=tmp_path))
     assert not elsewhere.exists()
     assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["data"]["download"] is False
+
+
+def test_the_allowlist_is_what_conf_ships_for_the_rebuilt_sections():
+    """A preset added to conf/ must read back (its target allowed), and nothing conf/ does not ship is."""
+    from lmforge.config import conf_dir
+    from lmforge.config.trust import ALLOWED_TARGETS
+
+    shipped = set()
+    for group in ("data", "tokenizer", "model", "module", "optimizer", "scheduler", "finetune"):
+        for path in (conf_dir() / group).glob("*.yaml"):
+            shipped.update(re.findall(r"^_target_:\s*([\w.]+)", path.read_text(), flags=re.M))
+    assert shipped == ALLOWED_TARGETS

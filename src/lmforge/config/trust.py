@@ -137,8 +137,8 @@ def _check_plain(value: Any, source: str, key: str) -> None:
 
 def confine_writes(config: dict, cache_dir: str | Path, run_dir: Optional[Path]) -> dict:
     """A checked saved config whose writes go to the reader's places: every `cache_dir` and `paths`
-    to `cache_dir`, a saving tokenizer's `path` to the run's own `tokenizer/` (else the cache), and
-    no download (pass data.download=true to allow one)."""
+    to `cache_dir`; a tokenizer it would train or save is the run's own `tokenizer/` (else one in the
+    cache); no download (pass data.download=true to allow one)."""
     cache = str(cache_dir)
     own_tokenizer = run_dir / "tokenizer" if run_dir is not None else None
     tokenizer_path = str(own_tokenizer) if own_tokenizer and (own_tokenizer / "tokenizer.json").is_file() else None
@@ -153,7 +153,7 @@ def confine_writes(config: dict, cache_dir: str | Path, run_dir: Optional[Path])
             node["cache_dir"] = cache
         if "download" in node:
             node["download"] = False
-        if node.get("_target_") in WRITING_TOKENIZERS and node.get("path"):
+        if node.get("_target_") in WRITING_TOKENIZERS:
             node["path"] = tokenizer_path
         return node
 
