@@ -143,7 +143,8 @@ def test_a_fine_tuned_run_whose_parent_is_malicious_is_refused(mlp_run: Path, tm
     child = edit_run(mlp_run, tmp_path / "child", init_from=str(parent), module={"_target_": CAUSAL},
                      model={"_target_": "lmforge.models.causal_lm.pretrained", "path": str(tmp_path / "gone")})
     proc = cli("generate", f"ckpt_path={child}", cwd=tmp_path)
-    refused(proc, parent / ".hydra" / "config.yaml", "'model._target_'", "torch.save", marker)
+    line = refused(proc, parent / ".hydra" / "config.yaml", "'model._target_'", "torch.save", marker)
+    assert line.startswith(f"error: {child / '.hydra' / 'config.yaml'}: init_from={parent}: "), line
 
 
 def test_init_from_a_malicious_run_is_refused_before_training(mlp_run: Path, review_files: dict, tmp_path: Path,
@@ -181,7 +182,8 @@ def test_a_saved_init_from_pkg_of_the_working_directory_is_refused(mlp_run: Path
                      model={"_target_": "lmforge.models.causal_lm.pretrained", "path": str(tmp_path / "gone")})
     proc = cli("generate", f"ckpt_path={child}", cwd=tmp_path)
     assert not marker.exists(), "the module ran"
-    assert f"init_from=pkg:{name}" in one_line_error(proc)
+    line = one_line_error(proc)
+    assert f"{child / '.hydra' / 'config.yaml'}: init_from=pkg:{name}" in line and "working directory" in line, line
 
 
 @pytest.mark.parametrize("command", ["eval", "generate", "export", "init_from"])

