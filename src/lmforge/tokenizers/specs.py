@@ -53,7 +53,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 raise UserError(f"{local / name}: not a readable JSON file ({e})") from e
     try:
-        return AutoTokenizer.from_pretrained(str(local if local.exists() else path))
+        return AutoTokenizer.from_pretrained(str(local if local.exists() else path), trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - any loader failure is a bad tokenizer for the user
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{path}: cannot load a tokenizer: {first}") from e
