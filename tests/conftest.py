@@ -1,4 +1,4 @@
-"""Shared helpers: run the real CLI in a subprocess, read a run directory."""
+"""Shared helpers: run the real CLI in a subprocess, read a run directory; session fixtures built once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
+# Each xdist worker (and every process it starts) gets its share of the cores: two workers with two
+# torch threads each on two cores spend their time switching, not computing.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 OFFLINE_ENV = {
@@ -81,14 +86,36 @@ def csv_metric(run_dir: Path, name: str) -> list[float]:
         return [float(row[name]) for row in csv.DictReader(f) if row.get(name)]
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that `build(folder)` fills once for the whole test session: the first xdist worker to
+    ask builds it under a file lock, the others wait; each worker then gets its own copy, so a test
+    that locks or writes into it never meets another worker's test there."""
+    from filelock import FileLock
+
+    own = tmp_path_factory.mktemp(name)
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        build(own)
+        return own
+    shared = tmp_path_factory.getbasetemp().parent / "built-once" / name
+    shared.parent.mkdir(exist_ok=True)
+    with FileLock(f"{shared}.lock"):
+        if not (shared / ".built").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            build(shared)
+            (shared / ".built").touch()
+    shutil.copytree(shared, own, symlinks=True, dirs_exist_ok=True)
+    return own
+
+
 @pytest.fixture(scope="session")
 def mlp_run(tmp_path_factory) -> Path:
     """The textbook experiment, 10 epochs on the bundled digits (MNIST download impossible offline)."""
-    root = tmp_path_factory.mktemp("mlp")
-    run_dir = root / "run"
-    ok(lmforge("train", "experiment=mnist_mlp", f"hydra.run.dir={run_dir}", "data.download=false",
-               cwd=root))
-    return run_dir
+    def build(root: Path) -> None:
+        ok(lmforge("train", "experiment=mnist_mlp", f"hydra.run.dir={root / 'run'}", "data.download=false",
+                   cwd=root))
+
+    return built_once(tmp_path_factory, "mlp", build) / "run"
 
 
 def small_corpus(folder: Path) -> Path:
@@ -104,15 +131,19 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pretrain_run(tmp_path_factory, corpus: Path) -> tuple[Path, str]:
-    root = tmp_path_factory.mktemp("pretrain")
-    run = root / "run"
-    proc = ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=80",
-                      "data.batch_size=8", "model.block_size=128",
-                      "trainer.val_check_interval=20", "callbacks.text_samples.every_n_steps=40",
-                      f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={run}", "print_config=false",
-                      cwd=root))
-    return run, proc.stdout
+def pretrain_run(tmp_path_factory) -> tuple[Path, str]:
+    """A short pretraining run on ~250 KB of real Python source (the run and what it printed)."""
+    def build(root: Path) -> None:
+        corpus = small_corpus(root / "corpus")
+        proc = ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=80",
+                          "data.batch_size=8", "model.block_size=128",
+                          "trainer.val_check_interval=20", "callbacks.text_samples.every_n_steps=40",
+                          f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}",
+                          "print_config=false", cwd=root))
+        (root / "stdout.txt").write_text(proc.stdout)
+
+    root = built_once(tmp_path_factory, "pretrain", build)
+    return root / "run", (root / "stdout.txt").read_text()
 
 
 GOOD = ["good", "great", "fine", "lovely", "superb", "nice"]

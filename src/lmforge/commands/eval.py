@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if config["seed"] is not None:
         L.seed_everything(config["seed"], workers=True, verbose=False)
     overlays = {"data": absolute_paths(config["data"], os.getcwd()), "module": config["module"]}
-    loaded = load_run(config["ckpt_path"], overrides=overlays)
+    loaded = load_run(config["ckpt_path"], overrides=overlays, cache_dir=config["paths"]["cache_dir"])
     run_config = {**loaded.config, "trainer": config["trainer"], "logger": config["logger"], "callbacks": {},
                   "paths": config["paths"], "task_name": config["task_name"]}
     if config["print_config"]:

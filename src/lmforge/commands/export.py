@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     for source in read_paths(config["ckpt_path"]):
         refuse_overlap("export_dir", config["export_dir"], source)
     check_export_dir(config["export_dir"])
-    model, tokenizer, _ = load_model(config["ckpt_path"])
+    model, tokenizer, _ = load_model(config["ckpt_path"], cache_dir=config["paths"]["cache_dir"])
     path = export_hf(model, tokenizer, config["export_dir"])
     auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \
         else "AutoModelForCausalLM"

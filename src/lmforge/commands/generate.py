@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> None:
     from lmforge.generation import generate
 
     # 2. Build: the model and its tokenizer only (no data).
-    model, tokenizer, _ = load_model(config["ckpt_path"], causal=True)
+    model, tokenizer, _ = load_model(config["ckpt_path"], causal=True, cache_dir=config["paths"]["cache_dir"])
 
     # 3. Run, streaming each sample to the terminal.
     for i in range(config["num_samples"]):
