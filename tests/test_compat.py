@@ -4,10 +4,11 @@ when one of those names no longer does what compat expects of it."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import logging
-import tomllib
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from lmforge.compat import optuna as optuna_compat
 
 COMPAT = [lightning_compat, hydra_compat, optuna_compat]
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+SRC = Path(lightning_compat.__file__).parents[1]
 
 
 @pytest.mark.parametrize("compat", COMPAT, ids=lambda m: m.DISTRIBUTION)
@@ -44,10 +46,9 @@ def test_installed_version_is_one_compat_was_checked_on(compat):
 
 @pytest.mark.parametrize("compat", COMPAT, ids=lambda m: m.DISTRIBUTION)
 def test_pyproject_bounds_the_library_to_the_checked_range(compat):
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
-    requirements = [Requirement(r) for r in project["dependencies"]]
-    requirements += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
-    specifiers = {str(r.specifier) for r in requirements if r.name == compat.DISTRIBUTION}
+    # Every requirement line of pyproject.toml (dependencies and extras): `    "name>=x,<y",  # ...`
+    lines = re.findall(r'^\s*"([A-Za-z][^"]*)",', PYPROJECT.read_text(), flags=re.M)
+    specifiers = {str(Requirement(r).specifier) for r in lines if Requirement(r).name == compat.DISTRIBUTION}
     assert specifiers == {str(SpecifierSet(compat.CHECKED))}, compat.DISTRIBUTION
 
 
@@ -125,10 +126,12 @@ def test_lightning_launcher_logger_and_child_command_hooks(tmp_path):
     assert made == [1] and logger.experiment == "writer"
 
 
-@pytest.mark.parametrize("owner,method,caller", lightning_compat.OVERRIDDEN, ids=lambda x: str(x).rsplit(".", 1)[-1])
+@pytest.mark.parametrize("owner,method,caller", lightning_compat.OVERRIDDEN,
+                         ids=lambda x: str(x).rsplit(".", 1)[-1])
 def test_private_lightning_methods_lmforge_overrides_exist_and_are_called(owner, method, caller):
     assert callable(getattr(get_object(owner), method, None)), f"{owner}.{method} is gone"
-    assert f".{method}(" in inspect.getsource(importlib.import_module(caller)), f"{caller} no longer calls {method}"
+    calls = f".{method}(" in inspect.getsource(importlib.import_module(caller))
+    assert calls, f"{caller} no longer calls {method}"
 
 
 def test_hydra_runs_an_app_with_parsed_arguments_and_lets_its_error_through(tmp_path, monkeypatch):
@@ -187,3 +190,39 @@ def test_optuna_storage_and_trial_ids():
     opened.report(0.5, step=3)
     assert study.get_trials()[1].intermediate_values == {3: 0.5}
     assert study.get_trials()[0].intermediate_values == {}
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def modules_overriding_private_methods() -> list[str]:
+    """lmforge modules that import Lightning and define a `_name` method in a class (read, not imported)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        imports_lightning = any(isinstance(n, (ast.Import, ast.ImportFrom)) and "lightning" in ast.unparse(n)
+                                for n in ast.walk(tree))
+        private_methods = any(isinstance(f, ast.FunctionDef) and is_private(f.name)
+                              for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body)
+        if imports_lightning and private_methods:
+            found.append(".".join(path.relative_to(SRC.parent).with_suffix("").parts))
+    return found
+
+
+def test_every_private_lightning_method_lmforge_overrides_is_listed_in_compat():
+    listed = [(get_object(owner), method) for owner, method, _ in lightning_compat.OVERRIDDEN]
+    overridden = set()
+    for name in modules_overriding_private_methods():
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and cls.__module__ == name):
+                continue
+            for method, value in vars(cls).items():
+                if not (is_private(method) and inspect.isfunction(value)):
+                    continue
+                if any(base.__module__.startswith("lightning") and method in vars(base) for base in cls.__mro__[1:]):
+                    overridden.add(method)
+                    assert any(issubclass(cls, owner) and m == method for owner, m in listed), \
+                        f"{name}.{cls.__name__} overrides Lightning's {method}: list it in compat.OVERRIDDEN"
+    assert overridden == {method for _, method in listed}  # the scan sees each listed override

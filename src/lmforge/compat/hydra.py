@@ -22,7 +22,8 @@ def args_parser() -> Any:
     return get_args_parser()
 
 
-def run_hydra(args: Any, args_parser: Any, task_function: Callable, config_path: str, config_name: str) -> None:
+def run_hydra(args: Any, args_parser: Any, task_function: Callable, config_path: str,
+              config_name: str) -> None:
     """Run `task_function` as a Hydra app with arguments already parsed (`hydra.main` parses sys.argv)."""
     from hydra._internal.utils import _run_hydra
 

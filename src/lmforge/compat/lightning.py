@@ -31,8 +31,8 @@ OVERRIDDEN = (
      "lightning.fabric.loggers.csv_logs"),
     ("lightning.pytorch.strategies.DDPStrategy", "_configure_launcher",
      "lightning.pytorch.trainer.connectors.accelerator_connector"),
-    ("lightning.pytorch.strategies.launchers.subprocess_script._SubprocessScriptLauncher", "_call_children_scripts",
-     "lightning.pytorch.strategies.launchers.subprocess_script"),
+    ("lightning.pytorch.strategies.launchers.subprocess_script._SubprocessScriptLauncher",
+     "_call_children_scripts", "lightning.pytorch.strategies.launchers.subprocess_script"),
 )
 
 

@@ -14,12 +14,12 @@ def storage(study: Any) -> Any:
 
 
 def trial_id(trial: Any) -> int:
-    """The storage's id of a trial (a `Trial` or a `FrozenTrial`): unique across studies, unlike its number."""
+    """The storage's id of a `Trial` or `FrozenTrial`: unique across studies, unlike its number."""
     return trial._trial_id
 
 
 def open_trial(study: Any, number: int) -> Any:
-    """The `optuna.Trial` numbered `number` in `study`, to report to and ask about pruning from another process."""
+    """The `optuna.Trial` numbered `number` in `study`, to report to from a process that did not ask it."""
     import optuna
 
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)

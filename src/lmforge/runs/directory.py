@@ -1,4 +1,4 @@
-"""The files of one run directory (DESIGN.md section 3), read and written: plain IO, no building.
+"""The files of one run directory, read and written: plain IO, no building.
 
     .hydra/config.yaml   resolved config        run.json       how the run was made, its status
     metrics.json         final metrics          config_tree.txt
