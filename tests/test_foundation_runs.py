@@ -22,7 +22,7 @@ def test_mnist_mlp_reaches_95_percent_on_digits(mlp_run: Path):
     assert result["test/acc"] >= 0.95
     for name in ("val/acc", "val/loss", "test/loss", "train/loss"):
         assert name in result
-    # The run directory contract of DESIGN.md section 3.
+    # The run directory's contract (lmforge.runs.directory).
     assert (mlp_run / "checkpoints" / "best.ckpt").is_file()
     assert (mlp_run / "checkpoints" / "last.ckpt").is_file()
     assert (mlp_run / "csv" / "metrics.csv").is_file()

@@ -23,13 +23,10 @@ from lmforge.distributed import job_environment
 from lmforge.errors import RunFailed, Stopped
 from lmforge.job import in_multirun
 
-_OWN_FLAG = "_LMFORGE_SET_HYDRA_FULL_ERROR"
-
 
 def run_command(command: str, module_name: str, args: list[str]) -> int:
     """Compose `conf/<command>.yaml` with `args` (Hydra syntax) and call the command's `main`."""
-    from hydra._internal.utils import _run_hydra, get_args_parser
-
+    from lmforge.compat import hydra as hydra_compat
     from lmforge.config.resolvers import register_resolvers
 
     register_resolvers()
@@ -38,19 +35,15 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     task = importlib.import_module(f"lmforge.commands.{module_name}").main
-    parser = get_args_parser()
+    parser = hydra_compat.args_parser()
     parser.prog = f"lmforge {command}"
     parser.error = functools.partial(_usage_error, command)
     # Intermixed: `lmforge train experiment=x -m a=1,2` (flags between overrides) works too.
     parsed = parser.parse_intermixed_args(args)
     parsed.overrides = quote_text(open_overlays(COMMANDS[command].overlays, parsed.overrides))
 
-    # Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1; we set it so that the
-    # exception reaches us, and remember whether the user asked for full tracebacks themselves.
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1" and _OWN_FLAG not in os.environ
-    if not wants_traceback:
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        os.environ[_OWN_FLAG] = "1"
+    # Hydra prints its own multi-line reports unless told to let the exception reach us.
+    wants_traceback = hydra_compat.pass_errors_through()
     report = functools.partial(_report, command=command, overrides=parsed.overrides,
                                wants_traceback=wants_traceback)
 
@@ -75,8 +68,8 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
             return None
 
     try:
-        _run_hydra(args=parsed, args_parser=parser, task_function=job, config_path=str(conf_dir()),
-                   config_name=command)
+        hydra_compat.run_hydra(args=parsed, args_parser=parser, task_function=job,
+                               config_path=str(conf_dir()), config_name=command)
         if parsed.multirun:
             from lmforge.sweeps.summary import SweepSummary
 

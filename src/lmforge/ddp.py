@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from unittest import mock
-
 from lightning.pytorch.strategies import DDPStrategy as LightningDDPStrategy
-from lightning.pytorch.strategies.launchers import subprocess_script
 
+from lmforge.compat import lightning as lightning_compat
 from lmforge.distributed import job_command
 
 
-class JobScriptLauncher(subprocess_script._SubprocessScriptLauncher):
+class JobScriptLauncher(lightning_compat.SubprocessScriptLauncher):
     def _call_children_scripts(self) -> None:
         # Lightning's launcher sets up the rank environment; only its Hydra command line is replaced.
-        with mock.patch.object(subprocess_script, "_hydra_subprocess_cmd", job_command):
+        with lightning_compat.child_command(job_command):
             super()._call_children_scripts()
 
 
@@ -24,5 +22,6 @@ class DDPStrategy(LightningDDPStrategy):
 
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
-        if isinstance(self._launcher, subprocess_script._SubprocessScriptLauncher):
-            self._launcher = JobScriptLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+        if isinstance(self.launcher, lightning_compat.SubprocessScriptLauncher):
+            lightning_compat.set_launcher(self, JobScriptLauncher(self.cluster_environment, self.num_processes,
+                                                                  self.num_nodes))

@@ -22,6 +22,7 @@ from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from lmforge.compat import optuna as optuna_compat
 from lmforge.errors import UserError
 
 from .storage import journal_file, open_storage
@@ -48,7 +49,7 @@ class SharedStudy:
                                              load_if_exists=True)
         except ValueError as exc:  # e.g. the stored study optimizes in the other direction
             raise UserError(f"study '{study_name}' in {storage}: {exc}") from exc
-        self._storage = self.study._storage
+        self._storage = optuna_compat.storage(self.study)
         self._in_flight: dict[int, Trial] = {}  # trial id -> asked by this process, not yet told
         self._asked = False
         self._waited = False
@@ -88,14 +89,14 @@ class SharedStudy:
             self._asked = True
             batch = [self.study.ask(distributions) for _ in range(min(n_jobs, n_trials - done - running))]
             with self._beats:
-                self._in_flight.update((t._trial_id, t) for t in batch)
+                self._in_flight.update((optuna_compat.trial_id(t), t) for t in batch)
         return batch
 
     def tell(self, trial: Trial, value: Optional[float]) -> FrozenTrial:
         """COMPLETE with `value`, or FAIL without one; a trial the job finished itself (PRUNED) stays."""
         with self._beats:
-            self._in_flight.pop(trial._trial_id, None)
-        told = self._storage.get_trial(trial._trial_id)
+            self._in_flight.pop(optuna_compat.trial_id(trial), None)
+        told = self._storage.get_trial(optuna_compat.trial_id(trial))
         if told.state.is_finished():  # pruned by its job: nothing to tell (Optuna would log a "Skipped")
             return told
         if value is None:
@@ -121,12 +122,12 @@ class SharedStudy:
         if left:
             with self._ask_lock():
                 for trial in left:
-                    self._cut_off(self._storage.get_trial(trial._trial_id))
+                    self._cut_off(self._storage.get_trial(optuna_compat.trial_id(trial)))
 
     # ---- cut-off trials
     def _is_silent(self, trial: FrozenTrial) -> bool:
         """A RUNNING trial of another process whose heartbeat stopped."""
-        if trial.state != TrialState.RUNNING or trial._trial_id in self._in_flight:
+        if trial.state != TrialState.RUNNING or optuna_compat.trial_id(trial) in self._in_flight:
             return False
         beat = trial.system_attrs.get(HEARTBEAT) or {}
         last = beat.get("time") or (trial.datetime_start.timestamp() if trial.datetime_start else time.time())
@@ -137,7 +138,7 @@ class SharedStudy:
         if trial.state != TrialState.RUNNING:
             return False
         try:
-            self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            self._storage.set_trial_state_values(optuna_compat.trial_id(trial), TrialState.FAIL)
         except UpdateFinishedTrialError:
             return False
         history = [*trial.system_attrs.get("retry_history", ()), trial.number]

@@ -21,6 +21,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.compat import hydra as hydra_compat
+
 log = logging.getLogger(__name__)
 RESULTS = "optimization_results.yaml"
 
@@ -97,7 +99,7 @@ def consecutive(trials: list) -> list[list]:
 def job_value(number: int, ret: JobReturn) -> Optional[float]:
     """The job's returned value, or None (a FAIL trial) for a failed job or a missing/non-finite value."""
     if ret.status != JobStatus.COMPLETED:
-        error = ret._return_value
+        error = hydra_compat.job_error(ret)
         log.error("trial %d failed: %s: %s", number, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
         return None
     try:

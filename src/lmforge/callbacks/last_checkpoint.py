@@ -10,6 +10,8 @@ from weakref import proxy
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lmforge.compat import lightning as lightning_compat
+
 
 class LastCheckpoint(ModelCheckpoint):
     """A `ModelCheckpoint` (use it with `monitor=None`: each save replaces the last) that, when another
@@ -22,10 +24,10 @@ class LastCheckpoint(ModelCheckpoint):
     def _same_step_file(self, trainer: L.Trainer) -> Optional[str]:
         """The file another checkpoint callback wrote at this global step, if any (rank 0's view)."""
         for callback in trainer.checkpoint_callbacks:
-            if (callback is not self and isinstance(callback, ModelCheckpoint)
-                    and callback._last_global_step_saved == trainer.global_step  # Lightning 2.x internals (pinned)
-                    and callback._last_checkpoint_saved and os.path.isfile(callback._last_checkpoint_saved)):
-                return callback._last_checkpoint_saved
+            if callback is not self and isinstance(callback, ModelCheckpoint):
+                step, path = lightning_compat.last_saved(callback)
+                if step == trainer.global_step and path and os.path.isfile(path):
+                    return path
         return None
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
@@ -38,8 +40,7 @@ class LastCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
             return
         trainer.strategy.barrier()
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+        lightning_compat.set_last_saved(self, trainer.global_step, filepath)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))

@@ -74,11 +74,10 @@ class OptunaPruning(L.Callback):
             import optuna
 
             from hydra_plugins.lmforge_optuna_sweeper.storage import open_storage
+            from lmforge.compat import optuna as optuna_compat
 
             # No pruner configured means no pruning (Optuna's own default would be a MedianPruner).
             self._study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
                                             pruner=self.pruner or optuna.pruners.NopPruner())
-            trial_id = self._study._storage.get_trial_id_from_study_id_trial_number(
-                self._study._study_id, self.trial_number)
-            self._trial = optuna.Trial(self._study, trial_id)
+            self._trial = optuna_compat.open_trial(self._study, self.trial_number)
         return self._trial

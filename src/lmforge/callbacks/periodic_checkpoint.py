@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import lightning as L
 from pydantic import Field
 
+from lmforge.compat import lightning as lightning_compat
 from lmforge.loggers.cadence import written_step
 from lmforge.runs.checkpoints import checkpoint_files
 
@@ -56,8 +57,7 @@ class PeriodicCheckpoint(L.Callback):
         apart (a second resume of that run then skips an epoch). After them it resumes exactly."""
         if batch_idx + 1 >= trainer.num_training_batches:
             self._due = "epoch end"
-        # Lightning's own rule for "a validation runs after this batch" (private; lightning is pinned >= 2.6.6).
-        elif trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+        elif lightning_compat.validation_follows_batch(trainer):
             self._due = "validation end"
         else:
             self.save(trainer)

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from lmforge.compat import lightning as lightning_compat
 from lmforge.seeding import mix
 
 
@@ -23,7 +24,7 @@ class StepSeed(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         # total_batch_idx counts every training batch of the run and is restored on resume.
-        seed = mix(self.seed, trainer.global_rank, trainer.fit_loop.total_batch_idx)
+        seed = mix(self.seed, trainer.global_rank, lightning_compat.run_batch_index(trainer))
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.default_generator.manual_seed(seed)

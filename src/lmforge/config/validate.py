@@ -144,10 +144,10 @@ def _refuse_quoted(key: str, value: Any, checked: Any) -> None:
 
 
 def locate(key: str, target: str) -> Any:
-    from hydra._internal.utils import _locate
+    from lmforge.compat import hydra as hydra_compat
 
     try:
-        return _locate(target)
+        return hydra_compat.locate(target)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's bad _target_
         cause = exc.__cause__ or exc
         reason = f"{type(cause).__name__}: {str(cause).splitlines()[0]}"

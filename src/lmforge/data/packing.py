@@ -16,7 +16,7 @@ meta.json included. One process builds an entry (an exclusive file lock); the ot
 reuse it.
 
 Why not litdata (Lightning's streaming format, `optimize` + `StreamingDataset`)? It installs a
-torchvision that breaks imports here (shared/STACK.md), and a memory-mapped train.bin read at
+torchvision that broke imports alongside the pinned CPU torch build, and a memory-mapped train.bin read at
 offsets drawn from (seed, sample index) already gives an exact, resumable stream: this file is
 the whole packer, and training needs nothing else.
 """

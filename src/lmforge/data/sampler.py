@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from torch.utils.data import DistributedSampler
 
+from lmforge.compat import lightning as lightning_compat
+
 
 class ResumableSampler(DistributedSampler):
     """Indices 0..n-1, shuffled by a generator seeded with (seed, epoch) when `shuffle`, this rank's
@@ -47,7 +49,7 @@ class ResumableSampler(DistributedSampler):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return 0
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready * self.batch_size
+        done = lightning_compat.batches_started_this_epoch(trainer) * self.batch_size
         return done if done < len(self) else 0  # a whole epoch done: this is the next one, from its start
 
     def __iter__(self) -> Iterator[int]:

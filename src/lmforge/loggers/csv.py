@@ -13,6 +13,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from lmforge.atomic import write_text
+from lmforge.compat import lightning as lightning_compat
 
 
 class _HistoryWriter(ExperimentWriter):
@@ -78,9 +79,7 @@ class HistoryCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._experiment = _HistoryWriter(self.log_dir, self.resume_step)
-        return self._experiment
+        return lightning_compat.logger_experiment(self, lambda: _HistoryWriter(self.log_dir, self.resume_step))
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

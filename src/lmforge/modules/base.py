@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from lmforge.compat import lightning as lightning_compat
 from lmforge.errors import RunFailed
 from lmforge.optim.budget import Budget
 
@@ -37,7 +38,7 @@ class TaskModule(L.LightningModule):
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets this before and after each hook, ~50 times a step: nn.Module's checks take 3.5 us
         # a time, a plain attribute 0.2 us (it is no parameter, buffer or submodule).
-        if name == "_current_fx_name":
+        if name == lightning_compat.HOOK_NAME_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

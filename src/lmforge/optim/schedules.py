@@ -5,8 +5,10 @@ The config gives the shape (`_partial_: true`); the module supplies the optimize
 `warmup_steps` times a shape of the fraction of the budget spent (at the end of each step), so a run
 limited by `max_time` decays as surely as one limited by `max_steps`, and its last step runs at the
 schedule's floor. Without a known budget the shapes hold their peak.
-The factors are pure functions of (step, elapsed time): nothing of them is saved in checkpoints, and a
-resumed run recomputes them from its restored step count and Timer.
+The factors come from (step, elapsed time) through a `Budget` that keeps state: its fraction never goes
+back, and it times the recent steps. That state is not saved in checkpoints: a resumed run starts it
+afresh from its restored step count and Timer, which gives the same factors for a steps budget; for a
+time budget they may differ where a slow patch before the stop had moved the schedule ahead.
 """
 
 from __future__ import annotations

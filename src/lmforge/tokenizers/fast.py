@@ -1,6 +1,6 @@
 """Encode corpora fast: a byte-level BPE saved by Hugging Face `tokenizers`, run by tiktoken.
 
-tiktoken encodes the same merges 4-5x faster than `tokenizers` on one core (shared/STACK.md) and
+tiktoken encodes the same merges ~3.7x faster than `tokenizers` (inside the packer: benchmarks/README.md) and
 gives the same ids (tests check the whole stdlib corpus), so packing uses it whenever the
 tokenizer converts: a BPE over GPT-2's byte alphabet with GPT-2's pre-tokenizer regex, ids that
 grow with merge order, every other token a single byte, and only special added tokens. Anything
