@@ -238,12 +238,13 @@ def test_pretraining_killed_after_a_validation_checkpoint_keeps_every_step_once(
 def test_mlp_killed_after_an_end_of_epoch_checkpoint_keeps_every_step_once(tmp_path: Path):
     args = [*MLP[:3], "debug=limit", "trainer.max_epochs=4", "model.dropout=0.3", "checkpoint.every_n_steps=5",
             "checkpoint.keep=10", "callbacks=[throughput]", "trainer.log_every_n_steps=1",
-            "logger=[csv,tensorboard]", "test=false"]
+            "trainer.check_val_every_n_epoch=2", "logger=[csv,tensorboard]", "test=false"]
     ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
     killed = tmp_path / "killed"
-    # Five steps an epoch: the checkpoint of step 10 is written at the end of the second epoch.
-    killed_while_paused(args, killed, tmp_path, step=13)
-    assert json.loads((killed / "run.json").read_text())["resumed_from"].endswith("step-0000010.ckpt")
+    # Five steps an epoch: the checkpoint of step 15 is written at the end of the third epoch (validated
+    # after the second and fourth: the throughput window, restarted by a validation, spans step 15).
+    killed_while_paused(args, killed, tmp_path, step=18)
+    assert json.loads((killed / "run.json").read_text())["resumed_from"].endswith("step-0000015.ckpt")
     assert logged_twice(killed) == {}
     assert_same_run(tmp_path / "straight", killed, "step-0000020.ckpt")
     assert tb_steps(killed, "train/loss") == tb_steps(tmp_path / "straight", "train/loss") == list(range(20))
@@ -251,17 +252,29 @@ def test_mlp_killed_after_an_end_of_epoch_checkpoint_keeps_every_step_once(tmp_p
 
 def test_resuming_mid_epoch_the_data_position_is_restored_without_warning(tmp_path: Path):
     """The training DataLoader's position is state in the checkpoint: Lightning restores it, and does not
-    warn that the loader is not resumable and results may be unreliable."""
+    warn that the loader is not resumable and results may be unreliable; that state is where the data resumes."""
     args = [*MLP[:3], "debug=limit", "model.dropout=0.3", "checkpoint.every_n_steps=7", "checkpoint.keep=10",
             "callbacks=none", "logger=csv", "test=false"]
     ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
-    run = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "straight", run)
-    (run / "checkpoints" / "step-0000014.ckpt").unlink()
-    saved = torch.load(run / "checkpoints" / "step-0000007.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"]
-    assert saved["combined_loader"] == [{"epoch": 1, "samples": 2 * 32}]  # 2 batches of 32 into the second epoch
-    proc = ok(lmforge("train", *args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path,
-                      env={"PYTHONWARNINGS": "default"}))
+
+    def resumed_at_step_7(run: Path, samples: int | None = None) -> subprocess.CompletedProcess:
+        shutil.copytree(tmp_path / "straight", run)
+        (run / "checkpoints" / "step-0000014.ckpt").unlink()
+        if samples is not None:  # where the checkpoint says the data is
+            ckpt = torch.load(run / "checkpoints" / "step-0000007.ckpt", weights_only=True)
+            ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] = [{"epoch": 1, "samples": samples}]
+            torch.save(ckpt, run / "checkpoints" / "step-0000007.ckpt")
+        return ok(lmforge("train", *args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path,
+                          env={"PYTHONWARNINGS": "default"}))
+
+    proc = resumed_at_step_7(tmp_path / "resumed")
     assert "not resumable" not in proc.stderr and "unreliable" not in proc.stderr
-    straight, resumed = (weights(r / "checkpoints" / "step-0000014.ckpt") for r in (tmp_path / "straight", run))
+    straight = weights(tmp_path / "straight" / "checkpoints" / "step-0000014.ckpt")
+    resumed = weights(tmp_path / "resumed" / "checkpoints" / "step-0000014.ckpt")
     assert [k for k in straight if not torch.equal(straight[k], resumed[k])] == []
+    saved = torch.load(tmp_path / "straight" / "checkpoints" / "step-0000007.ckpt", weights_only=True)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "samples": 2 * 32}]
+    # The same checkpoint saying the epoch's first two batches are still to come: they are trained on again.
+    resumed_at_step_7(tmp_path / "replayed", samples=0)
+    replayed = weights(tmp_path / "replayed" / "checkpoints" / "step-0000014.ckpt")
+    assert [k for k in straight if not torch.equal(straight[k], replayed[k])] != []

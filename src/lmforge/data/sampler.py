@@ -29,12 +29,12 @@ class PositionedLoader(DataLoader):
 class ResumableSampler(DistributedSampler):
     """Indices 0..n-1, shuffled by a generator seeded with (seed, epoch) when `shuffle`, this rank's
     share of them, starting where training stopped when a run resumes mid-epoch: its state (the epoch
-and the samples of it trained on, the same on every rank) is saved in checkpoints and restored.
+    and the samples of it trained on, the same on every rank) is saved in checkpoints and restored.
 
     Torch's RandomSampler draws its permutation from the global RNG when an epoch starts, so a resumed
     run would see another order (and restart the epoch from its first batch); here the order needs
     nothing but the seed and the epoch, and the position comes from the restored state (from the
-trainer's restored progress for a checkpoint written before the state was saved).
+    trainer's restored progress for a checkpoint written before the state was saved).
     A DistributedSampler, so that Lightning does not wrap it: it shards by rank itself (padding the
     order to a multiple of the world size, as DistributedSampler does). Lightning calls `set_epoch`.
     """
