@@ -218,6 +218,7 @@ def tb_steps(run: Path, name: str) -> list[int]:
     return [e.step for e in events.Scalars(name)]
 
 
+@pytest.mark.slow
 def test_pretraining_killed_after_a_validation_checkpoint_keeps_every_step_once(corpus: Path, tmp_path: Path):
     """The checkpoint written at a validation holds the training and validation rows of its step; the rows
     the killed attempt logged after it (with tokens/s, which a fresh process measures only after warm-up)
