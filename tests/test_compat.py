@@ -93,6 +93,7 @@ def test_lightning_names_compat_reads_in_a_real_fit(tmp_path):
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[record, checkpoint], default_root_dir=tmp_path, accelerator="cpu")
     trainer.fit(module, data, data)
+    lightning_compat.load_training_loader_state(trainer)  # after the fit: nothing left to load, no error
     # Validation after every 2nd batch of an epoch; the counts go on across the two epochs.
     assert record.seen == [(0, False, 1, 0), (1, True, 2, 1), (2, False, 3, 2), (3, True, 4, 3),
                            (0, False, 1, 4), (1, True, 2, 5), (2, False, 3, 6), (3, True, 4, 7)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import shutil
 import signal
@@ -30,12 +31,10 @@ def pretrain(corpus: Path, cache: Path) -> list[str]:
             "callbacks=default", "test=false"]
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    import os
-
-    env = {**os.environ, **OFFLINE_ENV}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=cwd, env=env,
+def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    full = {**os.environ, **OFFLINE_ENV, **(env or {})}
+    full.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=cwd, env=full,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -157,3 +156,126 @@ def test_a_checkpoint_at_an_epochs_last_step_resumes_exactly_twice_over(tmp_path
     resume_from(tmp_path / "once", 80, tmp_path / "twice")
     straight, twice = (weights(tmp_path / run / "checkpoints" / "step-0000160.ckpt") for run in ("straight", "twice"))
     assert [k for k in straight if not torch.equal(straight[k], twice[k])] == []
+
+
+PAUSE = '''
+import os
+import threading
+
+import lightning as L
+
+
+class Pause(L.Callback):
+    """Test helper: the first time a batch starts at global step `step` (the steps before it trained,
+    logged and checkpointed), write `marker` and stop there until the process is killed."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            with open(self.marker, "w") as f:
+                f.write(str(trainer.global_step))
+            threading.Event().wait()
+'''
+
+
+def killed_while_paused(args: list[str], run: Path, cwd: Path, step: int) -> str:
+    """Run until it pauses itself at `step` (positive evidence: the marker file), SIGKILL it there, then
+    finish it with resume=auto; returns the resumed run's stderr."""
+    (cwd / "pause.py").write_text(PAUSE)
+    env = {"PYTHONPATH": os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")]), "PYTHONWARNINGS": "default"}
+    marker = cwd / "paused"
+    proc = start([*args, f"hydra.run.dir={run}", "+callbacks.pause._target_=pause.Pause",
+                  f"+callbacks.pause.step={step}", f"+callbacks.pause.marker={marker}"], cwd, env)
+    deadline = time.time() + 300
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if not marker.is_file():
+        proc.kill()
+        pytest.fail(f"never paused at step {step}: exit {proc.poll()}\n{proc.stderr.read()[-3000:]}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return ok(lmforge("train", *args, f"hydra.run.dir={run}", "resume=auto", cwd=cwd, env=env)).stderr
+
+
+def logged_twice(run: Path) -> dict[str, list[str]]:
+    """The steps at which a column of csv/metrics.csv holds more than one value (every step once: none)."""
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    twice = {}
+    for name in rows[0]:
+        steps = [row["step"] for row in rows if row[name] not in ("", None)]
+        if name not in ("step", "epoch") and len(steps) != len(set(steps)):
+            twice[name] = sorted({step for step in steps if steps.count(step) > 1}, key=int)
+    return twice
+
+
+def tb_steps(run: Path, name: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars(name)]
+
+
+@pytest.mark.slow
+def test_pretraining_killed_after_a_validation_checkpoint_keeps_every_step_once(corpus: Path, tmp_path: Path):
+    """The checkpoint written at a validation holds the training and validation rows of its step; the rows
+    the killed attempt logged after it (with tokens/s, which a fresh process measures only after warm-up)
+    are of steps the resumed run does again."""
+    args = [*pretrain(corpus, tmp_path / "cache"), "trainer.max_steps=30", "checkpoint.every_n_steps=null",
+            "checkpoint.every_n_minutes=null", "callbacks=[default,throughput]", "trainer.log_every_n_steps=1",
+            "logger=[csv,tensorboard]"]
+    ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+    killed = tmp_path / "killed"
+    err = killed_while_paused(args, killed, tmp_path, step=23)  # validated and checkpointed at 10 and 20
+    assert Path(json.loads((killed / "run.json").read_text())["resumed_from"]).name in ("last.ckpt", "best.ckpt")
+    assert "not resumable" not in err
+    assert logged_twice(killed) == {}
+    assert_same_run(tmp_path / "straight", killed, "last.ckpt")
+    assert tb_steps(killed, "train/loss") == tb_steps(tmp_path / "straight", "train/loss") == list(range(30))
+
+
+def test_mlp_killed_after_an_end_of_epoch_checkpoint_keeps_every_step_once(tmp_path: Path):
+    args = [*MLP[:3], "debug=limit", "trainer.max_epochs=4", "model.dropout=0.3", "checkpoint.every_n_steps=5",
+            "checkpoint.keep=10", "callbacks=[throughput]", "trainer.log_every_n_steps=1",
+            "trainer.check_val_every_n_epoch=2", "logger=[csv,tensorboard]", "test=false"]
+    ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+    killed = tmp_path / "killed"
+    # Five steps an epoch: the checkpoint of step 15 is written at the end of the third epoch (validated
+    # after the second and fourth: the throughput window, restarted by a validation, spans step 15).
+    killed_while_paused(args, killed, tmp_path, step=18)
+    assert json.loads((killed / "run.json").read_text())["resumed_from"].endswith("step-0000015.ckpt")
+    assert logged_twice(killed) == {}
+    assert_same_run(tmp_path / "straight", killed, "step-0000020.ckpt")
+    assert tb_steps(killed, "train/loss") == tb_steps(tmp_path / "straight", "train/loss") == list(range(20))
+
+
+def test_resuming_mid_epoch_the_data_position_is_restored_without_warning(tmp_path: Path):
+    """The training DataLoader's position is state in the checkpoint: Lightning restores it, and does not
+    warn that the loader is not resumable and results may be unreliable; that state is where the data resumes."""
+    args = [*MLP[:3], "debug=limit", "model.dropout=0.3", "checkpoint.every_n_steps=7", "checkpoint.keep=10",
+            "callbacks=none", "logger=csv", "test=false"]
+    ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
+
+    def resumed_at_step_7(run: Path, samples: int | None = None) -> subprocess.CompletedProcess:
+        shutil.copytree(tmp_path / "straight", run)
+        (run / "checkpoints" / "step-0000014.ckpt").unlink()
+        if samples is not None:  # where the checkpoint says the data is
+            ckpt = torch.load(run / "checkpoints" / "step-0000007.ckpt", weights_only=True)
+            ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] = [{"epoch": 1, "samples": samples}]
+            torch.save(ckpt, run / "checkpoints" / "step-0000007.ckpt")
+        return ok(lmforge("train", *args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path,
+                          env={"PYTHONWARNINGS": "default"}))
+
+    proc = resumed_at_step_7(tmp_path / "resumed")
+    assert "not resumable" not in proc.stderr and "unreliable" not in proc.stderr
+    straight = weights(tmp_path / "straight" / "checkpoints" / "step-0000014.ckpt")
+    resumed = weights(tmp_path / "resumed" / "checkpoints" / "step-0000014.ckpt")
+    assert [k for k in straight if not torch.equal(straight[k], resumed[k])] == []
+    saved = torch.load(tmp_path / "straight" / "checkpoints" / "step-0000007.ckpt", weights_only=True)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "samples": 2 * 32}]
+    # The same checkpoint saying the epoch's first two batches are still to come: they are trained on again.
+    resumed_at_step_7(tmp_path / "replayed", samples=0)
+    replayed = weights(tmp_path / "replayed" / "checkpoints" / "step-0000014.ckpt")
+    assert [k for k in straight if not torch.equal(straight[k], replayed[k])] != []

@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.callbacks.clock import RunClock
     from lmforge.callbacks.final_validation import ValidateLastStep
     from lmforge.callbacks.heap import KeepFreedMemory
+    from lmforge.callbacks.loader_state import RestoreLoaderState
     from lmforge.callbacks.preemption import EXIT_STATUS, Preemption
     from lmforge.callbacks.run_in_checkpoints import RunInCheckpoints
     from lmforge.callbacks.step_seed import StepSeed
@@ -114,7 +115,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     periodic = instantiate(config["checkpoint"], _convert_="all")
     preemption = Preemption(periodic)
     own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
-                      KeepFreedMemory()]
+                      KeepFreedMemory(), RestoreLoaderState()]
     if config["seed"] is not None:
         own.append(StepSeed(config["seed"]))
     trainer = build_trainer(config, callbacks=own, loggers=_loggers(config, start_step))

@@ -47,6 +47,11 @@ def batches_started_this_epoch(trainer: L.Trainer) -> int:
     return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
 
+def load_training_loader_state(trainer: L.Trainer) -> None:
+    """Hand the training DataLoader the state its checkpoint saved (a no-op when not resuming or done)."""
+    trainer.fit_loop._load_combined_loader_states()
+
+
 def run_batch_index(trainer: L.Trainer) -> int:
     """Index of the current training batch counted over the whole run, as restored on resume."""
     return trainer.fit_loop.total_batch_idx

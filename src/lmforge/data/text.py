@@ -21,6 +21,7 @@ from lmforge.config.schema import NonNegative, Positive
 from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
+from lmforge.data.sampler import PositionedLoader
 from lmforge.errors import UserError
 from lmforge.seeding import sample_seeds
 from lmforge.tokenizers import TokenizerSpec
@@ -75,15 +76,23 @@ class StreamSampler(DistributedSampler):
     """Yields global sample indices start, start+1, ... (this rank's share), start read at each epoch.
 
     A DistributedSampler subclass so Lightning does not wrap it; it shards by rank itself: rank r
-    of w takes start + i*w + r. `start_fn()` gives the global start (e.g. from trainer.global_step).
+    of w takes start + i*w + r. `start_fn()` gives the global start (e.g. from trainer.global_step);
+    its value at a checkpoint is the sampler's state, and a restored state is where the next pass starts.
     """
 
     def __init__(self, start_fn: Callable[[], int], length: int, rank: int = 0, world_size: int = 1) -> None:
         self.start_fn, self.length, self.rank, self.num_replicas = start_fn, length, rank, world_size
         self.epoch = 0
+        self._restored: int | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"start": self.start_fn()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = int(state_dict["start"])
 
     def __iter__(self) -> Iterator[int]:
-        start = self.start_fn()
+        start, self._restored = (self.start_fn() if self._restored is None else self._restored), None
         return iter(range(start + self.rank, start + self.length * self.num_replicas, self.num_replicas))
 
     def __len__(self) -> int:
@@ -244,7 +253,8 @@ class TextDataModule(DataModule):
         return int(t.global_step) * self.batch_size * int(t.accumulate_grad_batches) * int(t.world_size)
 
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
-        return DataLoader(
+        loader = PositionedLoader if sampler is not None else DataLoader  # training: its position checkpointed
+        return loader(
             dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lmforge.data.base import DataModule
+from lmforge.data.sampler import PositionedLoader
 from lmforge.data.tables import check_table
 from lmforge.errors import UserError
 
@@ -82,8 +83,9 @@ class TokenizedDataModule(DataModule):
             self.setup()
         examples = self._encoded[name]
         sampler = self.train_sampler(len(examples), self.batch_size) if shuffle else None
-        return DataLoader(examples, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, collate_fn=PadCollate(pad_token_id(self.tokenizer)))
+        loader = PositionedLoader if sampler is not None else DataLoader  # training: its position checkpointed
+        return loader(examples, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0, collate_fn=PadCollate(pad_token_id(self.tokenizer)))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lmforge.atomic import write_bytes
 from lmforge.config.schema import NonNegative, Positive
 from lmforge.data.base import DataModule
+from lmforge.data.sampler import PositionedLoader
 from lmforge.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,9 @@ class ArrayDataModule(DataModule):
         x, y = self.splits[split]
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
         sampler = self.train_sampler(len(dataset), self.batch_size) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        loader = PositionedLoader if sampler is not None else DataLoader  # training: its position checkpointed
+        return loader(dataset, batch_size=self.batch_size, sampler=sampler,
+                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

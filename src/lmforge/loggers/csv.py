@@ -17,8 +17,13 @@ from lmforge.compat import lightning as lightning_compat
 
 
 class _HistoryWriter(ExperimentWriter):
-    """Lightning's writer deletes an existing metrics.csv when it starts; this one keeps the rows
-    logged before `resume_step` and appends; `finalize` leaves every (step, metric set) once."""
+    """Lightning's writer deletes an existing metrics.csv when it starts; this one keeps the rows of
+    the steps up to the checkpoint's and appends; `finalize` leaves every (step, metric set) once.
+
+    Lightning logs the rows of optimizer step N (its training row, the validation after it, the end of
+    its epoch) at step N - 1: the steps it counts are those done before. A checkpoint of global step
+    `resume_step` holds the steps logged at 0 .. resume_step - 1; the rows a killed attempt logged at
+    `resume_step` and later are of steps the resumed run does again, and logs again."""
 
     def __init__(self, log_dir: str, resume_step: Optional[int]) -> None:
         self.resume_step = resume_step
@@ -28,8 +33,8 @@ class _HistoryWriter(ExperimentWriter):
         if not os.path.isfile(self.metrics_file_path):
             return
         header, rows = _read(self.metrics_file_path)
-        if self.resume_step is not None:  # rows past the checkpoint are logged again by this run
-            rows = [r for r in rows if _step(r) <= self.resume_step]
+        if self.resume_step is not None:  # rows of the steps redone are logged again by this run
+            rows = [r for r in rows if _step(r) < self.resume_step]
         else:
             rows = []  # a new run in a cleared directory: no history to keep
         _write(self.metrics_file_path, header, rows)
