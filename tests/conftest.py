@@ -136,6 +136,7 @@ def pretrain_run(tmp_path_factory) -> tuple[Path, str]:
     def build(root: Path) -> None:
         corpus = small_corpus(root / "corpus")
         proc = ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=80",
+                          "trainer.max_time=null",  # 80 steps however busy the machine
                           "data.batch_size=8", "model.block_size=128",
                           "trainer.val_check_interval=20", "callbacks.text_samples.every_n_steps=40",
                           f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}",
