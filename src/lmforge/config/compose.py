@@ -10,7 +10,8 @@ from lmforge.errors import UserError
 
 
 def compose(command: str = "train", overrides: Sequence[str] = ()) -> dict:
-    """The validated, resolved config of `command` with `overrides` (Hydra syntax), as plain Python.
+    """The validated, resolved config of `command` with `overrides` (Hydra's override syntax, taken as
+    written: a free-text value with parentheses is quoted by the caller), as plain Python.
 
     `paths.output_dir` (and every path under it) is the run directory the CLI would pick, `hydra.run.dir`
     when given; `run_train(config, run_dir=...)` moves them into the directory it is given."""
@@ -18,7 +19,6 @@ def compose(command: str = "train", overrides: Sequence[str] = ()) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from lmforge.app import open_overlays, quote_text
     from lmforge.config import conf_dir
     from lmforge.config.errors import describe_error, is_user_error
     from lmforge.config.resolvers import register_resolvers
@@ -28,7 +28,7 @@ def compose(command: str = "train", overrides: Sequence[str] = ()) -> dict:
     if command not in COMMANDS:
         raise UserError(f"unknown command '{command}'; commands: {', '.join(COMMANDS)}")
     register_resolvers()
-    overrides = quote_text(open_overlays(COMMANDS[command].overlays, list(overrides)))
+    overrides = list(overrides)
     try:
         # version_base 1.1: the same composition rules as the CLI, which leaves it unspecified.
         with initialize_config_dir(config_dir=str(conf_dir()), job_name=command, version_base="1.1"):
