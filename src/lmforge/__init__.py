@@ -8,3 +8,17 @@ def load_run(path, overrides=None, checkpoint=None):
     from lmforge.experiment.load import load_run as _load_run
 
     return _load_run(path, overrides, checkpoint)
+
+
+def compose(command="train", overrides=()):
+    """A command's config, composed and validated as the CLI would: see `lmforge.config.compose`."""
+    from lmforge.config.compose import compose as _compose
+
+    return _compose(command, overrides)
+
+
+def run_train(config, run_dir, **options):
+    """Train (then test) a composed `train` config in `run_dir`: see `lmforge.experiment.run`."""
+    from lmforge.experiment.run import run_train as _run_train
+
+    return _run_train(config, run_dir, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -128,6 +129,28 @@ def check_compatible(model: nn.Module, datamodule: DataModule) -> None:
                         f"{embeddings.num_embeddings} (model.vocab_size): ids past it would crash")
 
 
+def device_slots(config: dict, sweep_dir: Optional[Path]) -> Optional[str]:
+    """launcher=joblib (LMFORGE_DEVICE_SLOTS set, one job per worker): restrict this sweep job to its worker's
+    slot of the devices and return them (CUDA_VISIBLE_DEVICES); None for a single run or another launcher."""
+    if sweep_dir is None or not os.environ.get("LMFORGE_DEVICE_SLOTS"):
+        return None
+    from lmforge.sweeps.devices import restrict_devices
+
+    per_job = config["trainer"]["devices"] if isinstance(config["trainer"]["devices"], int) else 1
+    return restrict_devices(sweep_dir, int(os.environ["LMFORGE_DEVICE_SLOTS"]), per_job)
+
+
+def build_loggers(config: dict, resume_step: Optional[int]) -> list:
+    """The config's loggers; those whose target takes `resume_step` continue their history on resume."""
+    loggers = []
+    for node in (config.get("logger") or {}).values():
+        if not node:
+            continue
+        takes_step = "resume_step" in inspect.signature(get_object(node["_target_"])).parameters
+        loggers.append(instantiate(node, _convert_="all", **({"resume_step": resume_step} if takes_step else {})))
+    return loggers
+
+
 def build_trainer(config: dict, callbacks: list = (), loggers: Optional[list] = None, **overrides):
     """The Lightning Trainer with the config's callbacks (then `callbacks`) and `loggers` (default: the
     config's); `overrides` win over the config's trainer keys."""
@@ -138,6 +161,23 @@ def build_trainer(config: dict, callbacks: list = (), loggers: Optional[list] = 
         loggers = [instantiate(node, _convert_="all") for node in (config.get("logger") or {}).values() if node]
     return instantiate({**config["trainer"], **overrides}, callbacks=[*own, *callbacks], logger=loggers or False,
                        _convert_="all")
+
+
+def check_nan_policy(config: dict, world_size: int) -> None:
+    """nan_policy=skip skips an optimizer step, which Lightning refuses with several processes."""
+    if config["nan_policy"] == "skip" and world_size > 1:
+        raise UserError(f"nan_policy=skip works in one process; with {world_size} (trainer.devices x "
+                        "trainer.num_nodes) use nan_policy=stop")
+
+
+def module_for_test(config: dict, module: Any, trainer: Any, datamodule: DataModule,
+                    model_dir: Optional[Path] = None) -> Any:
+    """The module to test a checkpoint with after fitting: the fitted one, except under FSDP with several
+    processes, where each parameter is left a flat view of this rank's shard: wrapped again for the test it
+    cannot take the checkpoint's whole tensors, so the test gets a module built anew."""
+    if trainer.world_size > 1 and shards_parameters(config["trainer"].get("strategy")):
+        module, _ = build_module(config, datamodule, model_dir)
+    return module
 
 
 def check_devices(trainer: dict) -> None:
