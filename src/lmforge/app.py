@@ -16,6 +16,7 @@ import re
 import sys
 import traceback
 
+from lmforge import signals
 from lmforge.config import conf_dir
 from lmforge.config.errors import describe_error, is_user_error
 from lmforge.config.schema import COMMANDS
@@ -56,11 +57,12 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
 
     @functools.wraps(task)
     def job(cfg):
+        signals.install()  # (a sweep's worker process did not start through the CLI)
         try:
             with job_environment():
                 return task(cfg)
-        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which stops there after a checkpoint)
-            stopped = Stopped(130, "interrupted")
+        except (KeyboardInterrupt, signals.Signalled) as exc:  # outside a training loop (which stops there)
+            stopped = Stopped(signals.stop_of(exc)[0], str(exc) or "interrupted")
             _close_failed_run(stopped)
             sys.exit(report(stopped))
         except Exception as exc:  # noqa: BLE001 - reported in one line, or re-raised
@@ -82,10 +84,16 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
 
             return 1 if SweepSummary.failed else 0
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        code = exc.code if isinstance(exc.code, int) else 1
+        if parsed.multirun and code in (130, 143):  # a job stopped by a signal stopped the sweep
+            _stop_sweep(code)
+        return code
+    except (KeyboardInterrupt, signals.Signalled) as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
+        code = signals.stop_of(exc)[0]
+        if parsed.multirun:
+            _stop_sweep(code)
+        return code
     except Exception as exc:  # noqa: BLE001 - composition errors: reported in one line
         return report(exc)
     return 0
@@ -188,6 +196,14 @@ def _close_failed_run(exc: Exception) -> None:
                 log.unlink()
     except OSError:
         pass  # the error itself is already reported; an unwritable directory is not news
+
+
+def _stop_sweep(code: int) -> None:
+    """A signal stopped the sweep: its jobs still `running` are marked interrupted/preempted."""
+    from lmforge.sweeps.summary import SweepSummary
+
+    status = "interrupted" if code == 130 else "preempted"
+    SweepSummary.stop_running(status, f"the sweep was {status} by {signals.received_name()}")
 
 
 def _usage_error(command: str, message: str) -> None:

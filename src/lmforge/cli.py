@@ -55,6 +55,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command '{command}'{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
 
-    from lmforge.app import run_command
+    # Stop signals get their line and status from here on (lmforge.signals), heavy imports included.
+    from lmforge import signals
 
-    sys.exit(run_command(command, COMMANDS[command][0], args[1:]))
+    replaced = signals.install()
+    try:
+        from lmforge.app import run_command
+
+        sys.exit(run_command(command, COMMANDS[command][0], args[1:]))
+    except signals.Signalled as stop:  # while importing: nothing was started yet
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_status)
+    finally:
+        if argv is not None:  # called in-process (e.g. by the tests): their handlers come back; a process
+            signals.restore(replaced)  # keeps ours to its end, so that a late signal is ignored too

@@ -14,6 +14,7 @@ import fcntl
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmforge.atomic import FILE_IN_THE_WAY, write_json, write_text
 from lmforge.job import in_multirun
 
+SWEEP_PID = "LMFORGE_SWEEP_PID"  # the sweep's own process, as its jobs record it
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
 
 
@@ -46,6 +48,8 @@ class SweepSummary(Callback):
     #: The error of the job now ending when it was refused a directory holding an earlier run (set by
     #: the app in the job's process): that run's record and metrics are not the job's.
     refused: Optional[str] = None
+    #: The sweep directory of this process's multirun (set when it starts), for `stop_running`.
+    sweep_dir: Optional[Path] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
@@ -70,6 +74,8 @@ class SweepSummary(Callback):
                 "params": sorted(set(params))}
         with _locked(sweep_dir) as summary:
             summary.update({**head, "jobs": summary.get("jobs", [])})
+        SweepSummary.sweep_dir = sweep_dir
+        os.environ[SWEEP_PID] = str(os.getpid())  # inherited by the launcher's worker processes
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -81,7 +87,8 @@ class SweepSummary(Callback):
         print(f"[job {hydra.job.num}] {' '.join(overrides) or '(no overrides)'} -> {hydra.runtime.output_dir}",
               flush=True)
         self._record(Path(hydra.sweep.dir), {"job": hydra.job.num, "overrides": overrides, "status": "running",
-                                             "run_dir": hydra.runtime.output_dir, "metrics": {}})
+                                             "run_dir": hydra.runtime.output_dir, "metrics": {},
+                                             "sweep_pid": int(os.environ.get(SWEEP_PID, os.getpid()))})
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -109,6 +116,23 @@ class SweepSummary(Callback):
         SweepSummary.failed = sum(job.get("status") == "failed" for job in summary.get("jobs", []))
         print(render(summary))
         print(f"sweep directory: {sweep_dir}")
+
+    @staticmethod
+    def stop_running(status: str, reason: str) -> None:
+        """This process's sweep was stopped by a signal: its jobs still `running` (in sweep.json/csv and
+        in their run.json) are marked `status` with `reason`; those of other processes sharing the sweep
+        directory (an Optuna study filled by several) stay as they are."""
+        from lmforge.runs.directory import RunDir
+
+        if SweepSummary.sweep_dir is None:
+            return
+        with _locked(SweepSummary.sweep_dir) as summary:
+            for job in summary.get("jobs", []):
+                if job.get("status") == "running" and job.get("sweep_pid") == os.getpid():
+                    job.update(status=status, error=reason)
+                    run = RunDir(job["run_dir"])
+                    if run.read_info().get("status") == "running":
+                        run.finish(status, error=reason)
 
     @staticmethod
     def _record(sweep_dir: Path, row: dict) -> None:
