@@ -23,6 +23,7 @@ from lmforge.config.schema import COMMANDS
 from lmforge.distributed import job_environment
 from lmforge.errors import RunFailed, Stopped
 from lmforge.job import in_multirun
+from lmforge.signals import EXIT_STATUS
 
 _OWN_FLAG = "_LMFORGE_SET_HYDRA_FULL_ERROR"
 
@@ -175,17 +176,16 @@ def _close_failed_run(exc: Exception) -> None:
     is removed. A directory the user chose (hydra.run.dir), and any earlier run's record, stay as they are."""
     from hydra.core.hydra_config import HydraConfig
 
-    from lmforge.distributed import is_main_process
     from lmforge.job import run_dir_is_fixed
     from lmforge.runs.directory import RunDir
 
-    if not is_main_process():
+    if not _is_main_process():
         return
     hydra = HydraConfig.get()
     run = RunDir(hydra.runtime.output_dir)
     info = run.read_info()
     try:
-        if _written_here(info) and info.get("status") in ("running", "failed") and "error" not in info:
+        if _written_here(info) and info.get("status") in ("running", "failed", *EXIT_STATUS) and "error" not in info:
             status = ("interrupted" if exc.status == 130 else "preempted") if isinstance(exc, Stopped) else "failed"
             run.finish(status, error=_error_text(exc))
         elif not info and not run_dir_is_fixed():
@@ -204,6 +204,17 @@ def _stop_sweep(code: int) -> None:
 
     status = "interrupted" if code == 130 else "preempted"
     SweepSummary.stop_running(status, f"the sweep was {status} by {signals.received_name()}")
+
+
+def _is_main_process() -> bool:
+    """lmforge.distributed.is_main_process, but without importing Lightning where it is not imported yet:
+    a signal may have cut its import short (half-made modules), and no rank was started by it then."""
+    if "lightning" in sys.modules:
+        from lmforge.distributed import is_main_process
+
+        return is_main_process()
+    ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK")
+    return all(int(os.environ.get(name, 0)) == 0 for name in ranks)
 
 
 def _usage_error(command: str, message: str) -> None:

@@ -20,6 +20,9 @@ EXIT_STATUS = {"preempted": 143, "interrupted": 130}
 
 received: Optional[int] = None  # the first stop signal this process got
 deferred = False  # True while a training loop stops by itself at its next step boundary
+#: Set where a signal left native threads running (BPE training in Rust): the interpreter's shutdown
+#: would abort on them, so the CLI ends the process with os._exit once its line is out.
+skip_shutdown = False
 
 
 class Signalled(BaseException):

@@ -129,10 +129,13 @@ class SweepSummary(Callback):
         with _locked(SweepSummary.sweep_dir) as summary:
             for job in summary.get("jobs", []):
                 if job.get("status") == "running" and job.get("sweep_pid") == os.getpid():
-                    job.update(status=status, error=reason)
                     run = RunDir(job["run_dir"])
-                    if run.read_info().get("status") == "running":
+                    info = run.read_info()
+                    if info.get("status") == "running":
                         run.finish(status, error=reason)
+                    own = info.get("status") in ("interrupted", "preempted")  # the job's own line says more
+                    job.update(status=info["status"] if own else status,
+                               error=info.get("error") or reason if own else reason)
 
     @staticmethod
     def _record(sweep_dir: Path, row: dict) -> None:

@@ -98,9 +98,11 @@ def _interruptible(work, message: str) -> None:
     thread = threading.Thread(target=run, name="lmforge-train-bpe", daemon=True)
     thread.start()
     try:
-        thread.join()
+        while thread.is_alive():  # woken often: a signal that reached another thread is seen here too
+            thread.join(0.1)
     except (KeyboardInterrupt, signals.Signalled) as exc:
         status, word = signals.stop_of(exc)
+        signals.skip_shutdown = True  # Rust threads left running would abort it ("exception not rethrown")
         raise Stopped(status, message.format(word)) from None
     if failure:
         raise failure[0]
