@@ -55,8 +55,14 @@ class Preemption(L.Callback):
         trainer.should_stop = True
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        if stage == "fit":
+            self._leave_training()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._leave_training()  # (Lightning calls no teardown hook then)
+
+    def _leave_training(self) -> None:
+        """From here on a signal stops the process at once again (lmforge.signals)."""
         signals.deferred = False
         for signum, handler in self._previous.items():
             if handler is not None:
