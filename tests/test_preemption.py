@@ -95,11 +95,21 @@ def frozen_while(proc: subprocess.Popen, condition) -> None:
     while True:
         wait_until(condition, proc, "the work to be signalled")
         proc.send_signal(signal.SIGSTOP)
-        wait_until(lambda: all(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
-                               for t in Path(f"/proc/{proc.pid}/task").iterdir()), proc, "a stopped process")
+        wait_until(lambda: is_stopped(proc.pid), proc, "a stopped process")
         if condition():
             return
         proc.send_signal(signal.SIGCONT)
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return all(state in "Tt" for state in states)
 
 
 def has_open(pid: int, path: Path) -> bool:

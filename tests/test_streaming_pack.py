@@ -79,6 +79,17 @@ except Stopped as e:
 """
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return all(state in "Tt" for state in states)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_build_continues_where_it_stopped(signum: int, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
@@ -96,8 +107,7 @@ def test_a_killed_build_continues_where_it_stopped(signum: int, tmp_path: Path,
         progress = saved()
         if progress:  # frozen there: the signal reaches the build at this point, however busy the machine
             proc.send_signal(signal.SIGSTOP)
-            while not all(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
-                          for t in Path(f"/proc/{proc.pid}/task").iterdir()):
+            while not is_stopped(proc.pid):
                 time.sleep(0.01)
             progress = saved()
             if not progress:
