@@ -1,10 +1,11 @@
-# make train: set up .venv and run the default experiment.  make test: set up .venv and run every test.
+# make train: set up .venv and run the default experiment.  make test: set up .venv (and headless Chromium,
+# .ci/test-deps) and run every test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast lint clean
+.PHONY: install train test test-deps test-fast lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +19,13 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/lmforge train $(ARGS)
 
-test: $(STAMP)
+test-deps:
+	@.ci/test-deps
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow" $(ARGS)
 
 lint: $(STAMP)

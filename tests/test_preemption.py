@@ -3,6 +3,7 @@ protected from a second run; a NaN loss stops the run naming its step (or the ba
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,11 +20,23 @@ LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false",
             "callbacks=none", "logger=csv"]
 
 
-def start(args: list[str], cwd: Path, command: str = "train", **env: str) -> subprocess.Popen:
+def start(args: list[str], cwd: Path, command: str = "train", group: bool = False, **env: str) -> subprocess.Popen:
+    """`lmforge ARGS` started in `cwd`; `group`: in a process group of its own, as a terminal's Ctrl-C
+    reaches a command and its children (os.killpg)."""
     full = {**os.environ, **OFFLINE_ENV, **env}
     full.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen([sys.executable, "-m", "lmforge", command, *args], cwd=cwd, env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+
+
+def wait_until(condition, proc: subprocess.Popen, what: str) -> None:
+    """Until `condition()` holds: positive evidence that the work to be signalled is under way."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"never reached {what}: exit {proc.poll()}\n{proc.communicate()[1][-3000:]}")
 
 
 def wait_for_training(run: Path, proc: subprocess.Popen, steps: int = 20) -> None:
@@ -76,26 +89,179 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_together(tmp_path: Path):
     assert json.loads((run / "run.json").read_text())["global_step"] == info["global_step"] + 5
 
 
-def test_ctrl_c_while_a_tokenizer_trains_stops_at_once_and_leaves_nothing(tmp_path: Path):
-    """BPE training runs in Rust, where Python would see Ctrl-C only once the whole training is done."""
-    with open(tmp_path / "corpus.txt", "w") as corpus:  # ~16 MB: a minute or more of BPE training
+def frozen_while(proc: subprocess.Popen, condition) -> None:
+    """Stop `proc` (SIGSTOP) at a moment `condition()` holds, and leave it stopped: what is then sent
+    reaches it at that point of its work, however busy the machine."""
+    while True:
+        wait_until(condition, proc, "the work to be signalled")
+        proc.send_signal(signal.SIGSTOP)
+        wait_until(lambda: is_stopped(proc.pid), proc, "a stopped process")
+        if condition():
+            return
+        proc.send_signal(signal.SIGCONT)
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return all(state in "Tt" for state in states)
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (it is reading it)."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                return True
+        except OSError:
+            pass  # closed meanwhile
+    return False
+
+
+@pytest.mark.parametrize("signum, status, code", [(signal.SIGINT, "interrupted", 130),
+                                                  (signal.SIGTERM, "preempted", 143)])
+def test_a_signal_while_a_tokenizer_trains_stops_at_once_and_leaves_nothing(signum, status, code, tmp_path: Path):
+    """BPE training runs in Rust, where Python would see a signal only once the whole training is done."""
+    corpus = tmp_path / "corpus.txt"
+    with open(corpus, "w") as out:  # ~16 MB: read in pieces, then seconds of merges
         for source in sorted(STDLIB.glob("**/*.py")):
-            if corpus.tell() > 16e6:
+            if out.tell() > 16e6:
                 break
-            corpus.write(source.read_text(errors="replace"))
+            out.write(source.read_text(errors="replace"))
     proc = start(["data.paths=[corpus.txt]", "tokenizer.vocab_size=4096", "tokenizer.path=tok"], tmp_path,
                  command="tokenizer", LMFORGE_CACHE_DIR=str(tmp_path / "cache"))
-    deadline = time.time() + 300
-    while not list((tmp_path / "cache").glob("locks/*")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the corpus's lock is taken just before its tokenizer trains
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    frozen_while(proc, lambda: has_open(proc.pid, corpus))  # its training is reading the corpus
+    proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert err.strip() == ("interrupted while training the BPE tokenizer (nothing was saved; the next launch "
+    assert proc.returncode == code, err[-3000:]
+    assert err.strip() == (f"{status} while training the BPE tokenizer (nothing was saved; the next launch "
                            "trains it anew)")
     assert not (tmp_path / "tok").exists()
     assert not list(tmp_path.glob("logs/tokenizer/runs/*"))  # its run directory held nothing: removed
+
+
+# Written beside each test that needs them (PYTHONPATH): work that lasts until a signal stops it.
+SIGNALLED = '''
+import itertools, os, pathlib, time
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+from lmforge.data.vision import DigitsDataModule
+
+
+class StuckStarting(DigitsDataModule):
+    """A start-up that never ends: says it began (a file named after its process), then waits."""
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        pathlib.Path(f"starting-{os.getpid()}").touch()
+        while True:
+            time.sleep(0.05)
+
+
+class Cycle(IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+
+    def __iter__(self):
+        for i in itertools.cycle(range(len(self.y))):
+            yield self.x[i], self.y[i]
+
+
+class EndlessDigits(DigitsDataModule):
+    """The bundled digits cycled forever: the first epoch (and the run) ends only when stopped."""
+    def train_dataloader(self):
+        return DataLoader(Cycle(*self.splits["train"]), batch_size=32)
+
+
+class HoldAtFitEnd(L.Callback):
+    """Once training stopped: says so (a file), then waits for the test's `go` file."""
+    def on_fit_end(self, trainer, pl_module):
+        pathlib.Path("stopping").touch()
+        while not pathlib.Path("go").exists():
+            time.sleep(0.05)
+'''
+ENDLESS = ["experiment=mnist_mlp", "data=digits", "data._target_=signalled.EndlessDigits", "print_config=false",
+           "trainer.max_epochs=1", "callbacks=none", "logger=csv", "trainer.log_every_n_steps=1"]
+
+
+def signalled(folder: Path) -> dict[str, str]:
+    """Write SIGNALLED into `folder`; the environment that imports it (lmforge's own path kept)."""
+    (folder / "signalled.py").write_text(SIGNALLED)
+    return {"PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def test_sigterm_during_start_up_is_one_line_and_leaves_no_run_directory(tmp_path: Path):
+    proc = start(["experiment=mnist_mlp", "data=digits", "data._target_=signalled.StuckStarting",
+                  "print_config=false"], tmp_path, **signalled(tmp_path))
+    wait_until(lambda: list(tmp_path.glob("starting-*")), proc, "start-up")
+    runs = list(tmp_path.glob("logs/mnist_mlp/runs/*"))
+    assert len(runs) == 1 and (runs[0] / ".lock").is_file()  # its run directory is claimed: then the signal
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # a repeated one changes nothing
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == "preempted by SIGTERM" and "Traceback" not in err
+    assert not runs[0].exists()  # new for this launch and left empty: removed
+
+
+def test_a_second_ctrl_c_while_the_first_one_stops_the_run_changes_nothing(tmp_path: Path):
+    run = tmp_path / "run"
+    proc = start([*ENDLESS, f"hydra.run.dir={run}", "+callbacks.hold._target_=signalled.HoldAtFitEnd"], tmp_path,
+                 **signalled(tmp_path))
+    wait_for_training(run, proc)
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: (tmp_path / "stopping").exists(), proc, "the stop")  # a checkpoint saved, fit ending
+    proc.send_signal(signal.SIGINT)
+    (tmp_path / "go").touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["error"].startswith("interrupted at step")
+    assert err.strip().splitlines()[-1].startswith(f"interrupted at step {info['global_step']}: saved ")
+    assert "Traceback" not in err
+
+
+def sweep_rows(sweep: Path) -> list[dict]:
+    with open(sweep / "sweep.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_ctrl_c_to_a_joblib_sweep_leaves_no_job_running(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    proc = start([*ENDLESS, "-m", "launcher=joblib", "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path, group=True,
+                 **signalled(tmp_path))
+    wait_until(lambda: all((sweep / job / "csv" / "metrics.csv").is_file() and csv_metric(sweep / job, "train/loss")
+                           for job in ("0", "1")), proc, "both jobs training")
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the sweep and its worker processes
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert [row["status"] for row in sweep_rows(sweep)] == ["interrupted", "interrupted"]
+    assert [job["status"] for job in json.loads((sweep / "sweep.json").read_text())["jobs"]] == ["interrupted"] * 2
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "run.json").read_text())["status"] == "interrupted"
+    assert "Traceback" not in err
+
+
+def test_sigterm_during_an_optuna_trial_leaves_no_row_running_once_the_study_completes(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    args = [*ENDLESS, "hparams_search=optuna_mlp", "-m", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"]
+    proc = start(args, tmp_path, **signalled(tmp_path))
+    wait_for_training(sweep / "0", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert [row["status"] for row in sweep_rows(sweep)] == ["preempted"]
+    # The same study again, each epoch cut short: the cut-off trial is re-run and the study completes.
+    again = lmforge("train", *args, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+                    "trainer.limit_test_batches=2", cwd=tmp_path, env=signalled(tmp_path))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [row["status"] for row in sweep_rows(sweep)] == ["preempted", "finished"]
 
 
 def test_a_finished_run_is_not_overwritten(mlp_run: Path, tmp_path: Path):

@@ -79,6 +79,17 @@ except Stopped as e:
 """
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return all(state in "Tt" for state in states)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_build_continues_where_it_stopped(signum: int, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
@@ -86,14 +97,26 @@ def test_a_killed_build_continues_where_it_stopped(signum: int, tmp_path: Path,
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path / "bytes"), str(cache)],
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
+
+    def saved() -> list[Path]:  # a saved point of a build still under way (its files not yet published)
+        return [p for p in (cache / "corpus").glob(".*.partial/progress.json") if (p.parent / "train.bin").is_file()]
+
     progress: list[Path] = []
     while not progress and proc.poll() is None and time.time() < deadline:
-        progress = list((cache / "corpus").glob(".*.partial/progress.json"))
+        progress = saved()
+        if progress:  # frozen there: the signal reaches the build at this point, however busy the machine
+            proc.send_signal(signal.SIGSTOP)
+            while not is_stopped(proc.pid):
+                time.sleep(0.01)
+            progress = saved()
+            if not progress:
+                proc.send_signal(signal.SIGCONT)
         time.sleep(0.02)
+    assert progress, f"the build ended before it saved any progress: exit {proc.poll()}"
     proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
-    assert progress, "the build ended before it saved any progress"
     done = json.loads(progress[0].read_text())["parts"]
     assert done > 0
     if signum == signal.SIGINT:  # Ctrl-C: one line that says what is kept for the next launch

@@ -16,12 +16,14 @@ import re
 import sys
 import traceback
 
+from lmforge import signals
 from lmforge.config import conf_dir
 from lmforge.config.errors import describe_error, is_user_error
 from lmforge.config.schema import COMMANDS
 from lmforge.distributed import job_environment
 from lmforge.errors import RunFailed, Stopped
 from lmforge.job import in_multirun
+from lmforge.signals import EXIT_STATUS
 
 
 def run_command(command: str, module_name: str, args: list[str]) -> int:
@@ -49,11 +51,12 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
 
     @functools.wraps(task)
     def job(cfg):
+        signals.install()  # (a sweep's worker process did not start through the CLI)
         try:
             with job_environment():
                 return task(cfg)
-        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which stops there after a checkpoint)
-            stopped = Stopped(130, "interrupted")
+        except (KeyboardInterrupt, signals.Signalled) as exc:  # outside a training loop (which stops there)
+            stopped = Stopped(signals.stop_of(exc)[0], str(exc) or "interrupted")
             _close_failed_run(stopped)
             sys.exit(report(stopped))
         except Exception as exc:  # noqa: BLE001 - reported in one line, or re-raised
@@ -75,10 +78,16 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
 
             return 1 if SweepSummary.failed else 0
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        code = exc.code if isinstance(exc.code, int) else 1
+        if parsed.multirun and code in (130, 143):  # a job stopped by a signal stopped the sweep
+            _stop_sweep(code)
+        return code
+    except (KeyboardInterrupt, signals.Signalled) as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
+        code = signals.stop_of(exc)[0]
+        if parsed.multirun:
+            _stop_sweep(code)
+        return code
     except Exception as exc:  # noqa: BLE001 - composition errors: reported in one line
         return report(exc)
     return 0
@@ -160,17 +169,16 @@ def _close_failed_run(exc: Exception) -> None:
     is removed. A directory the user chose (hydra.run.dir), and any earlier run's record, stay as they are."""
     from hydra.core.hydra_config import HydraConfig
 
-    from lmforge.distributed import is_main_process
     from lmforge.job import run_dir_is_fixed
     from lmforge.runs.directory import RunDir
 
-    if not is_main_process():
+    if not _is_main_process():
         return
     hydra = HydraConfig.get()
     run = RunDir(hydra.runtime.output_dir)
     info = run.read_info()
     try:
-        if _written_here(info) and info.get("status") in ("running", "failed") and "error" not in info:
+        if _written_here(info) and info.get("status") in ("running", "failed", *EXIT_STATUS) and "error" not in info:
             status = ("interrupted" if exc.status == 130 else "preempted") if isinstance(exc, Stopped) else "failed"
             run.finish(status, error=_error_text(exc))
         elif not info and not run_dir_is_fixed():
@@ -181,6 +189,25 @@ def _close_failed_run(exc: Exception) -> None:
                 log.unlink()
     except OSError:
         pass  # the error itself is already reported; an unwritable directory is not news
+
+
+def _stop_sweep(code: int) -> None:
+    """A signal stopped the sweep: its jobs still `running` are marked interrupted/preempted."""
+    from lmforge.sweeps.summary import SweepSummary
+
+    status = "interrupted" if code == 130 else "preempted"
+    SweepSummary.stop_running(status, f"the sweep was {status} by {signals.received_name()}")
+
+
+def _is_main_process() -> bool:
+    """lmforge.distributed.is_main_process, but without importing Lightning where it is not imported yet:
+    a signal may have cut its import short (half-made modules), and no rank was started by it then."""
+    if "lightning" in sys.modules:
+        from lmforge.distributed import is_main_process
+
+        return is_main_process()
+    ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK")
+    return all(int(os.environ.get(name, 0)) == 0 for name in ranks)
 
 
 def _usage_error(command: str, message: str) -> None:

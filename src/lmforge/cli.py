@@ -6,6 +6,7 @@ Kept free of torch/lightning/transformers imports so that `--help` and dispatch 
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 
 # command -> (module under lmforge.commands, one-line summary)
@@ -55,6 +56,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command '{command}'{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
 
-    from lmforge.app import run_command
+    # Stop signals get their line and status from here on (lmforge.signals), heavy imports included.
+    from lmforge import signals
 
-    sys.exit(run_command(command, COMMANDS[command][0], args[1:]))
+    replaced = signals.install()
+    try:
+        from lmforge.app import run_command
+
+        status = run_command(command, COMMANDS[command][0], args[1:])
+    except signals.Signalled as stop:  # while importing: nothing was started yet
+        print(stop, file=sys.stderr)
+        status = stop.exit_status
+    finally:
+        if argv is not None:  # called in-process (e.g. by the tests): their handlers come back; a process
+            signals.restore(replaced)  # keeps ours to its end, so that a late signal is ignored too
+    if signals.skip_shutdown and argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

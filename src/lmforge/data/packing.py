@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge import signals
 from lmforge.atomic import publish_dir, unwritable_as_user_error, write_json
 from lmforge.data.corpus import Corpus
 from lmforge.data.plaintext import Part
@@ -215,15 +216,15 @@ def _partial(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def _interrupted(partial: Path) -> str:
-    """The line for a build stopped by Ctrl-C: what it keeps for the next launch."""
+def _interrupted(partial: Path, word: str = "interrupted") -> str:
+    """The line for a build stopped by Ctrl-C or SIGTERM (`word`): what it keeps for the next launch."""
     try:
         progress = json.loads((partial / "progress.json").read_text())
     except (OSError, ValueError):
-        return (f"interrupted while tokenizing the corpus, before its first saved point (every "
+        return (f"{word} while tokenizing the corpus, before its first saved point (every "
                 f"{CHECKPOINT_BYTES >> 20} MB of text): the next launch starts it anew")
     done = (progress["train_bytes"] + progress["val_bytes"]) / 1e6
-    return (f"interrupted while tokenizing the corpus: {partial} keeps the first {done:,.0f} MB of text, "
+    return (f"{word} while tokenizing the corpus: {partial} keeps the first {done:,.0f} MB of text, "
             "packed; the same command continues from there")
 
 
@@ -249,8 +250,9 @@ def pack_corpus(corpus: Corpus, tokenizer: Any, *, cache_dir: str | Path, tokeni
         try:
             with unwritable_as_user_error(out):
                 _build(out, corpus, tokenizer, tokenizer_dir, num_proc or default_num_proc(), fast)
-        except KeyboardInterrupt:
-            raise Stopped(130, _interrupted(_partial(out))) from None
+        except (KeyboardInterrupt, signals.Signalled) as exc:
+            status, word = signals.stop_of(exc)
+            raise Stopped(status, _interrupted(_partial(out), word)) from None
     return out, True
 
 

@@ -145,6 +145,8 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     try:
         if config["train"]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if start else None, weights_only=True)
+            if (late := preemption.unhandled()) is not None:  # after the last step: nothing left to stop at
+                raise late
             logged.update(trainer.callback_metrics)
             if preemption.status:
                 status = preemption.status

@@ -14,6 +14,7 @@ import fcntl
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -29,6 +30,7 @@ from lmforge.job import in_multirun
 from lmforge.runs.redact import drop_files_with_secrets, redact, redact_file
 from lmforge.sweeps.grid import changed_job
 
+SWEEP_PID = "LMFORGE_SWEEP_PID"  # the sweep's own process, as its jobs record it
 SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
 
 
@@ -48,6 +50,8 @@ class SweepSummary(Callback):
     #: The error of the job now ending when it was refused a directory holding an earlier run (set by
     #: the app in the job's process): that run's record and metrics are not the job's.
     refused: Optional[str] = None
+    #: The sweep directory of this process's multirun (set when it starts), for `stop_running`.
+    sweep_dir: Optional[Path] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
@@ -72,6 +76,8 @@ class SweepSummary(Callback):
                 "params": sorted(set(params))}
         with _locked(sweep_dir) as summary:
             summary.update({**head, "jobs": [] if replaced else summary.get("jobs", [])})
+        SweepSummary.sweep_dir = sweep_dir
+        os.environ[SWEEP_PID] = str(os.getpid())  # inherited by the launcher's worker processes
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -84,7 +90,8 @@ class SweepSummary(Callback):
         print(redact(f"[job {hydra.job.num}] {' '.join(overrides) or '(no overrides)'} -> {hydra.runtime.output_dir}"),
               flush=True)
         self._record(Path(hydra.sweep.dir), {"job": hydra.job.num, "overrides": overrides, "status": "running",
-                                             "run_dir": hydra.runtime.output_dir, "metrics": {}})
+                                             "run_dir": hydra.runtime.output_dir, "metrics": {},
+                                             "sweep_pid": int(os.environ.get(SWEEP_PID, os.getpid()))})
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -113,6 +120,26 @@ class SweepSummary(Callback):
         SweepSummary.failed = sum(job.get("status") == "failed" for job in summary.get("jobs", []))
         print(render(summary))
         print(f"sweep directory: {sweep_dir}")
+
+    @staticmethod
+    def stop_running(status: str, reason: str) -> None:
+        """This process's sweep was stopped by a signal: its jobs still `running` (in sweep.json/csv and
+        in their run.json) are marked `status` with `reason`; those of other processes sharing the sweep
+        directory (an Optuna study filled by several) stay as they are."""
+        from lmforge.runs.directory import RunDir
+
+        if SweepSummary.sweep_dir is None:
+            return
+        with _locked(SweepSummary.sweep_dir) as summary:
+            for job in summary.get("jobs", []):
+                if job.get("status") == "running" and job.get("sweep_pid") == os.getpid():
+                    run = RunDir(job["run_dir"])
+                    info = run.read_info()
+                    if info.get("status") == "running":
+                        run.finish(status, error=reason)
+                    own = info.get("status") in ("interrupted", "preempted")  # the job's own line says more
+                    job.update(status=info["status"] if own else status,
+                               error=info.get("error") or reason if own else reason)
 
     @staticmethod
     def _record(sweep_dir: Path, row: dict) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from lmforge import signals
 from lmforge.atomic import publish_dir, write_bytes
 from lmforge.errors import Stopped, UserError
 from lmforge.tokenizers.fast import byte_alphabet
@@ -75,16 +76,17 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> Pre
         show_progress=False,
     )
     _interruptible(lambda: tok.train_from_iterator(texts, trainer=trainer),
-                   "interrupted while training the BPE tokenizer (nothing was saved; the next launch trains it anew)")
+                   "{} while training the BPE tokenizer (nothing was saved; the next launch trains it anew)")
     wrapped = wrap(tok, lmforge_vocab_size=vocab_size)
     save_tokenizer(wrapped, out_dir)
     return wrapped
 
 
 def _interruptible(work, message: str) -> None:
-    """Run `work` in a daemon thread and wait for it. Ctrl-C then stops the wait at once: BPE training
-    runs in Rust, where the main thread would see the signal only after the whole training (minutes on
-    a large corpus). The thread is left behind; the process is about to exit."""
+    """Run `work` in a daemon thread and wait for it. Ctrl-C or SIGTERM then stops the wait at once: BPE
+    training runs in Rust, where the main thread would see the signal only after the whole training
+    (minutes on a large corpus). The thread is left behind; the process is about to exit. `message` is
+    the line, with {} for "interrupted" or "preempted"."""
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -96,9 +98,12 @@ def _interruptible(work, message: str) -> None:
     thread = threading.Thread(target=run, name="lmforge-train-bpe", daemon=True)
     thread.start()
     try:
-        thread.join()
-    except KeyboardInterrupt:
-        raise Stopped(130, message) from None
+        while thread.is_alive():  # woken often: a signal that reached another thread is seen here too
+            thread.join(0.1)
+    except (KeyboardInterrupt, signals.Signalled) as exc:
+        status, word = signals.stop_of(exc)
+        signals.skip_shutdown = True  # Rust threads left running would abort it ("exception not rethrown")
+        raise Stopped(status, message.format(word)) from None
     if failure:
         raise failure[0]
 
