@@ -27,6 +27,9 @@ def no_hydra_runtime(monkeypatch):
         raise AssertionError("HydraConfig.get() called outside a Hydra job")
 
     monkeypatch.setattr(HydraConfig, "get", staticmethod(refuse))
+    # As in a fresh Python session: an in-process CLI test run earlier in this worker leaves Hydra's
+    # singleton set.
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
 
 
 def test_run_train_from_python(tmp_path, monkeypatch, no_hydra_runtime):
