@@ -14,6 +14,8 @@ from torch import nn
 from lmforge.data.base import DataModule
 from lmforge.distributed import shards_parameters
 from lmforge.errors import UserError
+from lmforge.models.contract import check_model, context_length, input_embeddings
+from lmforge.optim.contract import check_optimizer_spec, needs_whole_matrices
 
 
 def check_init_from(config: dict) -> None:
@@ -38,13 +40,13 @@ def check_optimizer(config: dict) -> None:
         try:
             factory = instantiate(config[section], _convert_="all")
             if section == "optimizer":
-                factory([param])
+                check_optimizer_spec(factory)([param])
         except (ValueError, TypeError) as exc:
             raise UserError(f"config section '{section}': {' '.join(str(exc).split())}") from exc
-        optimizer = getattr(factory, "func", None) if section == "optimizer" else None
-        if getattr(optimizer, "needs_whole_matrices", False) and shards_parameters(config["trainer"].get("strategy")):
-            raise UserError(f"optimizer {optimizer.__name__} updates each weight matrix as a whole, but trainer.strategy "
-                            "(FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
+        if section == "optimizer" and needs_whole_matrices(factory) and \
+                shards_parameters(config["trainer"].get("strategy")):
+            raise UserError(f"optimizer {factory.func.__name__} updates each weight matrix as a whole, but "
+                            "trainer.strategy (FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
 
 
 def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
@@ -81,7 +83,7 @@ def check_dims(config: dict, dims: dict[str, Any]) -> None:
 
 def build_model(config: dict) -> nn.Module:
     """The model of a (filled-in) config, with its fine-tuning method (LoRA, freezing) applied."""
-    model = instantiate(config["model"], _convert_="all")
+    model = check_model(instantiate(config["model"], _convert_="all"))
     if config.get("finetune"):
         model = instantiate(config["finetune"], _convert_="all").apply(model)
     # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: dropout would stay off.
@@ -101,7 +103,8 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
     config["module"] = fill_nulls(config["module"], dims)
     model = build_model(config)
     check_compatible(model, datamodule)
-    optimizer = instantiate(config["optimizer"], _convert_="all") if config.get("optimizer") else None
+    optimizer = check_optimizer_spec(instantiate(config["optimizer"], _convert_="all")) if config.get("optimizer") \
+        else None
     scheduler = instantiate(config["scheduler"], _convert_="all") if config.get("scheduler") else None
     module = instantiate(config["module"], model=model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
     if config.get("compile"):
@@ -113,16 +116,16 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
 
 def check_compatible(model: nn.Module, datamodule: DataModule) -> None:
     """The data must fit the model: windows within its positions, every token id within its embedding."""
-    hf_config = getattr(model, "config", None)
-    positions = getattr(hf_config, "n_positions", None) or getattr(hf_config, "max_position_embeddings", None)
+    positions = context_length(model)
     block = datamodule.context_length
     if positions and block and block > positions:
         key = datamodule.context_key
         raise UserError(f"{key}={block} is larger than the model's {positions} positions "
                         f"(lower {key}, or use a model with more positions)")
-    if datamodule.tokenizer is None or not hasattr(model, "get_input_embeddings"):
+    embeddings = input_embeddings(model)
+    if datamodule.tokenizer is None or embeddings is None:
         return
-    vocab, embeddings = len(datamodule.tokenizer), model.get_input_embeddings()
+    vocab = len(datamodule.tokenizer)
     if embeddings is not None and embeddings.num_embeddings < vocab:
         raise UserError(f"the tokenizer has {vocab} tokens but the model's embedding only "
                         f"{embeddings.num_embeddings} (model.vocab_size): ids past it would crash")

@@ -52,20 +52,19 @@ class MeanPoolClassifier(nn.Module):
 
 
 def _pad_token_id(path: str, config: Any) -> Optional[int]:
-    """The id the data pads with: the tokenizer's pad token, else its eos, else the config's eos."""
-    try:
-        from transformers import AutoTokenizer
+    """The id the data pads with (`lmforge.tokenizers.contract.pad_id`), else the config's eos."""
+    from lmforge.tokenizers.contract import pad_id
+    from lmforge.tokenizers.specs import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError):
-        tokenizer = None
-    for value in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
-                  getattr(config, "eos_token_id", None)):
+    try:
+        value = pad_id(load_tokenizer(path))
+    except UserError:  # no tokenizer beside the model: the config's eos is all there is
+        value = None
+    if value is None:
+        value = config.eos_token_id  # a PretrainedConfig key: an id, a list of ids, or None
         if isinstance(value, (list, tuple)):
             value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return None
+    return None if value is None else int(value)
 
 
 def _check(path: Optional[str], num_labels: Optional[int], pooling: str, dropout: Optional[float]) -> str:

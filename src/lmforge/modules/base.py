@@ -17,6 +17,11 @@ from lmforge.errors import RunFailed
 from lmforge.optim.budget import Budget
 
 
+def task_model(pl_module: L.LightningModule) -> nn.Module:
+    """The model a LightningModule trains: an lmforge module's `model`, else the module itself."""
+    return pl_module.model if isinstance(pl_module, TaskModule) else pl_module
+
+
 class TaskModule(L.LightningModule):
     """Holds the model and builds the optimizer/scheduler from the config's `_partial_` factories.
 

@@ -16,7 +16,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from lmforge.atomic import write_text
 from lmforge.errors import UserError
 from lmforge.finetune.methods import is_head
+from lmforge.models.contract import config_size
 from lmforge.modules.base import TaskModule
+from lmforge.optim.contract import default_weight_decay
 
 
 class SequenceClassifierModule(TaskModule):
@@ -31,7 +33,7 @@ class SequenceClassifierModule(TaskModule):
                  head_lr: Optional[float] = None, nan_policy: Literal["stop", "skip"] = "stop"):
         super().__init__(model, optimizer, scheduler, nan_policy)
         if num_labels is None:
-            num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+            num_labels = config_size(model, "num_labels") or None
         if num_labels is None or num_labels < 2:
             raise UserError(f"module.num_labels must be an integer >= 2 (it follows the data), got {num_labels!r}")
         if head_lr is not None and head_lr <= 0:
@@ -110,9 +112,7 @@ class SequenceClassifierModule(TaskModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Head and body parameters, each split into decayed matrices and undecayed biases/norms (1-D);
         the head groups get `lr=head_lr` when it is set, the others the optimizer's lr."""
-        weight_decay = 0.0
-        if self.optimizer_factory is not None:
-            weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        weight_decay = default_weight_decay(self.optimizer_factory)
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
