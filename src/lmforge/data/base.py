@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import lightning as L
@@ -26,6 +25,8 @@ class DataModule(L.LightningDataModule):
     #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
     #: then call `set_tokenizer` with the tokenizer of `init_from`.
     takes_model_tokenizer: bool = False
+    #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
+    run_seed: int = 0
 
     @property
     def dims(self) -> dict[str, Any]:
@@ -47,7 +48,6 @@ class DataModule(L.LightningDataModule):
         raise UserError(f"{type(self).__name__} builds its own tokenizer; it cannot take the one of init_from")
 
     def train_sampler(self, n: int, batch_size: int) -> ResumableSampler:
-        """The training order of `n` examples: shuffled by the run's seed (set by Lightning's
-        seed_everything) and the epoch, continued mid-epoch when the run resumes."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return ResumableSampler(n, seed=seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)
+        """The training order of `n` examples: shuffled by the run's seed (`run_seed`, which
+        the builders set) and the epoch, continued mid-epoch when the run resumes."""
+        return ResumableSampler(n, seed=self.run_seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)

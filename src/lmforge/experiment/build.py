@@ -12,6 +12,7 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 
 from lmforge.data.base import DataModule
+from lmforge.data.contract import data_parameters, declared_dims
 from lmforge.distributed import shards_parameters
 from lmforge.errors import UserError
 from lmforge.models.contract import check_model, context_length, input_embeddings
@@ -19,10 +20,11 @@ from lmforge.optim.contract import check_optimizer_spec, needs_whole_matrices
 
 
 def check_init_from(config: dict) -> None:
-    """`init_from` fills the model's `path`: a model built from its own initialization (the native GPT,
-    the MLP) would silently ignore it, so that is refused."""
+    """`init_from` fills the model's `path` parameter: a model built from its own initialization (the
+    native GPT, the MLP), whose factory takes no `path`, would silently ignore it, so that is refused."""
     model = config.get("model") or {}
-    if config.get("init_from") and "path" not in model:
+    target = get_object(model["_target_"]) if model.get("_target_") else None
+    if config.get("init_from") and (target is None or "path" not in inspect.signature(target).parameters):
         raise UserError(f"init_from={config['init_from']}: model {model.get('_target_', '?')} does not start from "
                         "a model directory; to fine-tune use model=hf or a finetune_* experiment, to continue "
                         "training an lmforge run use ckpt_path=")
@@ -57,6 +59,7 @@ def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
     if not isinstance(datamodule, DataModule):
         raise UserError(f"config key 'data._target_': {config['data']['_target_']} is not an lmforge DataModule "
                         "(subclass lmforge.data.base.DataModule)")
+    datamodule.run_seed = config.get("seed") or 0  # what seed_everything makes of a null seed
     if tokenizer is not None and datamodule.takes_model_tokenizer:
         datamodule.set_tokenizer(tokenizer)
     datamodule.prepare_data()
@@ -64,8 +67,9 @@ def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
 
 
 def fill_nulls(node: dict, values: dict[str, Any]) -> dict:
-    """Set the parameters of a `_target_` node that are null (or absent) and that `values` knows."""
-    params = inspect.signature(get_object(node["_target_"])).parameters
+    """Set the parameters of a `_target_` node that are null (or absent), that follow the data (`FromData`)
+    and that `values` knows."""
+    params = data_parameters(get_object(node["_target_"]))
     return {**node, **{k: v for k, v in values.items() if k in params and node.get(k) is None}}
 
 
@@ -73,7 +77,7 @@ def check_dims(config: dict, dims: dict[str, Any]) -> None:
     """A size the data decides (model.input_size, num_classes...) set to another value would fail in the
     first forward pass: refused here, naming the key. vocab_size may exceed the tokenizer's (checked later)."""
     for section in ("model", "module"):
-        params = inspect.signature(get_object(config[section]["_target_"])).parameters
+        params = data_parameters(get_object(config[section]["_target_"]))
         for name, value in dims.items():
             given = config[section].get(name)
             if name in params and name != "vocab_size" and isinstance(value, int) and given not in (None, value):
@@ -95,9 +99,9 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
 
     `model_dir` is the Hugging Face directory the weights start from (`init_from`, resolved once)."""
     config = dict(config)
-    dims = datamodule.dims
+    dims = declared_dims(datamodule, datamodule.dims)
     if model_dir is not None:
-        config["model"] = fill_nulls(config["model"], {"path": str(model_dir)})
+        config["model"] = {**config["model"], "path": config["model"].get("path") or str(model_dir)}
     check_dims(config, dims)
     config["model"] = fill_nulls(config["model"], dims)
     config["module"] = fill_nulls(config["module"], dims)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
+from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 
 POOLINGS = ("auto", "mean")
@@ -87,9 +88,9 @@ def _check(path: Optional[str], num_labels: Optional[int], pooling: str, dropout
     return str(Path(path).expanduser()) if local else path
 
 
-def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = None,
+def sequence_classifier(path: Optional[str] = None, num_labels: FromData[Optional[int]] = None,
                         pooling: Literal["auto", "mean"] = "auto", dropout: Optional[float] = None,
-                        labels: Optional[list[str]] = None) -> nn.Module:
+                        labels: FromData[Optional[list[str]]] = None) -> nn.Module:
     """A classifier with `num_labels` outputs on the pretrained model at `path` (new, random head).
 
     `dropout` sets the head's dropout: for `auto` only on models with a `classifier_dropout` setting

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lmforge.atomic import write_text
+from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 from lmforge.finetune.methods import is_head
 from lmforge.models.contract import config_size
@@ -29,7 +30,7 @@ class SequenceClassifierModule(TaskModule):
     """
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
-                 scheduler: Optional[Callable] = None, num_labels: Optional[int] = None,
+                 scheduler: Optional[Callable] = None, num_labels: FromData[Optional[int]] = None,
                  head_lr: Optional[float] = None, nan_policy: Literal["stop", "skip"] = "stop"):
         super().__init__(model, optimizer, scheduler, nan_policy)
         if num_labels is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerFast
 
 from lmforge.errors import UserError
-from lmforge.tokenizers.build import EOS, MIN_BPE_VOCAB, byte_tokenizer, train_bpe
+from lmforge.tokenizers.build import EOS, byte_tokenizer, check_bpe_vocab, train_bpe
 from lmforge.tokenizers.contract import check_tokenizer
 
 FORMAT_VERSION = 1
@@ -81,9 +81,7 @@ class BPE(TokenizerSpec):
     (and reused from there)."""
 
     def __init__(self, vocab_size: int, path: str | None = None) -> None:
-        if int(vocab_size) < MIN_BPE_VOCAB:
-            raise UserError(f"tokenizer.vocab_size={vocab_size}: must be at least {MIN_BPE_VOCAB} "
-                            "(256 bytes + specials)")
+        check_bpe_vocab(int(vocab_size))
         self.vocab_size, self.path = int(vocab_size), path
 
     def directory(self, cache_dir: str | Path, fingerprint: str) -> Path:
