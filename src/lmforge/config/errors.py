@@ -94,7 +94,7 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
 
 
 def _missing_preset(exc) -> str:
-    missing = getattr(exc, "missing_cfg_file", "") or ""
+    missing = getattr(exc, "missing_cfg_file", "") or ""  # getattr: optional attributes of Hydra's exception
     options = getattr(exc, "options", None) or []
     group, _, name = missing.rpartition("/")
     if group and options:
@@ -130,7 +130,7 @@ def _suggest_key(bad_key: str, command: str, overrides: list[str]) -> str:
 
 def _full_key(exc: BaseException) -> str:
     for e in _chain(exc):
-        key = getattr(e, "full_key", None)
+        key = getattr(e, "full_key", None)  # getattr: only OmegaConf's exceptions name a key
         if key:
             return str(key)
         found = re.search(r"full_key: (\S+)", str(e))

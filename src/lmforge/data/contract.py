@@ -35,9 +35,13 @@ FromData = Annotated[T, FOLLOWS_DATA]
 
 
 def data_parameters(target: Callable) -> set[str]:
-    """The parameters of a model or module factory (a class or function) marked `FromData`."""
+    """The parameters of a model or module factory (a class or function) marked `FromData`; none for a
+    callable whose annotations cannot be read (a builtin)."""
     func = target.__init__ if inspect.isclass(target) else target
-    hints = typing.get_type_hints(func, include_extras=True)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except TypeError:  # a builtin type or C function: it declares nothing
+        return set()
     return {name for name, hint in hints.items()
             if typing.get_origin(hint) is Annotated and FOLLOWS_DATA in hint.__metadata__}
 

@@ -68,7 +68,7 @@ class TokenizedDataModule(DataModule):
         if self.train_file is None and (self.val_file is not None or self.test_file is not None):
             raise UserError("data.val_file/data.test_file are set but data.train_file is not")
         for key in ("train_file", "val_file", "test_file"):
-            path = getattr(self, key)
+            path = getattr(self, key)  # getattr: this module's own setting of that config key
             if path is not None:
                 check_table(path, f"data.{key}")
 

@@ -45,6 +45,7 @@ def _build(config, impl: str, hf_class: str, **native):
         raise UserError(f"model.impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     import transformers
 
+    # getattr: a transformers class by name
     return getattr(transformers, hf_class)._from_config(config, attn_implementation="sdpa")
 
 
@@ -140,6 +141,7 @@ def pretrained(path: Optional[str] = None, vocab_size: FromData[Optional[int]] =
         raise UserError("model.path is not set: a Hugging Face model directory (or set init_from=...)")
     kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
     if dtype is not None:
+        # getattr: a torch dtype by its config name
         kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -116,7 +116,7 @@ def sequence_classifier(path: Optional[str] = None, num_labels: FromData[Optiona
             # Causal LMs pool on the last non-pad token, so they must know what the data pads with.
             kwargs["pad_token_id"] = _pad_token_id(path, config)
         if dropout is not None:
-            if not hasattr(config, "classifier_dropout"):
+            if not hasattr(config, "classifier_dropout"):  # hasattr: an optional key of HF configs
                 raise UserError(f"model.dropout: {type(config).__name__} has no classifier dropout setting; "
                                 "use model.pooling=mean for a dropout before the head")
             kwargs["classifier_dropout"] = dropout

@@ -39,7 +39,7 @@ class ClassifierModule(TaskModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        acc = getattr(self, f"{stage}_acc")
+        acc = getattr(self, f"{stage}_acc")  # getattr: this module's own metric of the stage
         acc(logits, y)
         on_step = stage == "train"
         # An epoch's loss is the mean over all ranks' batches (accuracy syncs itself: a torchmetrics metric).

@@ -59,11 +59,11 @@ class SequenceClassifierModule(TaskModule):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
                  batch_size=len(labels), sync_dist=not on_step)
-        acc = getattr(self, f"{stage}_acc")
+        acc = getattr(self, f"{stage}_acc")  # getattr: this module's own metric of the stage
         acc(logits, labels)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage != "train":  # macro F1 over the whole epoch
-            f1 = getattr(self, f"{stage}_f1")
+            f1 = getattr(self, f"{stage}_f1")  # getattr: this module's own metric of the stage
             f1(logits, labels)
             self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return loss, logits
