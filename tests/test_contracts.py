@@ -134,3 +134,22 @@ def test_an_optimizer_of_whole_matrices_is_refused_under_fsdp(optimizer: str, re
         check_optimizer(config)
     with pytest.raises(UserError, match=r"set optimizer._partial_=true\), got a dict"):
         check_optimizer({"optimizer": {"_target_": "builtins.dict", "lr": 0.1}, "trainer": {}})
+
+
+def test_image_and_audio_models_fit_the_model_contract(tmp_path: Path) -> None:
+    """A transformers image classifier and a CTC speech model: no token table, no context length, no LM
+    head, and exportable as they are: the builders, throughput and export need no special case for them."""
+    from transformers import ViTConfig, ViTForImageClassification, Wav2Vec2Config, Wav2Vec2ForCTC
+
+    from lmforge.callbacks.throughput import flops_per_token
+    from lmforge.models.contract import output_layer
+
+    vit = ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                              intermediate_size=32, image_size=8, patch_size=4, num_labels=3))
+    ctc = Wav2Vec2ForCTC(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+                                        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, vocab_size=12))
+    for model in (vit, ctc):
+        assert input_embeddings(model) is None and context_length(model) is None and output_layer(model) is None
+        assert isinstance(plain_model(model), Exportable)
+        assert flops_per_token(model, 10) > 6 * 16 * 16

@@ -244,7 +244,10 @@ def module_kind(config: dict) -> Optional[str]:
     target = (config.get("module") or {}).get("_target_")
     if not target:
         return None
-    cls = get_object(str(target))
+    try:
+        cls = get_object(str(target))
+    except (ImportError, AttributeError, ValueError):  # a class this lmforge does not have: no run of ours
+        return "other"
     if isinstance(cls, type) and issubclass(cls, CausalLMModule):
         return "language"
     return "classifier" if isinstance(cls, type) and issubclass(cls, SequenceClassifierModule) else "other"

@@ -27,7 +27,8 @@ class Configured(Protocol):
 
 @runtime_checkable
 class TokenModel(Protocol):
-    """A model over token ids: its input embedding bounds the ids the tokenizer may produce."""
+    """A model with an input layer (every `transformers` model): when that is an `nn.Embedding`, the model
+    reads token ids and the embedding bounds the ids the tokenizer may produce."""
 
     def get_input_embeddings(self) -> Optional[nn.Module]: ...
 
@@ -102,10 +103,22 @@ def config_size(model: nn.Module, name: str) -> int:
 def output_layer(model: nn.Module) -> Optional[nn.Module]:
     """The model's output layer over the vocabulary (an LM head), None for other models."""
     model = unwrap(model)
-    return model.get_output_embeddings() if isinstance(model, LanguageModel) else None
+    if not isinstance(model, LanguageModel):
+        return None
+    try:
+        return model.get_output_embeddings()
+    except NotImplementedError:  # as for input embeddings: transformers' "this model has none"
+        return None
 
 
-def input_embeddings(model: nn.Module) -> Optional[nn.Module]:
-    """The model's token embedding, None for a model that does not read token ids."""
+def input_embeddings(model: nn.Module) -> Optional[nn.Embedding]:
+    """The model's token embedding, None for a model that does not read token ids (an image or audio
+    model's input layer, e.g. ViT's patch projection, is no table of token ids)."""
     model = unwrap(model)
-    return model.get_input_embeddings() if isinstance(model, TokenModel) else None
+    if not isinstance(model, TokenModel):
+        return None
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:  # how transformers says a model (wav2vec2: audio in) has no such layer
+        return None
+    return embeddings if isinstance(embeddings, nn.Embedding) else None
