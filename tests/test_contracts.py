@@ -153,3 +153,11 @@ def test_image_and_audio_models_fit_the_model_contract(tmp_path: Path) -> None:
         assert input_embeddings(model) is None and context_length(model) is None and output_layer(model) is None
         assert isinstance(plain_model(model), Exportable)
         assert flops_per_token(model, 10) > 6 * 16 * 16
+
+
+def test_the_dispatcher_and_the_schemas_name_the_same_commands() -> None:
+    """cli.py (kept light for --help) and config/schema.py each list the commands: they must not drift."""
+    from lmforge.cli import COMMANDS as DISPATCHED
+    from lmforge.config.schema import COMMANDS as SCHEMAS
+
+    assert set(DISPATCHED) == set(SCHEMAS)

@@ -13,8 +13,8 @@ from lmforge.errors import UserError
 class DataModule(L.LightningDataModule):
     """A LightningDataModule that also tells the builders what the model must fit.
 
-    The builders call `prepare_data()` first, then read `dims` (values for the null parameters of
-    the model and module presets, e.g. input_size, num_classes, vocab_size, num_labels), check the
+    The builders call `prepare_data()` first, then read `dims` (sizes named in data/contract.py's DIMS,
+    for the null model and module parameters marked `FromData`), check the
     model against `context_length` and the tokenizer, and hand `bytes_per_token` to the LM metrics.
     """
 
@@ -30,7 +30,7 @@ class DataModule(L.LightningDataModule):
 
     @property
     def dims(self) -> dict[str, Any]:
-        """Values that fill the null parameters of the model and module presets."""
+        """Sizes (names from `lmforge.data.contract.DIMS`) for the null `FromData` parameters."""
         return {"vocab_size": len(self.tokenizer)} if self.tokenizer is not None else {}
 
     @property
