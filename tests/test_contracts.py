@@ -4,6 +4,7 @@ model preset satisfies its own, and an object missing a declared part is refused
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from conftest import byte_bpe, cli, one_line_error
 from lmforge.data.base import DataModule
 from lmforge.data.classification import ClassificationDataModule
-from lmforge.data.contract import DIMS, data_parameters
+from lmforge.data.contract import DIMS, FromData, data_parameters
 from lmforge.errors import UserError
 from lmforge.experiment.build import build_model, build_module, fill_nulls
 from lmforge.generation import generate
@@ -161,3 +162,22 @@ def test_the_dispatcher_and_the_schemas_name_the_same_commands() -> None:
     from lmforge.config.schema import COMMANDS as SCHEMAS
 
     assert set(DISPATCHED) == set(SCHEMAS)
+
+
+class OwnModel(nn.Module):
+    """A model of one's own: it declares its context length and which size follows the data."""
+
+    context_length = 16
+
+    def __init__(self, vocab_size: FromData[Optional[int]] = None, n_classes: Optional[int] = None) -> None:
+        super().__init__()
+        self.n_classes = n_classes  # named like a size, but not marked FromData: left as given
+        self.embedding = nn.Embedding(vocab_size, 4)
+
+
+def test_a_model_of_ones_own_declares_its_context_and_its_data_sizes() -> None:
+    model = build_model({"model": fill_nulls({"_target_": f"{__name__}.OwnModel"}, {"vocab_size": 7, "n_classes": 3})})
+    assert model.embedding.num_embeddings == 7 and model.n_classes is None and context_length(model) == 16
+    with pytest.raises(UserError, match="data.block_size=64 is larger than the model's 16 positions"):
+        build_module({"model": {"_target_": f"{__name__}.OwnModel"},
+                      "module": {"_target_": "lmforge.modules.causal_lm.CausalLMModule"}}, _WideText())

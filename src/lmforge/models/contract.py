@@ -26,6 +26,13 @@ class Configured(Protocol):
 
 
 @runtime_checkable
+class DeclaresContext(Protocol):
+    """A model of its own (no `transformers` config) that states its longest sequence; None: no limit."""
+
+    context_length: Optional[int]
+
+
+@runtime_checkable
 class TokenModel(Protocol):
     """A model with an input layer (every `transformers` model): when that is an `nn.Embedding`, the model
     reads token ids and the embedding bounds the ids the tokenizer may produce."""
@@ -71,7 +78,7 @@ def check_model(model: Any, key: str = "model") -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, also when torch.compile wrapped it (its wrapper would recompile per length)."""
+    """The model itself, also when torch.compile wrapped it (to read its parts, or run it uncompiled)."""
     # torch.compile's wrapper (a class with no public name) keeps the model as `_orig_mod`
     return getattr(model, "_orig_mod", model)
 
@@ -82,9 +89,11 @@ def plain_key(key: str) -> str:
 
 
 def context_length(model: nn.Module) -> Optional[int]:
-    """The longest sequence the model accepts: its config's positions; None when it has no such limit
-    (an image or audio model, the MLP). GPT-2-style configs call it n_positions."""
+    """The longest sequence the model accepts: the one it declares, else its config's positions; None when
+    it has no such limit (an image or audio model, the MLP). GPT-2-style configs call it n_positions."""
     model = unwrap(model)
+    if isinstance(model, DeclaresContext):
+        return model.context_length
     if not isinstance(model, Configured):
         return None
     # optional keys of a third-party config: only sequence models have them
