@@ -110,6 +110,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
+        # getattr: a private flag only torch's fused optimizers set (unscale inside their step)
         if getattr(optimizer, "_step_supports_amp_scaling", False) and self._clips_scaled_gradients():
             # 16-mixed scales the loss, and a fused optimizer unscales the gradients inside its step: they
             # cannot be clipped before it. The unfused optimizer computes the same update.
