@@ -8,6 +8,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (set before HF imports)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -277,7 +278,8 @@ def test_training_stream_is_a_function_of_seed_and_index(tmp_path: Path) -> None
     # A batch is the stack of its samples, sample i = the stream's i-th.
     for key in ("input_ids", "labels"):
         assert torch.equal(first[1][key], torch.stack([a.train_dataset[i][key] for i in range(4, 8)]))
-    b.start_sample = 2 * 4  # as if resumed after 2 steps of batch 4
+    # As if resumed after 2 steps of batch 4: the position comes from the (restored) trainer's progress.
+    b.trainer = SimpleNamespace(global_step=2, accumulate_grad_batches=1, world_size=1, global_rank=0)
     resumed = next(iter(b.train_dataloader()))
     assert torch.equal(resumed["input_ids"], first[2]["input_ids"])
     assert torch.equal(resumed["labels"], first[2]["labels"])

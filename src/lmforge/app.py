@@ -138,7 +138,9 @@ def _record_failed_job(exc: Exception, report) -> None:
     hydra = HydraConfig.get()
     sys.stdout.flush()
     print(f"[job {hydra.job.num}] ", end="", file=sys.stderr, flush=True)
-    status = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
+    from optuna import TrialPruned
+
+    status = "pruned" if isinstance(exc, TrialPruned) else "failed"
     if status == "pruned":
         print(f"pruned: {exc}", file=sys.stderr)
     else:

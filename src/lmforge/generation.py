@@ -8,6 +8,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from lmforge.models.contract import context_length, unwrap
+
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> int:
@@ -28,12 +30,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def max_positions(model: nn.Module) -> Optional[int]:
-    """The longest context the model accepts (None when it does not say)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-
-
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 64, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
@@ -44,7 +40,7 @@ def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 64,
     without touching the global RNG. `stream(piece)` receives the text as it is produced; pieces are
     held back while they end in an incomplete multi-byte character, and concatenate to the result.
     """
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model would recompile per length
+    model = unwrap(model)  # a torch.compile'd model would recompile per length
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
@@ -53,7 +49,7 @@ def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 64,
         if start is None:
             raise ValueError("an empty prompt needs a tokenizer with a bos or eos token")
         prompt_ids = [start]
-    limit = max_positions(model)
+    limit = context_length(model)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)

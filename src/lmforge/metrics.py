@@ -17,7 +17,7 @@ def final_metrics(logged: dict[str, Any], prefix: str = "") -> dict[str, float]:
     out = {}
     for key, value in logged.items():
         if key.startswith(prefix):
-            number = float(value.item() if hasattr(value, "item") else value)
+            number = float(value.item() if hasattr(value, "item") else value)  # hasattr: a tensor or a number
             if math.isfinite(number):
                 out[key] = number
     return out
@@ -35,7 +35,7 @@ def optimized_value(logged: dict[str, Any], name: Optional[str], required: bool)
         log.warning(message)
         return None
     value = logged[name]
-    value = float(value.item() if hasattr(value, "item") else value)
+    value = float(value.item() if hasattr(value, "item") else value)  # hasattr: a tensor or a number
     if not math.isfinite(value) and required:
         raise RunFailed(f"optimized_metric {name} is {value}")
     return value

@@ -78,6 +78,7 @@ class Preemption(L.Callback):
         """Give the signal to the handler installed before ours, when it is a Python function (e.g.
         submitit's checkpoint-and-requeue); it may exit the process itself."""
         previous: Callable | Any = self._previous.get(self.received)
+        # getattr: a handler may be a builtin
         lightnings = str(getattr(previous, "__module__", "")).startswith("lightning")
         if (callable(previous) and previous is not signal.default_int_handler and not lightnings
                 and not signals.is_ours(previous)):

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lmforge.data.base import DataModule
 from lmforge.distributed import whole_parameters
 from lmforge.generation import generate
+from lmforge.modules.base import task_model
 
 
 class TextSamples(L.Callback):
@@ -50,7 +51,7 @@ class TextSamples(L.Callback):
         if tokenizer is None:
             rank_zero_warn("TextSamples: no tokenizer (pass one, or use a datamodule with .tokenizer); skipped")
             return None
-        model = getattr(pl_module, "model", pl_module)
+        model = task_model(pl_module)
         with whole_parameters(trainer.model):
             text = generate(model, tokenizer, self.prompt, max_new_tokens=self.max_new_tokens,
                             temperature=self.temperature, top_k=self.top_k, seed=self.seed)

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from lmforge.loggers.cadence import written_step
+from lmforge.models.contract import config_size, output_layer
+from lmforge.modules.base import task_model
 
 # Dense bf16 peak FLOP/s per device, matched against torch.cuda.get_device_name().
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -31,8 +33,7 @@ def matmul_params(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, nn.Embedding):
             params.pop(id(module.weight), None)
-    get_head = getattr(model, "get_output_embeddings", None)
-    head = get_head() if callable(get_head) else None
+    head = output_layer(model)
     if head is not None:
         params[id(head.weight)] = head.weight
     return sum(p.numel() for p in params.values())
@@ -41,9 +42,7 @@ def matmul_params(model: nn.Module) -> int:
 def flops_per_token(model: nn.Module, seq_len: int, params: Optional[int] = None) -> float:
     """Training FLOPs per token (forward + backward): 6N + 12 * n_layer * n_embd * seq_len (attention).
     `params`: N counted earlier, when the model may be sharded by now (FSDP leaves each rank a shard)."""
-    config = getattr(model, "config", None)
-    n_layer = getattr(config, "num_hidden_layers", 0) or 0
-    n_embd = getattr(config, "hidden_size", 0) or 0
+    n_layer, n_embd = config_size(model, "num_hidden_layers"), config_size(model, "hidden_size")
     return 6 * (matmul_params(model) if params is None else params) + 12 * n_layer * n_embd * seq_len
 
 
@@ -74,7 +73,7 @@ class Throughput(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Counted before the strategy wraps the model: under FSDP each rank then holds a shard of each parameter.
-        self._matmul_params = matmul_params(getattr(pl_module, "model", pl_module))
+        self._matmul_params = matmul_params(task_model(pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
@@ -95,7 +94,7 @@ class Throughput(L.Callback):
         peak = self.peak_flops or device_peak_flops(pl_module.device)
         if peak:
             if self._flops_per_token is None:
-                self._flops_per_token = flops_per_token(getattr(pl_module, "model", pl_module), input_ids.shape[-1],
+                self._flops_per_token = flops_per_token(task_model(pl_module), input_ids.shape[-1],
                                                         self._matmul_params)
             mfu = self._flops_per_token * tokens_per_sec / (peak * trainer.world_size)
             pl_module.log("train/mfu", mfu, on_step=True, on_epoch=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Iterator
 
 import yaml
@@ -27,6 +28,13 @@ def _missing_file(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError) and exc.filename is not None
 
 
+def _misconfiguration() -> type | tuple:
+    """Lightning's exception for a bad trainer setting; () when Lightning is not loaded (none was raised),
+    so that a config error does not pay for importing it."""
+    module = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return module.MisconfigurationException if module is not None else ()
+
+
 def _root(exc: BaseException) -> BaseException:
     return list(_chain(exc))[-1]
 
@@ -36,20 +44,22 @@ def is_user_error(exc: BaseException) -> bool:
     from hydra.errors import HydraException, InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
+    MisconfigurationException = _misconfiguration()
     chain = list(_chain(exc))
-    if any(isinstance(e, UserError) or type(e).__name__ == "MisconfigurationException" for e in chain):
+    if any(isinstance(e, (UserError, MisconfigurationException)) for e in chain):
         return True
     if any(isinstance(e, yaml.YAMLError) or unwritable_reason(e) or _missing_file(e) for e in chain):
         return True
     if isinstance(exc, InstantiationException):
         root = _root(exc)
-        return isinstance(root, _BAD_VALUE) or type(root).__name__ == "MisconfigurationException"
+        return isinstance(root, (*_BAD_VALUE, MisconfigurationException))
     return isinstance(exc, (HydraException, OmegaConfBaseException))
 
 
 def describe_error(exc: BaseException, command: str, overrides: list[str]) -> str:
     """One line naming the key, preset, file or line that is wrong."""
     from hydra.errors import InstantiationException, MissingConfigException, OverrideParseException
+    MisconfigurationException = _misconfiguration()
 
     for e in _chain(exc):
         if isinstance(e, UserError):
@@ -61,7 +71,7 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
             return f"cannot write {e.filename}: {unwritable_reason(e)}"
         if _missing_file(e):
             return f"{e.filename}: no such file or directory"
-        if type(e).__name__ == "MisconfigurationException":
+        if isinstance(e, MisconfigurationException):
             return _one_line(str(e))
     if isinstance(exc, MissingConfigException):
         return _missing_preset(exc)
@@ -84,7 +94,7 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
 
 
 def _missing_preset(exc) -> str:
-    missing = getattr(exc, "missing_cfg_file", "") or ""
+    missing = getattr(exc, "missing_cfg_file", "") or ""  # getattr: optional attributes of Hydra's exception
     options = getattr(exc, "options", None) or []
     group, _, name = missing.rpartition("/")
     if group and options:
@@ -120,7 +130,7 @@ def _suggest_key(bad_key: str, command: str, overrides: list[str]) -> str:
 
 def _full_key(exc: BaseException) -> str:
     for e in _chain(exc):
-        key = getattr(e, "full_key", None)
+        key = getattr(e, "full_key", None)  # getattr: only OmegaConf's exceptions name a key
         if key:
             return str(key)
         found = re.search(r"full_key: (\S+)", str(e))

@@ -36,7 +36,7 @@ def to_plain(cfg: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
+        key = getattr(exc, "full_key", None) or "?"  # getattr: OmegaConf's exception may name no key
         msg = str(exc).splitlines()[0]
         raise UserError(f"config key '{key}': {msg}") from exc
 
@@ -81,6 +81,7 @@ def check_schema(prefix: str, values: Any, schema: type) -> None:
     except ValidationError as exc:
         raise UserError(_describe(exc, full, values)) from None
     for name, value in values.items():
+        # getattr: the validated field of that key
         _refuse_quoted(f"{full}{name}", value, getattr(checked, name))
 
 
@@ -94,6 +95,7 @@ def check_node(key: str, node: Any) -> None:
     target = node["_target_"]
     obj = locate(f"{key}._target_", target)
     params, open_kwargs = _signature(obj)
+    # getattr: a target may be any callable, some without these names
     tighter = LIBRARY_HINTS.get(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}", {})
     params.update({name: hint for name, hint in tighter.items() if name in params})
     for name, value in node.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import lightning as L
@@ -14,8 +13,8 @@ from lmforge.errors import UserError
 class DataModule(L.LightningDataModule):
     """A LightningDataModule that also tells the builders what the model must fit.
 
-    The builders call `prepare_data()` first, then read `dims` (values for the null parameters of
-    the model and module presets, e.g. input_size, num_classes, vocab_size, num_labels), check the
+    The builders call `prepare_data()` first, then read `dims` (sizes named in data/contract.py's DIMS,
+    for the null model and module parameters marked `FromData`), check the
     model against `context_length` and the tokenizer, and hand `bytes_per_token` to the LM metrics.
     """
 
@@ -26,10 +25,12 @@ class DataModule(L.LightningDataModule):
     #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
     #: then call `set_tokenizer` with the tokenizer of `init_from`.
     takes_model_tokenizer: bool = False
+    #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
+    run_seed: int = 0
 
     @property
     def dims(self) -> dict[str, Any]:
-        """Values that fill the null parameters of the model and module presets."""
+        """Sizes (names from `lmforge.data.contract.DIMS`) for the null `FromData` parameters."""
         return {"vocab_size": len(self.tokenizer)} if self.tokenizer is not None else {}
 
     @property
@@ -47,7 +48,6 @@ class DataModule(L.LightningDataModule):
         raise UserError(f"{type(self).__name__} builds its own tokenizer; it cannot take the one of init_from")
 
     def train_sampler(self, n: int, batch_size: int) -> ResumableSampler:
-        """The training order of `n` examples: shuffled by the run's seed (set by Lightning's
-        seed_everything) and the epoch, continued mid-epoch when the run resumes."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return ResumableSampler(n, seed=seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)
+        """The training order of `n` examples: shuffled by the run's seed (`run_seed`, which
+        the builders set) and the epoch, continued mid-epoch when the run resumes."""
+        return ResumableSampler(n, seed=self.run_seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)

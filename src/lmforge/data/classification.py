@@ -124,7 +124,7 @@ class ClassificationDataModule(TokenizedDataModule):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UserError(f"data.batch_size must be an integer >= 1, got {self.batch_size!r}")
         for key in ("val_fraction", "test_fraction"):
-            value = getattr(self, key)
+            value = getattr(self, key)  # getattr: this module's own setting of that config key
             if not 0 <= value < 1:
                 raise UserError(f"data.{key} must be in [0, 1), got {value}")
         if self.val_fraction + self.test_fraction >= 1:

@@ -174,12 +174,20 @@ def _read_hf(source: HFSource, text_field: str) -> Iterator[str]:
         yield row[text_field]
 
 
+DECODE_POLICIES = ("error", "skip")  # what data.on_decode_error may say of a file that is not UTF-8
+
+
+def check_decode_policy(on_decode_error: str) -> None:
+    """One line naming data.on_decode_error when it is not one of DECODE_POLICIES."""
+    if on_decode_error not in DECODE_POLICIES:
+        raise UserError(f"data.on_decode_error={on_decode_error}: expected 'error' or 'skip'")
+
+
 def _documents(sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
                stats: dict | None = None) -> Iterator[str | TextFile]:
     """The non-empty documents of `sources` in order: JSONL and `hf:` texts, and plain-text files
     unread (`TextFile`). See `iter_documents`."""
-    if on_decode_error not in ("error", "skip"):
-        raise UserError(f"data.on_decode_error={on_decode_error}: expected 'error' or 'skip'")
+    check_decode_policy(on_decode_error)
     n_docs = skipped = 0
     for source in sources:
         if isinstance(source, HFSource):
@@ -227,6 +235,7 @@ class Corpus:
                  val_fraction: float = 0.05, max_docs: int | None = None) -> None:
         if not 0.0 <= float(val_fraction) < 1.0:
             raise UserError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        check_decode_policy(on_decode_error)
         self.sources, self.text_field, self.on_decode_error = list(sources), text_field, on_decode_error
         self.val_fraction, self.max_docs = float(val_fraction), max_docs
 

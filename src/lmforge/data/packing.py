@@ -64,6 +64,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def default_num_proc() -> int:
     """Every core this process may run on (its CPU affinity: SLURM and containers narrow it)."""
+    # hasattr: Linux only
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

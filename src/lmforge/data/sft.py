@@ -214,22 +214,17 @@ class SFTDataModule(TokenizedDataModule):
         """A few fixed validation prompts rendered with the template, for sample generation."""
         return [self.render(p.prompt) for p in self._load()["val"][: self.N_VAL_PROMPTS]]
 
-    @property
-    def val_responses(self) -> list[str]:
-        """The reference responses of `val_prompts`."""
-        return [p.response for p in self._load()["val"][: self.N_VAL_PROMPTS]]
-
     def encode(self, pairs: list[Pair]) -> list[dict[str, list[int]]]:
         """Tokenize pairs into `{"input_ids", "labels"}` (unpacked, unpadded)."""
         tok = self.tokenizer
         if tok is None:
             raise RuntimeError("SFTDataModule needs a tokenizer: call set_tokenizer(tok) before setup()")
-        eos = getattr(tok, "eos_token_id", None)
+        eos = tok.eos_token_id
         if eos is None:
             raise UserError("the tokenizer has no eos token; SFT needs one to end each response")
         if not pairs:
             return []
-        bos = getattr(tok, "bos_token_id", None)
+        bos = tok.bos_token_id
         prefix = [bos] if bos is not None and bos != eos else []
         prompts = tok([self.render(p.prompt) for p in pairs], add_special_tokens=False)["input_ids"]
         responses = tok([p.response for p in pairs], add_special_tokens=False)["input_ids"]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.config.schema import NonNegative, Positive
 from lmforge.data.base import DataModule
-from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
+from lmforge.data.corpus import Corpus, check_decode_policy, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.data.sampler import PositionedLoader
 from lmforge.errors import UserError
@@ -160,8 +160,7 @@ class TextDataModule(DataModule):
             raise UserError(f"data.batch_size={batch_size}: must be > 0")
         if int(val_windows) <= 0:
             raise UserError(f"data.val_windows={val_windows}: must be > 0")
-        if on_decode_error not in ("error", "skip"):
-            raise UserError(f"data.on_decode_error={on_decode_error}: expected 'error' or 'skip'")
+        check_decode_policy(on_decode_error)
         if num_proc is not None and int(num_proc) <= 0:
             raise UserError(f"data.num_proc={num_proc}: must be > 0 (or null: every core)")
         sources = resolve_sources(list(paths)) if paths else stdlib_files()
@@ -173,7 +172,6 @@ class TextDataModule(DataModule):
         self.block_size, self.batch_size, self.num_workers = int(block_size), int(batch_size), int(num_workers)
         self.cache_dir, self.seed, self.val_windows = Path(cache_dir), int(seed), int(val_windows)
         self.num_proc = num_proc
-        self.start_sample: int | None = None  # set to override the trainer-derived stream position
         self.tokenizer = None
         self.tokenizer_dir: Path | None = None
         self.packed_dir: Path | None = None
@@ -244,9 +242,7 @@ class TextDataModule(DataModule):
 
     # ---- loaders
     def _stream_start(self) -> int:
-        """Global sample index where training continues: override, or trainer.global_step * samples/step."""
-        if self.start_sample is not None:
-            return int(self.start_sample)
+        """Global sample index where training continues: trainer.global_step * samples/step."""
         t = self.trainer
         if t is None:
             return 0

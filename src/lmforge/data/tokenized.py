@@ -12,17 +12,17 @@ from lmforge.data.base import DataModule
 from lmforge.data.sampler import PositionedLoader
 from lmforge.data.tables import check_table
 from lmforge.errors import UserError
+from lmforge.tokenizers.contract import Tokenizer, check_tokenizer, pad_id
 
 IGNORE = -100  # label of positions without a loss (prompt, padding)
 
 
-def pad_token_id(tokenizer: Any) -> int:
-    """The id used for padding: the tokenizer's pad token, else its eos token (GPT-2 style)."""
-    for name in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    raise UserError("the tokenizer has neither a pad nor an eos token; cannot pad batches")
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The id used for padding (`lmforge.tokenizers.contract.pad_id`); a tokenizer without one is refused."""
+    value = pad_id(tokenizer)
+    if value is None:
+        raise UserError("the tokenizer has neither a pad nor an eos token; cannot pad batches")
+    return value
 
 
 class PadCollate:
@@ -69,13 +69,13 @@ class TokenizedDataModule(DataModule):
         if self.train_file is None and (self.val_file is not None or self.test_file is not None):
             raise UserError("data.val_file/data.test_file are set but data.train_file is not")
         for key in ("train_file", "val_file", "test_file"):
-            path = getattr(self, key)
+            path = getattr(self, key)  # getattr: this module's own setting of that config key
             if path is not None:
                 check_table(path, f"data.{key}")
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Use `tokenizer` (a Hugging Face tokenizer, usually the fine-tuned model's own)."""
-        self.tokenizer = tokenizer
+        self.tokenizer = check_tokenizer(tokenizer, "init_from")
         self._encoded = None
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:

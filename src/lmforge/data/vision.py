@@ -150,6 +150,7 @@ class MNISTDataModule(ArrayDataModule):
                             write_bytes(target, response.read())
                 return ""
             except OSError as exc:
+                # getattr: URLError has a reason, other OSErrors not
                 reason = str(getattr(exc, "reason", exc))
         return reason
 

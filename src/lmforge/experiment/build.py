@@ -13,15 +13,19 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 
 from lmforge.data.base import DataModule
+from lmforge.data.contract import data_parameters, declared_dims
 from lmforge.distributed import shards_parameters
 from lmforge.errors import UserError
+from lmforge.models.contract import check_model, context_length, input_embeddings
+from lmforge.optim.contract import check_optimizer_spec, needs_whole_matrices
 
 
 def check_init_from(config: dict) -> None:
-    """`init_from` fills the model's `path`: a model built from its own initialization (the native GPT,
-    the MLP) would silently ignore it, so that is refused."""
+    """`init_from` fills the model's `path` parameter: a model built from its own initialization (the
+    native GPT, the MLP), whose factory takes no `path`, would silently ignore it, so that is refused."""
     model = config.get("model") or {}
-    if config.get("init_from") and "path" not in model:
+    target = get_object(model["_target_"]) if model.get("_target_") else None
+    if config.get("init_from") and (target is None or "path" not in inspect.signature(target).parameters):
         raise UserError(f"init_from={config['init_from']}: model {model.get('_target_', '?')} does not start from "
                         "a model directory; to fine-tune use model=hf or a finetune_* experiment, to continue "
                         "training an lmforge run use ckpt_path=")
@@ -39,13 +43,13 @@ def check_optimizer(config: dict) -> None:
         try:
             factory = instantiate(config[section], _convert_="all")
             if section == "optimizer":
-                factory([param])
+                check_optimizer_spec(factory)([param])
         except (ValueError, TypeError) as exc:
             raise UserError(f"config section '{section}': {' '.join(str(exc).split())}") from exc
-        optimizer = getattr(factory, "func", None) if section == "optimizer" else None
-        if getattr(optimizer, "needs_whole_matrices", False) and shards_parameters(config["trainer"].get("strategy")):
-            raise UserError(f"optimizer {optimizer.__name__} updates each weight matrix as a whole, but trainer.strategy "
-                            "(FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
+        if section == "optimizer" and needs_whole_matrices(factory) and \
+                shards_parameters(config["trainer"].get("strategy")):
+            raise UserError(f"optimizer {factory.func.__name__} updates each weight matrix as a whole, but "
+                            "trainer.strategy (FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
 
 
 def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
@@ -56,6 +60,7 @@ def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
     if not isinstance(datamodule, DataModule):
         raise UserError(f"config key 'data._target_': {config['data']['_target_']} is not an lmforge DataModule "
                         "(subclass lmforge.data.base.DataModule)")
+    datamodule.run_seed = config.get("seed") or 0  # what seed_everything makes of a null seed
     if tokenizer is not None and datamodule.takes_model_tokenizer:
         datamodule.set_tokenizer(tokenizer)
     datamodule.prepare_data()
@@ -63,8 +68,9 @@ def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
 
 
 def fill_nulls(node: dict, values: dict[str, Any]) -> dict:
-    """Set the parameters of a `_target_` node that are null (or absent) and that `values` knows."""
-    params = inspect.signature(get_object(node["_target_"])).parameters
+    """Set the parameters of a `_target_` node that are null (or absent), that follow the data (`FromData`)
+    and that `values` knows."""
+    params = data_parameters(get_object(node["_target_"]))
     return {**node, **{k: v for k, v in values.items() if k in params and node.get(k) is None}}
 
 
@@ -72,7 +78,7 @@ def check_dims(config: dict, dims: dict[str, Any]) -> None:
     """A size the data decides (model.input_size, num_classes...) set to another value would fail in the
     first forward pass: refused here, naming the key. vocab_size may exceed the tokenizer's (checked later)."""
     for section in ("model", "module"):
-        params = inspect.signature(get_object(config[section]["_target_"])).parameters
+        params = data_parameters(get_object(config[section]["_target_"]))
         for name, value in dims.items():
             given = config[section].get(name)
             if name in params and name != "vocab_size" and isinstance(value, int) and given not in (None, value):
@@ -82,7 +88,7 @@ def check_dims(config: dict, dims: dict[str, Any]) -> None:
 
 def build_model(config: dict) -> nn.Module:
     """The model of a (filled-in) config, with its fine-tuning method (LoRA, freezing) applied."""
-    model = instantiate(config["model"], _convert_="all")
+    model = check_model(instantiate(config["model"], _convert_="all"))
     if config.get("finetune"):
         model = instantiate(config["finetune"], _convert_="all").apply(model)
     # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: dropout would stay off.
@@ -94,15 +100,16 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
 
     `model_dir` is the Hugging Face directory the weights start from (`init_from`, resolved once)."""
     config = dict(config)
-    dims = datamodule.dims
+    dims = declared_dims(datamodule, datamodule.dims)
     if model_dir is not None:
-        config["model"] = fill_nulls(config["model"], {"path": str(model_dir)})
+        config["model"] = {**config["model"], "path": config["model"].get("path") or str(model_dir)}
     check_dims(config, dims)
     config["model"] = fill_nulls(config["model"], dims)
     config["module"] = fill_nulls(config["module"], dims)
     model = build_model(config)
     check_compatible(model, datamodule)
-    optimizer = instantiate(config["optimizer"], _convert_="all") if config.get("optimizer") else None
+    optimizer = check_optimizer_spec(instantiate(config["optimizer"], _convert_="all")) if config.get("optimizer") \
+        else None
     scheduler = instantiate(config["scheduler"], _convert_="all") if config.get("scheduler") else None
     module = instantiate(config["module"], model=model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
     if config.get("compile"):
@@ -114,16 +121,16 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
 
 def check_compatible(model: nn.Module, datamodule: DataModule) -> None:
     """The data must fit the model: windows within its positions, every token id within its embedding."""
-    hf_config = getattr(model, "config", None)
-    positions = getattr(hf_config, "n_positions", None) or getattr(hf_config, "max_position_embeddings", None)
+    positions = context_length(model)
     block = datamodule.context_length
     if positions and block and block > positions:
         key = datamodule.context_key
         raise UserError(f"{key}={block} is larger than the model's {positions} positions "
                         f"(lower {key}, or use a model with more positions)")
-    if datamodule.tokenizer is None or not hasattr(model, "get_input_embeddings"):
+    embeddings = input_embeddings(model)
+    if datamodule.tokenizer is None or embeddings is None:
         return
-    vocab, embeddings = len(datamodule.tokenizer), model.get_input_embeddings()
+    vocab = len(datamodule.tokenizer)
     if embeddings is not None and embeddings.num_embeddings < vocab:
         raise UserError(f"the tokenizer has {vocab} tokens but the model's embedding only "
                         f"{embeddings.num_embeddings} (model.vocab_size): ids past it would crash")

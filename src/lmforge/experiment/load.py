@@ -21,6 +21,7 @@ from lmforge.config.trust import confine_writes, trusted_config
 from lmforge.config.validate import check_node
 from lmforge.errors import UserError
 from lmforge.experiment.build import build_datamodule, build_model, build_module
+from lmforge.models.contract import plain_key
 from lmforge.models.export import export_hf
 from lmforge.runs.checkpoints import find_checkpoint, read_checkpoint, run_dir_of, saved_config
 from lmforge.runs.directory import RunDir
@@ -232,8 +233,24 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
     return LoadedRun(config=config, datamodule=datamodule, module=module, checkpoint=ckpt_path)
 
 
-LANGUAGE_MODULES = ("CausalLMModule", "SFTModule")
-CLASSIFIER_MODULES = ("SequenceClassifierModule",)
+def module_kind(config: dict) -> Optional[str]:
+    """"language" or "classifier" for a run of those LightningModules (subclasses too), "other" for any
+    other, None when the config names none."""
+    from hydra.utils import get_object
+
+    from lmforge.modules.causal_lm import CausalLMModule
+    from lmforge.modules.sequence_classifier import SequenceClassifierModule
+
+    target = (config.get("module") or {}).get("_target_")
+    if not target:
+        return None
+    try:
+        cls = get_object(str(target))
+    except (ImportError, AttributeError, ValueError):  # a class this lmforge does not have: no run of ours
+        return "other"
+    if isinstance(cls, type) and issubclass(cls, CausalLMModule):
+        return "language"
+    return "classifier" if isinstance(cls, type) and issubclass(cls, SequenceClassifierModule) else "other"
 
 
 def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str | Path] = None
@@ -260,17 +277,18 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
         except (OSError, ValueError) as exc:
             raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
     config = saved_run_config(source, cache_dir)
-    module = str((config.get("module") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
-    if module in CLASSIFIER_MODULES and causal:
+    kind = module_kind(config)
+    if kind == "classifier" and causal:
         raise UserError(f"{path} is a sequence classifier; generate needs a causal LM")
-    if module != "?" and module not in LANGUAGE_MODULES + CLASSIFIER_MODULES:
+    if kind == "other":
+        module = str(config["module"]["_target_"]).rsplit(".", 1)[-1]
         model_name = str((config.get("model") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
         raise UserError(f"{path}: not a language model run (module {module}, model {model_name}); "
                         "generate and export take a language model run or model directory")
     ckpt_path = find_checkpoint(source)
     model = build_model(config)
-    # `model.` is the LightningModule attribute; `_orig_mod.` what torch.compile (compile=true) adds.
-    state = {k[len("model."):].replace("_orig_mod.", ""): v
+    # `model.` is the LightningModule attribute; `plain_key` drops what torch.compile (compile=true) adds.
+    state = {plain_key(k[len("model."):]): v
              for k, v in read_checkpoint(ckpt_path)["state_dict"].items() if k.startswith("model.")}
     _load_weights(model, state, ckpt_path)
     return model.eval(), run_tokenizer(ckpt_path), config

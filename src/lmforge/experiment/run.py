@@ -152,10 +152,12 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
                 status = preemption.status
                 raise Stopped(EXIT_STATUS[status], f"{status} at step {trainer.global_step}: saved {preemption.checkpoint.saved}; "
                               f"continue with: lmforge train <same overrides> resume=auto hydra.run.dir={run}")
+            # getattr: None without checkpoints
             best = getattr(trainer.checkpoint_callback, "best_model_score", None)
             if best is not None:
                 logged[f"best/{config['monitor']}"] = best
         if config["test"]:
+            # getattr: None without checkpoints
             best_path = getattr(trainer.checkpoint_callback, "best_model_path", "") if config["train"] else ""
             ckpt = best_path or (str(start) if start and not config["train"] else None)
             if ckpt and config["train"]:

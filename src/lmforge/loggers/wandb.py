@@ -90,5 +90,6 @@ def _redacted_argv() -> Iterator[None]:
 def finish_run() -> None:
     """Close the W&B run of this job so that each job of a multirun is its own run."""
     wandb = sys.modules.get("wandb")
+    # getattr: a partly imported wandb has no run
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()

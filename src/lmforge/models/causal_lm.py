@@ -10,6 +10,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 
 RopeTheta = Annotated[float, Field(gt=0)]  # the base of the rotary frequencies: 0 or below gives NaN
@@ -44,10 +45,11 @@ def _build(config, impl: str, hf_class: str, **native):
         raise UserError(f"model.impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     import transformers
 
+    # getattr: a transformers class by name
     return getattr(transformers, hf_class)._from_config(config, attn_implementation="sdpa")
 
 
-def gpt2(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
+def gpt2(vocab_size: FromData[Optional[int]] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
          n_embd: int = 128, dropout: float = 0.0, bias: bool = True,
          tie_word_embeddings: bool = True, activation: str = "gelu", impl: str = "native") -> nn.Module:
     """A GPT-2 (learned positions, LayerNorm, GELU MLP of 4*n_embd) with random weights.
@@ -94,7 +96,7 @@ def _rope_config(vocab_size, block_size, n_layer, n_head, n_kv_head, n_embd, int
                 tie_word_embeddings=tie_word_embeddings, bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
-def llama(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
+def llama(vocab_size: FromData[Optional[int]] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
           n_kv_head: Optional[int] = None, n_embd: int = 128, intermediate_size: Optional[int] = None,
           dropout: float = 0.0, rope_theta: RopeTheta = 10000.0, tie_word_embeddings: bool = False,
           impl: str = "native") -> nn.Module:
@@ -111,7 +113,7 @@ def llama(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int 
     return _build(config, impl, "LlamaForCausalLM")
 
 
-def modern(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
+def modern(vocab_size: FromData[Optional[int]] = None, block_size: int = 256, n_layer: int = 4, n_head: int = 4,
            n_kv_head: Optional[int] = None, n_embd: int = 128, intermediate_size: Optional[int] = None,
            rope_theta: RopeTheta = 10000.0, tie_word_embeddings: bool = False, zero_init_out: bool = True,
            impl: str = "native") -> nn.Module:
@@ -126,7 +128,7 @@ def modern(vocab_size: Optional[int] = None, block_size: int = 256, n_layer: int
     return _build(config, impl, "Qwen3ForCausalLM", zero_init_out=zero_init_out)
 
 
-def pretrained(path: Optional[str] = None, vocab_size: Optional[int] = None, dtype: Optional[str] = None,
+def pretrained(path: Optional[str] = None, vocab_size: FromData[Optional[int]] = None, dtype: Optional[str] = None,
                attn_implementation: str = "sdpa", trust_remote_code: bool = False) -> nn.Module:
     """`AutoModelForCausalLM.from_pretrained(path)`: a local model directory, or a hub name when online.
 
@@ -139,6 +141,7 @@ def pretrained(path: Optional[str] = None, vocab_size: Optional[int] = None, dty
         raise UserError("model.path is not set: a Hugging Face model directory (or set init_from=...)")
     kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
     if dtype is not None:
+        # getattr: a torch dtype by its config name
         kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -11,20 +11,36 @@ from torch import nn
 
 from lmforge.atomic import publish_dir
 from lmforge.errors import UserError
-from lmforge.models.gpt import GPT
+from lmforge.models.contract import ConvertsForExport, Exportable, RefusesExport, unwrap
+from lmforge.tokenizers.contract import SPECIAL_IDS, special_ids
 
 MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
 
 
-def plain_model(model: nn.Module) -> nn.Module:
+def plain_model(model: nn.Module) -> Exportable:
     """The `transformers` model of `model`: unwraps torch.compile, merges LoRA adapters (peft) and
-    converts lmforge's native GPT to its stock class (same weights, same logits)."""
-    model = getattr(model, "_orig_mod", model)
-    if hasattr(model, "merge_and_unload"):  # peft: fold the adapters into the base weights (in place)
+    converts a model of lmforge's own (the native GPT) to its stock class (same weights, same logits).
+    A model that is none of these is refused in one line, with its own reason when it gives one."""
+    model = unwrap(model)
+    if isinstance(model, RefusesExport):
+        raise UserError(model.not_exportable)
+    if is_peft_model(model):  # fold the adapters into the base weights (in place)
         model = model.merge_and_unload()
-    if isinstance(model, GPT):
+    if isinstance(model, ConvertsForExport):
         model = model.to_hf()
+    if not isinstance(model, Exportable):
+        raise UserError(f"{type(model).__name__} is not a Hugging Face transformers model: export writes only "
+                        "models that an AutoModel class loads (language models and their classifiers)")
     return model
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` is wrapped by peft (LoRA); peft is optional, and absent nothing can be."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
 
 
 def check_export_dir(export_dir: str | Path) -> Path:
@@ -58,20 +74,17 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     generation_config.json beside the tokenizer's eos/pad ids. A peft-wrapped model is merged first.
     """
     export_dir = check_export_dir(export_dir)
-    reason = getattr(model, "not_exportable", None)
-    if reason:
-        raise UserError(reason)
     model = plain_model(model)
     config = model.config
-    for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None and getattr(config, name, None) is None:
+    for name, value in special_ids(tokenizer).items():
+        # every transformers config has the three ids (None when unset): a declared part of PretrainedConfig
+        if value is not None and getattr(config, name) is None:
             setattr(config, name, value)
 
     if model.can_generate():
         from transformers import GenerationConfig
 
-        settings = {key: getattr(config, key, None) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        settings = {key: getattr(config, key) for key in SPECIAL_IDS}  # PretrainedConfig's three ids
         settings.update(generation or {})
         if {"temperature", "top_k", "top_p"} & set(generation or {}):
             settings.setdefault("do_sample", True)  # sampling settings mean sampling

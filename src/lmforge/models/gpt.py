@@ -78,6 +78,7 @@ class Spec:
         if family in ("llama", "qwen3"):
             if config.hidden_size != config.num_attention_heads * config.head_dim:
                 raise ValueError("head_dim must be hidden_size / num_attention_heads")
+            # getattr: Qwen3Config has no mlp_bias
             if config.attention_bias or getattr(config, "mlp_bias", False) or bias:
                 raise ValueError(f"the native {family} has no biases")
             return cls(config.vocab_size, config.max_position_embeddings, config.num_hidden_layers,
@@ -300,6 +301,7 @@ class GPT(nn.Module):
         """The stock `transformers` model of `self.config` (no remote code) with these weights: same logits."""
         import transformers
 
+        # getattr: a transformers class by name
         hf_class = getattr(transformers, HF_CLASSES[self.spec.family])
         hf = hf_class._from_config(copy.deepcopy(self.config), attn_implementation="sdpa")
         hf.load_state_dict(hf_state_dict(self), strict=True)

@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -16,7 +17,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": 
 class MLP(nn.Module):
     """Returns logits; the softmax lives in the loss (cross-entropy) or the module (mse, metrics)."""
 
-    def __init__(self, input_size: Optional[int] = None, num_classes: Optional[int] = None,
+    def __init__(self, input_size: FromData[Optional[int]] = None, num_classes: FromData[Optional[int]] = None,
                  hidden: list[Annotated[int, Field(ge=1)]] = (128,),
                  activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu",
                  dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0):

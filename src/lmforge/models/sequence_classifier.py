@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
+from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 
 POOLINGS = ("auto", "mean")
@@ -52,20 +53,19 @@ class MeanPoolClassifier(nn.Module):
 
 
 def _pad_token_id(path: str, config: Any) -> Optional[int]:
-    """The id the data pads with: the tokenizer's pad token, else its eos, else the config's eos."""
-    try:
-        from transformers import AutoTokenizer
+    """The id the data pads with (`lmforge.tokenizers.contract.pad_id`), else the config's eos."""
+    from lmforge.tokenizers.contract import pad_id
+    from lmforge.tokenizers.specs import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError):
-        tokenizer = None
-    for value in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
-                  getattr(config, "eos_token_id", None)):
+    try:
+        value = pad_id(load_tokenizer(path))
+    except UserError:  # no tokenizer beside the model: the config's eos is all there is
+        value = None
+    if value is None:
+        value = config.eos_token_id  # a PretrainedConfig key: an id, a list of ids, or None
         if isinstance(value, (list, tuple)):
             value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return None
+    return None if value is None else int(value)
 
 
 def _check(path: Optional[str], num_labels: Optional[int], pooling: str, dropout: Optional[float]) -> str:
@@ -88,9 +88,9 @@ def _check(path: Optional[str], num_labels: Optional[int], pooling: str, dropout
     return str(Path(path).expanduser()) if local else path
 
 
-def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = None,
+def sequence_classifier(path: Optional[str] = None, num_labels: FromData[Optional[int]] = None,
                         pooling: Literal["auto", "mean"] = "auto", dropout: Optional[float] = None,
-                        labels: Optional[list[str]] = None) -> nn.Module:
+                        labels: FromData[Optional[list[str]]] = None) -> nn.Module:
     """A classifier with `num_labels` outputs on the pretrained model at `path` (new, random head).
 
     `dropout` sets the head's dropout: for `auto` only on models with a `classifier_dropout` setting
@@ -116,7 +116,7 @@ def sequence_classifier(path: Optional[str] = None, num_labels: Optional[int] = 
             # Causal LMs pool on the last non-pad token, so they must know what the data pads with.
             kwargs["pad_token_id"] = _pad_token_id(path, config)
         if dropout is not None:
-            if not hasattr(config, "classifier_dropout"):
+            if not hasattr(config, "classifier_dropout"):  # hasattr: an optional key of HF configs
                 raise UserError(f"model.dropout: {type(config).__name__} has no classifier dropout setting; "
                                 "use model.pooling=mean for a dropout before the head")
             kwargs["classifier_dropout"] = dropout

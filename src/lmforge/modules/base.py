@@ -18,6 +18,11 @@ from lmforge.errors import RunFailed
 from lmforge.optim.budget import Budget
 
 
+def task_model(pl_module: L.LightningModule) -> nn.Module:
+    """The model a LightningModule trains: an lmforge module's `model`, else the module itself."""
+    return pl_module.model if isinstance(pl_module, TaskModule) else pl_module
+
+
 class TaskModule(L.LightningModule):
     """Holds the model and builds the optimizer/scheduler from the config's `_partial_` factories.
 
@@ -106,6 +111,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
+        # getattr: a private flag only torch's fused optimizers set (unscale inside their step)
         if getattr(optimizer, "_step_supports_amp_scaling", False) and self._clips_scaled_gradients():
             # 16-mixed scales the loss, and a fused optimizer unscales the gradients inside its step: they
             # cannot be clipped before it. The unfused optimizer computes the same update.

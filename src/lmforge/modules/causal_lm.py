@@ -12,7 +12,9 @@ from torchmetrics import MeanMetric
 
 from lmforge.data.base import DataModule
 from lmforge.loggers.cadence import written_step
+from lmforge.models.contract import output_layer
 from lmforge.modules.base import TaskModule
+from lmforge.optim.contract import default_weight_decay
 
 IGNORE_INDEX = -100
 
@@ -89,12 +91,9 @@ class CausalLMModule(TaskModule):
         the blocks), "head" (an untied output layer), "embedding" (token/position tables; a tied head
         is one) and "vector" (biases, norms). Weight decay goes to matrices and the head only, and to
         embeddings with `weight_decay_embeddings`."""
-        weight_decay = 0.0
-        if self.optimizer_factory is not None:
-            weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        weight_decay = default_weight_decay(self.optimizer_factory)
         embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
-        get_head = getattr(self.model, "get_output_embeddings", None)
-        head = get_head() if callable(get_head) else None
+        head = output_layer(self.model)
         head_ids = {id(head.weight)} if head is not None else set()
         kinds: dict[str, list[nn.Parameter]] = {"matrix": [], "head": [], "embedding": [], "vector": []}
         for param in self.parameters():  # each parameter once, even when tied

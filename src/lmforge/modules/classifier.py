@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lmforge.data.contract import FromData
 from lmforge.modules.base import TaskModule
 
 
@@ -17,7 +18,7 @@ class ClassifierModule(TaskModule):
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
                  scheduler: Optional[Callable] = None,
-                 loss: Literal["cross_entropy", "mse"] = "cross_entropy", num_classes: Optional[int] = None,
+                 loss: Literal["cross_entropy", "mse"] = "cross_entropy", num_classes: FromData[Optional[int]] = None,
                  nan_policy: Literal["stop", "skip"] = "stop"):
         super().__init__(model, optimizer, scheduler, nan_policy)
         self.loss_name = loss
@@ -38,7 +39,7 @@ class ClassifierModule(TaskModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        acc = getattr(self, f"{stage}_acc")
+        acc = getattr(self, f"{stage}_acc")  # getattr: this module's own metric of the stage
         acc(logits, y)
         on_step = stage == "train"
         # An epoch's loss is the mean over all ranks' batches (accuracy syncs itself: a torchmetrics metric).

@@ -14,9 +14,12 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lmforge.atomic import write_text
+from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 from lmforge.finetune.methods import is_head
+from lmforge.models.contract import config_size
 from lmforge.modules.base import TaskModule
+from lmforge.optim.contract import default_weight_decay
 
 
 class SequenceClassifierModule(TaskModule):
@@ -27,11 +30,11 @@ class SequenceClassifierModule(TaskModule):
     """
 
     def __init__(self, model: nn.Module, optimizer: Optional[Callable] = None,
-                 scheduler: Optional[Callable] = None, num_labels: Optional[int] = None,
+                 scheduler: Optional[Callable] = None, num_labels: FromData[Optional[int]] = None,
                  head_lr: Optional[float] = None, nan_policy: Literal["stop", "skip"] = "stop"):
         super().__init__(model, optimizer, scheduler, nan_policy)
         if num_labels is None:
-            num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+            num_labels = config_size(model, "num_labels") or None
         if num_labels is None or num_labels < 2:
             raise UserError(f"module.num_labels must be an integer >= 2 (it follows the data), got {num_labels!r}")
         if head_lr is not None and head_lr <= 0:
@@ -56,11 +59,11 @@ class SequenceClassifierModule(TaskModule):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
                  batch_size=len(labels), sync_dist=not on_step)
-        acc = getattr(self, f"{stage}_acc")
+        acc = getattr(self, f"{stage}_acc")  # getattr: this module's own metric of the stage
         acc(logits, labels)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage != "train":  # macro F1 over the whole epoch
-            f1 = getattr(self, f"{stage}_f1")
+            f1 = getattr(self, f"{stage}_f1")  # getattr: this module's own metric of the stage
             f1(logits, labels)
             self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return loss, logits
@@ -110,9 +113,7 @@ class SequenceClassifierModule(TaskModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Head and body parameters, each split into decayed matrices and undecayed biases/norms (1-D);
         the head groups get `lr=head_lr` when it is set, the others the optimizer's lr."""
-        weight_decay = 0.0
-        if self.optimizer_factory is not None:
-            weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        weight_decay = default_weight_decay(self.optimizer_factory)
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, param in self.model.named_parameters():
             if param.requires_grad:

@@ -16,10 +16,10 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional
 
 import torch
-from torch.optim import Optimizer
 from torch.optim.adamw import adamw
 
 from lmforge.errors import UserError
+from lmforge.optim.contract import WholeMatrixOptimizer
 
 KINDS = ("matrix", "embedding", "head", "vector")
 # Coefficients of the quintic Newton-Schulz iteration tuned by Keller Jordan: it drives singular values
@@ -42,7 +42,7 @@ def orthogonalize(update: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return (x if wide else x.mT).to(update.dtype)
 
 
-class Muon(Optimizer):
+class Muon(WholeMatrixOptimizer):
     """Muon on parameter groups of kind "matrix", AdamW on the others ("embedding", "head", "vector").
 
     Give it the groups of `CausalLMModule.parameter_groups()`, whose dicts carry a `kind`; a group
@@ -52,8 +52,6 @@ class Muon(Optimizer):
     of a [rows, cols] matrix is scaled by sqrt(max(1, rows / cols)). AdamW groups use `adam_lr` (or `embedding_lr` / `head_lr` for those
     kinds), `adam_betas`, `adam_eps` and the group's own `weight_decay`. A group's own keys win.
     """
-
-    needs_whole_matrices = True  # orthogonalises whole matrices: not the shards FSDP leaves each rank
 
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5, weight_decay: float = 0.0, adam_lr: float = 3e-3,

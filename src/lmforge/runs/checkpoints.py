@@ -90,8 +90,12 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 def check_weights_fit(ckpt: dict[str, Any], module: Any, path: Path) -> None:
     """Refuse, before anything is written, a checkpoint whose weights do not fit `module` (another
     model shape or experiment), naming the first difference, instead of Lightning's key dump."""
+    import torch
+
+    from lmforge.models.contract import plain_key
+
     def shapes(state: dict) -> dict[str, tuple]:
-        return {k.replace("_orig_mod.", ""): tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+        return {plain_key(k): tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
     saved, built = shapes(ckpt["state_dict"]), shapes(module.state_dict())
     difference = next((f"{k}: {saved.get(k, 'missing')} in the checkpoint, {built.get(k, 'absent')} in the model"

@@ -26,7 +26,8 @@ _HELD: dict[Path, int] = {}  # run directory -> file descriptor holding its lock
 
 
 class RunLock:
-    """`with RunLock(run_dir):` — raises a one-line UserError naming the holder if another live process has it."""
+    """`RunLock(run_dir).acquire()` (held until released or this process exits) — raises a one-line
+    UserError naming the holder if another live process has it."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
@@ -86,9 +87,3 @@ class RunLock:
         if not (Path(folder) / LOCK_NAME).is_file():
             return None
         return cls(folder).acquire()
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()

@@ -64,10 +64,15 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> P
     return out_dir
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of `vocab_size` entries (specials included) on `texts`; save to `out_dir`."""
+def check_bpe_vocab(vocab_size: int) -> None:
+    """A byte-level BPE holds at least the 256 bytes and the specials: a smaller vocab_size is one line."""
     if vocab_size < MIN_BPE_VOCAB:
         raise UserError(f"tokenizer.vocab_size={vocab_size}: must be at least {MIN_BPE_VOCAB} (256 bytes + specials)")
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE of `vocab_size` entries (specials included) on `texts`; save to `out_dir`."""
+    check_bpe_vocab(vocab_size)
     tok = _byte_level(models.BPE())
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

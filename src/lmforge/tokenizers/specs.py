@@ -20,7 +20,8 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerFast
 
 from lmforge.errors import UserError
-from lmforge.tokenizers.build import EOS, MIN_BPE_VOCAB, byte_tokenizer, train_bpe
+from lmforge.tokenizers.build import EOS, byte_tokenizer, check_bpe_vocab, train_bpe
+from lmforge.tokenizers.contract import check_tokenizer
 
 FORMAT_VERSION = 1
 _HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -53,10 +54,11 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 raise UserError(f"{local / name}: not a readable JSON file ({e})") from e
     try:
-        return AutoTokenizer.from_pretrained(str(local if local.exists() else path), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(local if local.exists() else path), trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - any loader failure is a bad tokenizer for the user
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{path}: cannot load a tokenizer: {first}") from e
+    return check_tokenizer(tokenizer, str(path))
 
 
 class TokenizerSpec:
@@ -79,9 +81,7 @@ class BPE(TokenizerSpec):
     (and reused from there)."""
 
     def __init__(self, vocab_size: int, path: str | None = None) -> None:
-        if int(vocab_size) < MIN_BPE_VOCAB:
-            raise UserError(f"tokenizer.vocab_size={vocab_size}: must be at least {MIN_BPE_VOCAB} "
-                            "(256 bytes + specials)")
+        check_bpe_vocab(int(vocab_size))
         self.vocab_size, self.path = int(vocab_size), path
 
     def directory(self, cache_dir: str | Path, fingerprint: str) -> Path:
@@ -137,7 +137,7 @@ class Pretrained(TokenizerSpec):
             tok = load_tokenizer(self.path)
         except UserError as e:
             raise UserError(f"tokenizer.path: {e}") from e
-        if not getattr(tok, "is_fast", True):
+        if not isinstance(tok, PreTrainedTokenizerFast):
             raise UserError(f"tokenizer.path={self.path}: not a fast (Rust) tokenizer")
         if tok.eos_token is None:
             tok.add_special_tokens({"eos_token": EOS})
