@@ -21,6 +21,7 @@ class PositionedLoader(DataLoader):
     without that interface (Lightning's overfit_batches swaps one in) has no position to keep."""
 
     def state_dict(self) -> dict[str, Any]:
+        # hasattr: a sampler Lightning swaps in (overfit_batches) is a plain torch one, with no state
         return self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
