@@ -26,6 +26,15 @@ def _duration(text: str) -> str:
     return text
 
 
+def _some(items: list) -> list:
+    if not items:
+        raise ValueError("expected at least one file, directory, glob or hf: dataset (null: the bundled corpus)")
+    return items
+
+
+# Where a corpus comes from: null means the bundled one, so an empty list given explicitly is a mistake.
+Sources = Optional[Annotated[list[str], AfterValidator(_some)]]
+
 # A fraction of the batches (a float in [0, 1]) or a count of them (an int); 2.0 is neither. The float
 # first: its range is the error shown for 1.5.
 Batches = Optional[Union[Annotated[float, Field(ge=0, le=1)], Annotated[int, Field(ge=0, strict=True)]]]
@@ -57,6 +66,11 @@ LIBRARY_HINTS: dict[str, dict[str, object]] = {
         "min_delta": Annotated[float, Field(ge=0)],
     },
 }
+
+
+# Sections whose numbers may be inf (a limit or threshold that never triggers); everywhere else inf and
+# nan are refused: a learning rate, a dropout or a size of inf is a typo that would only show as nan later.
+OPEN_ENDED_SECTIONS = ("trainer", "callbacks", "logger")
 
 
 @typed(config=STRICT)

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lmforge.config.schema import NonNegative, Positive
+from lmforge.config.schema import NonNegative, Positive, Sources
 from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
@@ -130,7 +130,7 @@ class TextDataModule(DataModule):
 
     def __init__(
         self,
-        paths: list[str] | None = None,
+        paths: Sources = None,
         text_field: str = "text",
         val_fraction: float = 0.05,
         block_size: int = 256,
