@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from typing import Iterator
 
@@ -27,6 +28,18 @@ def _missing_file(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError) and exc.filename is not None
 
 
+# OSErrors that say a path given is unusable as written, whatever the file system holds.
+_BAD_PATH = {errno.ENAMETOOLONG: "file name too long for the file system",
+             errno.ELOOP: "a symlink loop (a link that points back to itself)"}
+
+
+def bad_path_reason(exc: BaseException) -> str | None:
+    """Why a path the user gave cannot be used at all (too long, a symlink loop), else None."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return _BAD_PATH.get(exc.errno)
+    return None
+
+
 def _root(exc: BaseException) -> BaseException:
     return list(_chain(exc))[-1]
 
@@ -39,7 +52,8 @@ def is_user_error(exc: BaseException) -> bool:
     chain = list(_chain(exc))
     if any(isinstance(e, UserError) or type(e).__name__ == "MisconfigurationException" for e in chain):
         return True
-    if any(isinstance(e, yaml.YAMLError) or unwritable_reason(e) or _missing_file(e) for e in chain):
+    if any(isinstance(e, yaml.YAMLError) or unwritable_reason(e) or _missing_file(e) or bad_path_reason(e)
+           for e in chain):
         return True
     if isinstance(exc, InstantiationException):
         root = _root(exc)
@@ -61,6 +75,8 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
             return f"cannot write {e.filename}: {unwritable_reason(e)}"
         if _missing_file(e):
             return f"{e.filename}: no such file or directory"
+        if bad_path_reason(e):
+            return f"{e.filename}: {bad_path_reason(e)}"
         if type(e).__name__ == "MisconfigurationException":
             return _one_line(str(e))
     if isinstance(exc, MissingConfigException):
