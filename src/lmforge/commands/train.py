@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     from lmforge.callbacks.clock import RunClock
     from lmforge.callbacks.final_validation import ValidateLastStep
     from lmforge.callbacks.heap import KeepFreedMemory
+    from lmforge.callbacks.monitor_check import CheckMonitors
     from lmforge.callbacks.preemption import EXIT_STATUS, Preemption
     from lmforge.callbacks.run_in_checkpoints import RunInCheckpoints
     from lmforge.callbacks.step_seed import StepSeed
@@ -40,6 +41,7 @@ def main(cfg: DictConfig) -> Optional[float]:
         build_datamodule,
         build_module,
         build_trainer,
+        check_devices,
         check_init_from,
         check_optimizer,
     )
@@ -60,6 +62,7 @@ def main(cfg: DictConfig) -> Optional[float]:
 
     check_optimizer(config)
     check_init_from(config)
+    check_devices(config["trainer"])
 
     # 2. Claim the run directory (rank 0 owns it) and find where training starts.
     run = RunDir(output_dir())
@@ -96,6 +99,17 @@ def main(cfg: DictConfig) -> Optional[float]:
     module, config = build_module(config, datamodule, parent.model_dir if parent else None)
     if start_ckpt is not None:
         check_weights_fit(start_ckpt, module, start)
+    periodic = instantiate(config["checkpoint"], _convert_="all")
+    preemption = Preemption(periodic)
+    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
+                      KeepFreedMemory(), CheckMonitors.from_config(config)]
+    if config["seed"] is not None:
+        own.append(StepSeed(config["seed"]))
+    trainer = build_trainer(config, callbacks=own, loggers=_loggers(config, start_step))
+    if config["nan_policy"] == "skip" and trainer.world_size > 1:  # Lightning refuses a skipped step there
+        raise UserError(f"nan_policy=skip works in one process; with {trainer.world_size} (trainer.devices x "
+                        "trainer.num_nodes) use nan_policy=stop")
+    # The config is printed and the run claimed once everything that checks the input has passed.
     if owner:
         tree = render_tree(redact(config))
         if config["print_config"] and not in_multirun():
@@ -107,16 +121,6 @@ def main(cfg: DictConfig) -> Optional[float]:
         run.write_info(run_info("train", run.path, resumed_from=str(start) if start else None,
                                 parent=parent.lineage() if parent else None, visible_devices=devices,
                                 **_attempts(run)))
-    periodic = instantiate(config["checkpoint"], _convert_="all")
-    preemption = Preemption(periodic)
-    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
-                      KeepFreedMemory()]
-    if config["seed"] is not None:
-        own.append(StepSeed(config["seed"]))
-    trainer = build_trainer(config, callbacks=own, loggers=_loggers(config, start_step))
-    if config["nan_policy"] == "skip" and trainer.world_size > 1:  # Lightning refuses a skipped step there
-        raise UserError(f"nan_policy=skip works in one process; with {trainer.world_size} (trainer.devices x "
-                        "trainer.num_nodes) use nan_policy=stop")
     for logger in trainer.loggers:
         logger.log_hyperparams(redact(config))
 
