@@ -32,6 +32,24 @@ def _some(items: list) -> list:
     return items
 
 
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty path")
+    return text
+
+
+def _devices(value: Union[int, list[int], str]) -> Union[int, list[int], str]:
+    fine = (value == -1 or value >= 1 if isinstance(value, int) else
+            all(i >= 0 for i in value) if isinstance(value, list) else
+            re.fullmatch(r"\s*(auto|-1|\d+\s*(,\s*\d+\s*)*,?)\s*", value))
+    if not fine:
+        raise ValueError("expected a count >= 1, -1 (every device), 'auto', or device ids like [0, 1] or '0,1'")
+    return value
+
+
+# A path given explicitly: `ckpt_path=` (empty) would otherwise read as "none" and silently start afresh.
+PathText = Annotated[str, AfterValidator(_path)]
+
 # Where a corpus comes from: null means the bundled one, so an empty list given explicitly is a mistake.
 Sources = Optional[Annotated[list[str], AfterValidator(_some)]]
 
@@ -52,6 +70,8 @@ LIBRARY_HINTS: dict[str, dict[str, object]] = {
         "val_check_interval": Optional[Union[Annotated[int, Field(ge=1, strict=True)],
                                              Annotated[float, Field(gt=0, le=1)], Duration]],
         "check_val_every_n_epoch": Optional[Positive],
+        "devices": Annotated[Union[int, list[int], str], AfterValidator(_devices)],
+        "num_nodes": Positive,
         "limit_train_batches": Batches,
         "limit_val_batches": Batches,
         "limit_test_batches": Batches,
@@ -86,10 +106,10 @@ class Paths:
 class Train:
     task_name: str
     seed: Seed
-    ckpt_path: Optional[str]
+    ckpt_path: Optional[PathText]
     resume: Optional[Literal["auto"]]
     overwrite: bool
-    init_from: Optional[str]
+    init_from: Optional[PathText]
     tags: list[str]
     train: bool
     test: bool
@@ -106,7 +126,7 @@ class Train:
 @typed(config=STRICT)
 class Eval:
     task_name: str
-    ckpt_path: str
+    ckpt_path: PathText
     seed: Seed
     overwrite: bool
     print_config: bool
@@ -123,7 +143,7 @@ class Tokenizer:
 @typed(config=STRICT)
 class Generate:
     task_name: str
-    ckpt_path: str
+    ckpt_path: PathText
     prompt: str
     max_new_tokens: Positive
     temperature: Annotated[float, Field(ge=0)]
@@ -137,8 +157,8 @@ class Generate:
 @typed(config=STRICT)
 class Export:
     task_name: str
-    ckpt_path: str
-    export_dir: str
+    ckpt_path: PathText
+    export_dir: PathText
     print_config: bool
 
 
