@@ -40,6 +40,13 @@ def bad_path_reason(exc: BaseException) -> str | None:
     return None
 
 
+def _no_memory(exc: BaseException) -> bool:
+    """Whether building a section ran out of memory (model.hidden=[10000000000000]): a size, not a bug."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or isinstance(exc, RuntimeError) and (
+        "not enough memory" in text or "can't allocate memory" in text or "out of memory" in text)
+
+
 def _root(exc: BaseException) -> BaseException:
     return list(_chain(exc))[-1]
 
@@ -57,7 +64,7 @@ def is_user_error(exc: BaseException) -> bool:
         return True
     if isinstance(exc, InstantiationException):
         root = _root(exc)
-        return isinstance(root, _BAD_VALUE) or type(root).__name__ == "MisconfigurationException"
+        return isinstance(root, _BAD_VALUE) or type(root).__name__ == "MisconfigurationException" or _no_memory(root)
     return isinstance(exc, (HydraException, OmegaConfBaseException))
 
 
@@ -86,7 +93,11 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
     if isinstance(exc, InstantiationException):
         root = _root(exc)
         key = _full_key(exc)
-        where = f"config section '{key}'" if key else "a config section"
+        target = re.search(r"target '([^']+)'", str(exc))
+        where = (f"config section '{key}'" if key else f"the config section of {target.group(1)}" if target
+                 else "a config section")
+        if _no_memory(root):
+            return f"{where}: not enough memory to build it (a size too large?): {_one_line(str(root))[:200]}"
         return f"{where}: {type(root).__name__}: {_one_line(str(root))}"
     key = _full_key(exc)
     message = str(exc)
