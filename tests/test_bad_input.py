@@ -246,6 +246,7 @@ CASES = [
     (["export", "ckpt_path={run}", "export_dir="], "config key 'export_dir': expected a non-empty path"),
     ([*MLP, "model.hidden=[10000000000000]"], "the config section of lmforge.models.mlp.MLP: not enough memory to build it"),
     ([*MLP, "hydra.run.dir={bad}/" + "x" * 300], "x: file name too long for the file system"),
+    ([*TEXT, "data.batch_size=100000000000"], "data.batch_size=100000000000: a batch of 257-token windows holds at most"),
     ([*TEXT, "data.paths=[]"], "config key 'data.paths': expected at least one file, directory, glob or hf: dataset"),
     (["tokenizer", "data.paths=[]"], "config key 'data.paths': expected at least one file"),
     ([*TEXT, "data.paths=[{bad}/loop]"], "data.paths entry '{bad}/loop' is a symlink loop"),
@@ -275,13 +276,19 @@ def test_bad_input_is_one_line_naming_it(args, expected, bad: Path, mlp_run: Pat
         assert info["status"] == "failed" and fill(expected) in info["error"], info
 
 
-@pytest.mark.parametrize("bad_value", ["model.hidden=[0]", "trainer.accelerator=tpu", "optimizer.lr=inf"])
-def test_a_refused_launch_leaves_no_directory_and_prints_no_config(bad_value: str, tmp_path: Path):
-    line = one_line_error(proc := cli(*MLP, "hydra.run.dir=new/run", bad_value, cwd=tmp_path))
-    assert bad_value.split("=")[0] in line
+@pytest.mark.parametrize("args, expected", [
+    ([*MLP, "model.hidden=[0]"], "model.hidden"),
+    ([*MLP, "trainer.accelerator=tpu"], "trainer.accelerator=tpu"),  # was found after the config tree
+    ([*MLP, "optimizer.lr=inf"], "optimizer.lr"),
+    ([*TEXT, "print_config=true", "data.paths=[{bad}/ok.txt]"], "validation split has"),  # was found in fit
+])
+def test_a_refused_launch_leaves_no_directory_and_prints_no_config(args, expected, bad: Path, tmp_path: Path):
+    args = [a.replace("{bad}", str(bad)) for a in args]
+    line = one_line_error(proc := cli(*args, "hydra.run.dir=new/run", cwd=tmp_path))
+    assert expected in line
     assert not (tmp_path / "new").exists() and "_target_" not in proc.stdout
     (tmp_path / "mine").mkdir()  # a directory that was there before the launch stays
-    one_line_error(cli(*MLP, "hydra.run.dir=mine", bad_value, cwd=tmp_path))
+    one_line_error(cli(*args, "hydra.run.dir=mine", cwd=tmp_path))
     assert (tmp_path / "mine").is_dir()
 
 

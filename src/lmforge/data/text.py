@@ -25,6 +25,8 @@ from lmforge.errors import UserError
 from lmforge.seeding import sample_seeds
 from lmforge.tokenizers import TokenizerSpec
 
+MAX_BATCH_TOKENS = 2**28  # 4 GiB of int64 inputs and labels: far past any batch that trains, short of a crash
+
 
 def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> list[dict[str, torch.Tensor]]:
     """The samples at `starts`, gathered in one indexing of the token file."""
@@ -149,6 +151,10 @@ class TextDataModule(DataModule):
             raise UserError(f"data.block_size={block_size}: must be > 0")
         if int(batch_size) <= 0:
             raise UserError(f"data.batch_size={batch_size}: must be > 0")
+        if int(batch_size) * (int(block_size) + 1) > MAX_BATCH_TOKENS:  # the stream never runs short: all of it
+            raise UserError(f"data.batch_size={batch_size}: a batch of {int(block_size) + 1}-token windows holds at "
+                            f"most {MAX_BATCH_TOKENS // (int(block_size) + 1)} of them in memory; for a larger "
+                            "effective batch set trainer.accumulate_grad_batches")
         if int(val_windows) <= 0:
             raise UserError(f"data.val_windows={val_windows}: must be > 0")
         if on_decode_error not in ("error", "skip"):
@@ -197,6 +203,7 @@ class TextDataModule(DataModule):
         """Build or reuse the tokenizer and the packed token files (any number of processes at once)."""
         self.packed_built = False
         self._prepare()
+        self.setup()  # each split checked against block_size now, before the run begins (not in fit)
 
     def setup(self, stage: str | None = None) -> None:
         """Load tokenizer and memory-mapped tokens (reusing what prepare_data built, maybe elsewhere)."""
@@ -217,6 +224,8 @@ class TextDataModule(DataModule):
         self._train = _Packed(self.packed_dir / "train.bin", dtype, len(train))
         self._val = _Packed(self.packed_dir / "val.bin", dtype, len(val))
         self.train_dataset = TrainWindows(self._train, self.block_size, self.seed)
+        if self.corpus.val_fraction > 0:  # a split too short for one window: refused before the run begins
+            FixedWindows(self._val, self.block_size, self.val_windows)
 
     @property
     def dims(self) -> dict[str, int]:
