@@ -203,7 +203,6 @@ class TextDataModule(DataModule):
         """Build or reuse the tokenizer and the packed token files (any number of processes at once)."""
         self.packed_built = False
         self._prepare()
-        self.setup()  # each split checked against block_size now, before the run begins (not in fit)
 
     def setup(self, stage: str | None = None) -> None:
         """Load tokenizer and memory-mapped tokens (reusing what prepare_data built, maybe elsewhere)."""
@@ -224,7 +223,11 @@ class TextDataModule(DataModule):
         self._train = _Packed(self.packed_dir / "train.bin", dtype, len(train))
         self._val = _Packed(self.packed_dir / "val.bin", dtype, len(val))
         self.train_dataset = TrainWindows(self._train, self.block_size, self.seed)
-        if self.corpus.val_fraction > 0:  # a split too short for one window: refused before the run begins
+
+    def check_splits(self) -> None:
+        """Each split holds a window of block_size + 1 tokens (else refused now, not in fit)."""
+        self.setup()
+        if self.corpus.val_fraction > 0:
             FixedWindows(self._val, self.block_size, self.val_windows)
 
     @property

@@ -101,6 +101,7 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
     config["module"] = fill_nulls(config["module"], dims)
     model = build_model(config)
     check_compatible(model, datamodule)
+    datamodule.check_splits()
     optimizer = instantiate(config["optimizer"], _convert_="all") if config.get("optimizer") else None
     scheduler = instantiate(config["scheduler"], _convert_="all") if config.get("scheduler") else None
     module = instantiate(config["module"], model=model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
