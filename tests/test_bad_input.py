@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import cli, one_line_error
+from conftest import cli, ok, one_line_error
 
 MLP = ["train", "experiment=mnist_mlp", "data.download=false"]
 TEXT = ["train", "tokenizer.vocab_size=300", "print_config=false"]
@@ -44,6 +44,8 @@ def bad(tmp_path_factory, mlp_run: Path, tiny_hf_lm: Path) -> Path:
     (d / "train.csv").write_text("review,sentiment\n" + "".join(f"film {i} good,pos\nfilm {i} bad,neg\n" for i in range(20)))
     (d / "unseen.csv").write_text("review,sentiment\nan odd film,meh\n")
     (d / "table.xlsx").write_bytes(b"PK\x03\x04 not a table lmforge reads")
+    (d / "tabs.csv").write_text("review\tsentiment\nnice film\tpos\nbad film\tneg\n")
+    (d / "loop").symlink_to(d / "loop")
     (d / "open_quote.csv").write_text('review,sentiment\nnice film,pos\n"bad film,neg\nfine film,pos\n')
     (d / "bad_utf8.csv").write_bytes(b"review,sentiment\nnice \xff film,pos\n")
     (d / "malformed.jsonl").write_text('{"review": "x", "sentiment": "pos"}\n[1, 2]\n')
@@ -231,6 +233,31 @@ CASES = [
     (["train", "experiment=mnist_mlp", "trainer=ddp_cpu", "nan_policy=skip"], "nan_policy=skip works in one process"),
     ([*MLP, "-m", "launcher=joblib", "hydra.launcher.n_jobs=0", "model.activation=relu,tanh"],
      "config key 'hydra.launcher.n_jobs': expected a number of parallel jobs >= 1"),
+    # numbers and names the code cannot take, found before anything is built
+    ([*MLP, "data.batch_size=99999999999999999999"], "config key 'data.batch_size': 99999999999999999999 is too large"),
+    ([*MLP, "optimizer.lr=inf"], "config key 'optimizer.lr': expected a finite number, got inf"),
+    ([*MLP, "optimizer.lr=nan"], "config key 'optimizer.lr': expected a finite number, got nan"),
+    ([*MLP, "model.dropout=-inf"], "config key 'model.dropout': expected a finite number, got -inf"),
+    ([*MLP, "trainer.accelerator=tpu"], "trainer.accelerator=tpu, but this machine has no TPU"),
+    ([*MLP, "trainer.accelerator=tpuu"], "trainer.accelerator=tpuu: expected one of auto, cpu, gpu"),
+    ([*MLP, "trainer.devices=abc"], "config key 'trainer.devices': expected a count >= 1, -1 (every device), 'auto'"),
+    ([*MLP, "trainer.num_nodes=0"], "config key 'trainer.num_nodes': expected greater than or equal to 1, got 0"),
+    ([*MLP, "ckpt_path="], "config key 'ckpt_path': expected a non-empty path, got ''"),  # not "start afresh"
+    (["export", "ckpt_path={run}", "export_dir="], "config key 'export_dir': expected a non-empty path"),
+    ([*MLP, "model.hidden=[10000000000000]"], "the config section of lmforge.models.mlp.MLP: not enough memory to build it"),
+    ([*MLP, "hydra.run.dir={bad}/" + "x" * 300], "x: file name too long for the file system"),
+    ([*TEXT, "data.batch_size=100000000000"], "data.batch_size=100000000000: a batch of 257-token windows holds at most"),
+    ([*TEXT, "data.paths=[]"], "config key 'data.paths': expected at least one file, directory, glob or hf: dataset"),
+    (["tokenizer", "data.paths=[]"], "config key 'data.paths': expected at least one file"),
+    ([*TEXT, "data.paths=[{bad}/loop]"], "data.paths entry '{bad}/loop' is a symlink loop"),
+    ([*CLASSIFY, "data.train_file={bad}/tabs.csv"], "the file looks tab-separated: name it .tsv"),
+    ([*CLASSIFY, "init_from={run}"], "not a language model or classifier run (module ClassifierModule, model MLP); "
+     "init_from takes one of those"),
+    ([*MLP, "monitor=val/accc"], "monitor=val/accc: the module logs no such metric (did you mean 'val/acc'?)"),
+    ([*MLP, "callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/los"],
+     "callbacks.early_stopping.monitor=val/los: the module logs no such metric (did you mean 'val/loss'?)"),
+    ([*MLP, "hparams_search=optuna_mlp", "-m", "hydra.sweeper.params.optimizer.lr=interval(1,0)"],
+     "give the search space of optimizer.lr as the sweep itself, optimizer.lr=interval(1,0)"),
 ]
 
 
@@ -247,6 +274,46 @@ def test_bad_input_is_one_line_naming_it(args, expected, bad: Path, mlp_run: Pat
     for left in tmp_path.glob("logs/*/runs/*"):  # no empty run directory; one that began says why it ended
         info = json.loads((left / "run.json").read_text())
         assert info["status"] == "failed" and fill(expected) in info["error"], info
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([*MLP, "model.hidden=[0]"], "model.hidden"),
+    ([*MLP, "trainer.accelerator=tpu"], "trainer.accelerator=tpu"),  # was found after the config tree
+    ([*MLP, "optimizer.lr=inf"], "optimizer.lr"),
+    ([*TEXT, "print_config=true", "data.paths=[{bad}/ok.txt]"], "validation split has"),  # was found in fit
+])
+def test_a_refused_launch_leaves_no_directory_and_prints_no_config(args, expected, bad: Path, tmp_path: Path):
+    args = [a.replace("{bad}", str(bad)) for a in args]
+    line = one_line_error(proc := cli(*args, "hydra.run.dir=new/run", cwd=tmp_path))
+    assert expected in line
+    assert not (tmp_path / "new").exists() and "_target_" not in proc.stdout
+    (tmp_path / "mine").mkdir()  # a directory that was there before the launch stays
+    one_line_error(cli(*args, "hydra.run.dir=mine", cwd=tmp_path))
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_generate_stops_at_the_model_context(tiny_hf_lm: Path, tmp_path: Path):
+    proc = ok(cli("generate", f"ckpt_path={tiny_hf_lm}", "prompt=a", "max_new_tokens=100000000", "temperature=0",
+                  cwd=tmp_path))
+    assert "max_new_tokens=100000000 is more than the model's context: generating at most 64 tokens" in proc.stderr
+    assert len(proc.stdout.strip()) <= 1 + 64  # the prompt, then at most 64 byte tokens
+
+
+def test_an_hf_dataset_without_network_fails_at_once(monkeypatch):
+    """Not offline by the environment, and the Hub's host does not resolve (.invalid never does): one line
+    at once, where `datasets` would retry for ~30 s."""
+    from huggingface_hub import constants
+
+    from lmforge.data.corpus import HFSource, iter_documents
+    from lmforge.errors import UserError
+
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://lmforge-no-such-host.invalid")
+    with pytest.raises(UserError, match=r"hf:lmforge/no_such_dataset: cannot load dataset: the Hugging Face Hub "
+                                        r"cannot be reached \(no network\)"):
+        next(iter_documents([HFSource("lmforge/no_such_dataset")]))
 
 
 @pytest.mark.parametrize("damage", ["every checkpoint truncated", "another model shape"])

@@ -25,6 +25,8 @@ from lmforge.errors import RunFailed, Stopped
 from lmforge.job import in_multirun
 from lmforge.signals import EXIT_STATUS
 
+_LAUNCH: dict = {"made": None}  # the outermost directory of hydra.run.dir that this launch makes, if any
+
 
 def run_command(command: str, module_name: str, args: list[str]) -> int:
     """Compose `conf/<command>.yaml` with `args` (Hydra syntax) and call the command's `main`."""
@@ -43,6 +45,9 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     # Intermixed: `lmforge train experiment=x -m a=1,2` (flags between overrides) works too.
     parsed = parser.parse_intermixed_args(args)
     parsed.overrides = quote_text(open_overlays(COMMANDS[command].overlays, parsed.overrides))
+    _refuse_search_space_keys(parser, parsed.overrides)
+    given = [o.split("=", 1)[1] for o in parsed.overrides if o.lstrip("+").startswith("hydra.run.dir=")]
+    _LAUNCH["made"] = _first_missing(given[-1]) if given else None
 
     # Hydra prints its own multi-line reports unless told to let the exception reach us.
     wants_traceback = hydra_compat.pass_errors_through()
@@ -110,6 +115,18 @@ def open_overlays(sections: tuple[str, ...], overrides: list[str]) -> list[str]:
 TEXT_KEYS = ("prompt",)
 
 
+def _refuse_search_space_keys(parser, overrides: list[str]) -> None:
+    """`hydra.sweeper.params.optimizer.lr=...` cannot reach the sweeper (the key is named `optimizer.lr`,
+    with a dot, and Hydra refuses sweep syntax in its own keys): the sweep on the command line does it."""
+    prefix = "hydra.sweeper.params."
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~").startswith(prefix):
+            name = key.lstrip("+~")[len(prefix):]
+            parser.error(f"{key}: give the search space of {name} as the sweep itself, {name}={value} "
+                         "(with -m, it replaces the preset's)")
+
+
 def quote_text(overrides: list[str]) -> list[str]:
     """Overrides of TEXT_KEYS with their value quoted for Hydra (unless it already is)."""
     quoted = []
@@ -168,7 +185,8 @@ def _error_text(exc: Exception) -> str:
 def _close_failed_run(exc: Exception) -> None:
     """A single run failed or was stopped: the run.json this launch wrote says so, with the error (not
     "running" forever); a directory made for this launch (timestamped, new each time) that it left empty
-    is removed. A directory the user chose (hydra.run.dir), and any earlier run's record, stay as they are."""
+    is removed, and so is a hydra.run.dir that this launch made. A directory that was there before, and any
+    earlier run's record, stay as they are."""
     from hydra.core.hydra_config import HydraConfig
 
     from lmforge.job import run_dir_is_fixed
@@ -183,8 +201,9 @@ def _close_failed_run(exc: Exception) -> None:
         if _written_here(info) and info.get("status") in ("running", "failed", *EXIT_STATUS) and "error" not in info:
             status = ("interrupted" if exc.status == 130 else "preempted") if isinstance(exc, Stopped) else "failed"
             run.finish(status, error=_error_text(exc))
-        elif not info and not run_dir_is_fixed():
+        elif not info and (not run_dir_is_fixed() or _LAUNCH["made"]):
             run.discard_if_unused(f"{hydra.job.name}.log")
+            _remove_made_parents(run.path)
         elif not _written_here(info):  # refused a directory holding another run: leave it as it was
             log = run.path / f"{hydra.job.name}.log"
             if log.is_file() and log.stat().st_size == 0:
@@ -210,6 +229,23 @@ def _is_main_process() -> bool:
         return is_main_process()
     ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK")
     return all(int(os.environ.get(name, 0)) == 0 for name in ranks)
+
+
+def _first_missing(run_dir: str):
+    """The outermost directory of `run_dir` that does not exist yet (None when it all does)."""
+    path, missing = os.path.abspath(os.path.expanduser(run_dir)), None
+    while not os.path.lexists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
+
+
+def _remove_made_parents(run_dir) -> None:
+    """After a refused launch removed its run directory: the empty parents this launch made go too."""
+    made, path = _LAUNCH["made"], os.path.dirname(os.path.abspath(run_dir))
+    while made and not os.path.exists(run_dir) and (path + os.sep).startswith(made + os.sep) \
+            and not os.listdir(path):
+        os.rmdir(path)
+        path = os.path.dirname(path)
 
 
 def _usage_error(command: str, message: str) -> None:

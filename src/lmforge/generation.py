@@ -30,11 +30,19 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def new_tokens_cap(model: nn.Module, requested: int) -> int:
+    """At most the model's context of new tokens: past it each token only slides a window over what was
+    generated, and a huge request (max_new_tokens=100000000) would run until killed."""
+    limit = context_length(model)
+    return min(requested, limit) if limit else requested
+
+
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 64, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              stream: Optional[Callable[[str], None]] = None) -> str:
-    """Continue `prompt` by up to `max_new_tokens` tokens, stopping at eos; returns the continuation.
+    """Continue `prompt` by up to `max_new_tokens` tokens (at most the model's context: `new_tokens_cap`),
+    stopping at eos; returns the continuation.
 
     The context is cropped to the model's maximum positions. `seed` makes sampling reproducible
     without touching the global RNG. `stream(piece)` receives the text as it is produced; pieces are
@@ -50,6 +58,7 @@ def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 64,
             raise ValueError("an empty prompt needs a tokenizer with a bos or eos token")
         prompt_ids = [start]
     limit = context_length(model)
+    max_new_tokens = new_tokens_cap(model, max_new_tokens)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)

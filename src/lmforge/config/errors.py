@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from typing import Iterator
@@ -35,6 +36,25 @@ def _misconfiguration() -> type | tuple:
     return module.MisconfigurationException if module is not None else ()
 
 
+# OSErrors that say a path given is unusable as written, whatever the file system holds.
+_BAD_PATH = {errno.ENAMETOOLONG: "file name too long for the file system",
+             errno.ELOOP: "a symlink loop (a link that points back to itself)"}
+
+
+def bad_path_reason(exc: BaseException) -> str | None:
+    """Why a path the user gave cannot be used at all (too long, a symlink loop), else None."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return _BAD_PATH.get(exc.errno)
+    return None
+
+
+def _no_memory(exc: BaseException) -> bool:
+    """Whether building a section ran out of memory (model.hidden=[10000000000000]): a size, not a bug."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or isinstance(exc, RuntimeError) and (
+        "not enough memory" in text or "can't allocate memory" in text or "out of memory" in text)
+
+
 def _root(exc: BaseException) -> BaseException:
     return list(_chain(exc))[-1]
 
@@ -48,11 +68,12 @@ def is_user_error(exc: BaseException) -> bool:
     chain = list(_chain(exc))
     if any(isinstance(e, (UserError, MisconfigurationException)) for e in chain):
         return True
-    if any(isinstance(e, yaml.YAMLError) or unwritable_reason(e) or _missing_file(e) for e in chain):
+    if any(isinstance(e, yaml.YAMLError) or unwritable_reason(e) or _missing_file(e) or bad_path_reason(e)
+           for e in chain):
         return True
     if isinstance(exc, InstantiationException):
         root = _root(exc)
-        return isinstance(root, (*_BAD_VALUE, MisconfigurationException))
+        return isinstance(root, (*_BAD_VALUE, MisconfigurationException)) or _no_memory(root)
     return isinstance(exc, (HydraException, OmegaConfBaseException))
 
 
@@ -71,6 +92,8 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
             return f"cannot write {e.filename}: {unwritable_reason(e)}"
         if _missing_file(e):
             return f"{e.filename}: no such file or directory"
+        if bad_path_reason(e):
+            return f"{e.filename}: {bad_path_reason(e)}"
         if isinstance(e, MisconfigurationException):
             return _one_line(str(e))
     if isinstance(exc, MissingConfigException):
@@ -80,7 +103,11 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
     if isinstance(exc, InstantiationException):
         root = _root(exc)
         key = _full_key(exc)
-        where = f"config section '{key}'" if key else "a config section"
+        target = re.search(r"target '([^']+)'", str(exc))
+        where = (f"config section '{key}'" if key else f"the config section of {target.group(1)}" if target
+                 else "a config section")
+        if _no_memory(root):
+            return f"{where}: not enough memory to build it (a size too large?): {_one_line(str(root))[:200]}"
         return f"{where}: {type(root).__name__}: {_one_line(str(root))}"
     key = _full_key(exc)
     message = str(exc)

@@ -26,6 +26,33 @@ def _duration(text: str) -> str:
     return text
 
 
+def _some(items: list) -> list:
+    if not items:
+        raise ValueError("expected at least one file, directory, glob or hf: dataset (null: the bundled corpus)")
+    return items
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty path")
+    return text
+
+
+def _devices(value: Union[int, list[int], str]) -> Union[int, list[int], str]:
+    fine = (value == -1 or value >= 1 if isinstance(value, int) else
+            all(i >= 0 for i in value) if isinstance(value, list) else
+            re.fullmatch(r"\s*(auto|-1|\d+\s*(,\s*\d+\s*)*,?)\s*", value))
+    if not fine:
+        raise ValueError("expected a count >= 1, -1 (every device), 'auto', or device ids like [0, 1] or '0,1'")
+    return value
+
+
+# A path given explicitly: `ckpt_path=` (empty) would otherwise read as "none" and silently start afresh.
+PathText = Annotated[str, AfterValidator(_path)]
+
+# Where a corpus comes from: null means the bundled one, so an empty list given explicitly is a mistake.
+Sources = Optional[Annotated[list[str], AfterValidator(_some)]]
+
 # A fraction of the batches (a float in [0, 1]) or a count of them (an int); 2.0 is neither. The float
 # first: its range is the error shown for 1.5.
 Batches = Optional[Union[Annotated[float, Field(ge=0, le=1)], Annotated[int, Field(ge=0, strict=True)]]]
@@ -43,6 +70,8 @@ LIBRARY_HINTS: dict[str, dict[str, object]] = {
         "val_check_interval": Optional[Union[Annotated[int, Field(ge=1, strict=True)],
                                              Annotated[float, Field(gt=0, le=1)], Duration]],
         "check_val_every_n_epoch": Optional[Positive],
+        "devices": Annotated[Union[int, list[int], str], AfterValidator(_devices)],
+        "num_nodes": Positive,
         "limit_train_batches": Batches,
         "limit_val_batches": Batches,
         "limit_test_batches": Batches,
@@ -59,6 +88,11 @@ LIBRARY_HINTS: dict[str, dict[str, object]] = {
 }
 
 
+# Sections whose numbers may be inf (a limit or threshold that never triggers); everywhere else inf and
+# nan are refused: a learning rate, a dropout or a size of inf is a typo that would only show as nan later.
+OPEN_ENDED_SECTIONS = ("trainer", "callbacks", "logger")
+
+
 @typed(config=STRICT)
 class Paths:
     root_dir: str
@@ -72,10 +106,10 @@ class Paths:
 class Train:
     task_name: str
     seed: Seed
-    ckpt_path: Optional[str]
+    ckpt_path: Optional[PathText]
     resume: Optional[Literal["auto"]]
     overwrite: bool
-    init_from: Optional[str]
+    init_from: Optional[PathText]
     tags: list[str]
     train: bool
     test: bool
@@ -92,7 +126,7 @@ class Train:
 @typed(config=STRICT)
 class Eval:
     task_name: str
-    ckpt_path: str
+    ckpt_path: PathText
     seed: Seed
     overwrite: bool
     print_config: bool
@@ -109,7 +143,7 @@ class Tokenizer:
 @typed(config=STRICT)
 class Generate:
     task_name: str
-    ckpt_path: str
+    ckpt_path: PathText
     prompt: str
     max_new_tokens: Positive
     temperature: Annotated[float, Field(ge=0)]
@@ -123,8 +157,8 @@ class Generate:
 @typed(config=STRICT)
 class Export:
     task_name: str
-    ckpt_path: str
-    export_dir: str
+    ckpt_path: PathText
+    export_dir: PathText
     print_config: bool
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import typing
 from typing import Any, Iterable
 
@@ -18,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from lmforge.config.schema import COMMANDS, LIBRARY_HINTS
+from lmforge.config.schema import COMMANDS, LIBRARY_HINTS, OPEN_ENDED_SECTIONS
 from lmforge.errors import UserError
 
 MISSING = "???"
+MAX_INT = 2**63 - 1
 _LAX = ConfigDict(arbitrary_types_allowed=True)  # YAML lists pass for tuples, strings for paths
 
 
@@ -50,6 +52,8 @@ def validate(cfg: DictConfig, command: str) -> dict:
     for key in plain:
         if key not in known:
             raise UserError(f"unknown config key '{key}'{did_you_mean(key, known)}")
+    for key, value in plain.items():
+        check_numbers(key, value, finite=key not in OPEN_ENDED_SECTIONS)
     # The command's own keys first: a section interpolating one of them (module.nan_policy: ${nan_policy})
     # would otherwise be blamed for it.
     check_schema("", {k: v for k, v in plain.items() if k in fields}, spec.keys)
@@ -63,6 +67,21 @@ def validate(cfg: DictConfig, command: str) -> dict:
         if key in plain:
             check_schema(key, plain[key], schema)
     return plain
+
+
+def check_numbers(key: str, value: Any, finite: bool) -> None:
+    """No number the code cannot take: an integer past 64 bits (torch, numpy and itertools refuse it
+    deep inside a run), or, with `finite`, inf or nan (a learning rate of inf trains to nan)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            check_numbers(f"{key}.{name}", item, finite)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_numbers(f"{key}[{i}]", item, finite)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise UserError(f"config key '{key}': {value} is too large (at most {MAX_INT})")
+    elif isinstance(value, float) and finite and not math.isfinite(value):
+        raise UserError(f"config key '{key}': expected a finite number, got {value}")
 
 
 def check_schema(prefix: str, values: Any, schema: type) -> None:

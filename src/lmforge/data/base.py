@@ -43,6 +43,10 @@ class DataModule(L.LightningDataModule):
         token into bits per byte, comparable across tokenizers. None when it does not apply."""
         return None
 
+    def check_splits(self) -> None:
+        """Refuse splits the run cannot use (e.g. too short for one window), before the run begins;
+        called once the model is known to fit the data."""
+
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Tokenize with `tokenizer` (the fine-tuned model's own); only when `takes_model_tokenizer`."""
         raise UserError(f"{type(self).__name__} builds its own tokenizer; it cannot take the one of init_from")

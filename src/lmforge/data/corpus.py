@@ -10,6 +10,7 @@ Bad input raises a one-line UserError.
 from __future__ import annotations
 
 import codecs
+import errno
 import functools
 import glob
 import hashlib
@@ -88,7 +89,7 @@ def resolve_sources(paths: Sequence[str | Path]) -> list[Source]:
             p = Path(text).expanduser()
             found = _expand_dir(p) if p.is_dir() else [p] if p.is_file() else []
         if not found:
-            raise UserError(f"data.paths entry {text!r} matches no file")
+            raise UserError(f"data.paths entry {text!r} {_why_no_file(Path(text).expanduser())}")
         for s in found:
             if s not in seen:
                 seen.add(s)
@@ -96,6 +97,16 @@ def resolve_sources(paths: Sequence[str | Path]) -> list[Source]:
     if not out:
         raise UserError("data.paths: no input files given")
     return out
+
+
+def _why_no_file(path: Path) -> str:
+    """What is wrong with an entry that gave no file: most often nothing is there, but a link may loop."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop (a link that points back to itself)"
+    return "matches no file"
 
 
 def stdlib_dir() -> Path:
@@ -160,7 +171,29 @@ def _is_utf8(path: Path) -> bool:
     return True
 
 
+def _hub_unreachable() -> bool:
+    """Whether the Hub's host name does not even resolve (no network), unless offline mode is set (then
+    `datasets` reads its cache and fails at once): `datasets` would retry for ~30 s before saying so."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    offline = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in offline):
+        return False
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return True
+    return False
+
+
 def _read_hf(source: HFSource, text_field: str) -> Iterator[str]:
+    if _hub_unreachable():
+        raise UserError(f"{source}: cannot load dataset: the Hugging Face Hub cannot be reached (no network); "
+                        "a dataset already in the cache loads with HF_DATASETS_OFFLINE=1")
     try:
         import datasets
 

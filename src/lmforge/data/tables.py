@@ -136,5 +136,23 @@ def require_columns(
         if name not in present:
             hint = f" (set {keys[i]})" if keys else ""
             raise UserError(
-                f"{path}: no column '{name}'{hint}; columns are: {', '.join(present) or '(none)'}"
+                f"{path}: no column '{name}'{hint}; columns are: {', '.join(map(_shown, present)) or '(none)'}"
+                f"{_delimiter_hint(path, present)}"
             )
+
+
+def _shown(column: str) -> str:
+    """A column name as printed: quoted when it holds a tab, which would read as a space."""
+    return repr(column) if "\t" in column else column
+
+
+def _delimiter_hint(path: str | os.PathLike, present: list[str]) -> str:
+    """A hint when the whole header landed in one column that holds the other format's delimiter."""
+    if len(present) != 1:
+        return ""
+    fmt = table_format(path)
+    if fmt == "csv" and "\t" in present[0]:
+        return "; the file looks tab-separated: name it .tsv"
+    if fmt == "tsv" and "," in present[0]:
+        return "; the file looks comma-separated: name it .csv"
+    return ""

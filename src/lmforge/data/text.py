@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lmforge.config.schema import NonNegative, Positive
+from lmforge.config.schema import NonNegative, Positive, Sources
 from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, check_decode_policy, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
@@ -25,6 +25,8 @@ from lmforge.data.sampler import PositionedLoader
 from lmforge.errors import UserError
 from lmforge.seeding import sample_seeds
 from lmforge.tokenizers import TokenizerSpec
+
+MAX_BATCH_TOKENS = 2**28  # 4 GiB of int64 inputs and labels: far past any batch that trains, short of a crash
 
 
 def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> list[dict[str, torch.Tensor]]:
@@ -139,7 +141,7 @@ class TextDataModule(DataModule):
 
     def __init__(
         self,
-        paths: list[str] | None = None,
+        paths: Sources = None,
         text_field: str = "text",
         val_fraction: float = 0.05,
         block_size: int = 256,
@@ -158,6 +160,10 @@ class TextDataModule(DataModule):
             raise UserError(f"data.block_size={block_size}: must be > 0")
         if int(batch_size) <= 0:
             raise UserError(f"data.batch_size={batch_size}: must be > 0")
+        if int(batch_size) * (int(block_size) + 1) > MAX_BATCH_TOKENS:  # the stream never runs short: all of it
+            raise UserError(f"data.batch_size={batch_size}: a batch of {int(block_size) + 1}-token windows holds at "
+                            f"most {MAX_BATCH_TOKENS // (int(block_size) + 1)} of them in memory; for a larger "
+                            "effective batch set trainer.accumulate_grad_batches")
         if int(val_windows) <= 0:
             raise UserError(f"data.val_windows={val_windows}: must be > 0")
         check_decode_policy(on_decode_error)
@@ -224,6 +230,12 @@ class TextDataModule(DataModule):
         self._train = _Packed(self.packed_dir / "train.bin", dtype, len(train))
         self._val = _Packed(self.packed_dir / "val.bin", dtype, len(val))
         self.train_dataset = TrainWindows(self._train, self.block_size, self.seed)
+
+    def check_splits(self) -> None:
+        """Each split holds a window of block_size + 1 tokens (else refused now, not in fit)."""
+        self.setup()
+        if self.corpus.val_fraction > 0:
+            FixedWindows(self._val, self.block_size, self.val_windows)
 
     @property
     def dims(self) -> dict[str, int]:

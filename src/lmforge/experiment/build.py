@@ -108,6 +108,7 @@ def build_module(config: dict, datamodule: DataModule, model_dir: Optional[Path]
     config["module"] = fill_nulls(config["module"], dims)
     model = build_model(config)
     check_compatible(model, datamodule)
+    datamodule.check_splits()
     optimizer = check_optimizer_spec(instantiate(config["optimizer"], _convert_="all")) if config.get("optimizer") \
         else None
     scheduler = instantiate(config["scheduler"], _convert_="all") if config.get("scheduler") else None
@@ -202,6 +203,15 @@ def check_devices(trainer: dict) -> None:
             raise UserError(f"trainer.devices={devices}, but this machine has {available} GPU(s)")
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise UserError("trainer.accelerator=mps, but Apple's MPS is not available here: use trainer=cpu")
+    if accelerator not in (None, "auto", "cpu", "gpu", "cuda", "mps"):
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        if accelerator not in AcceleratorRegistry:  # a typo: the choices are named
+            raise UserError(f"trainer.accelerator={accelerator}: expected one of auto, cpu, gpu, "
+                            f"{', '.join(a for a in AcceleratorRegistry if a not in ('cpu', 'gpu'))}")
+        if not AcceleratorRegistry[accelerator]["accelerator"].is_available():  # tpu without torch_xla
+            raise UserError(f"trainer.accelerator={accelerator}, but this machine has no {accelerator.upper()} "
+                            "(or its library is not installed): use trainer=cpu")
 
 
 def quiet_lightning_console() -> None:

@@ -112,7 +112,7 @@ def export_run(ckpt: Path, cache_dir: Path) -> Path:
     key = hashlib.sha256(f"{ckpt.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir / "init" / key
     if not (target / "config.json").is_file():
-        model, tokenizer, _ = load_model(ckpt, cache_dir=cache_dir)
+        model, tokenizer, _ = load_model(ckpt, cache_dir=cache_dir, role="init_from")
         export_hf(model, tokenizer, target)
     return target
 
@@ -253,10 +253,11 @@ def module_kind(config: dict) -> Optional[str]:
     return "classifier" if isinstance(cls, type) and issubclass(cls, SequenceClassifierModule) else "other"
 
 
-def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str | Path] = None
-               ) -> tuple[nn.Module, Any, dict]:
+def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str | Path] = None,
+               role: str = "generate and export") -> tuple[nn.Module, Any, dict]:
     """(model in eval mode, tokenizer, run config) of a run, a .ckpt, or a Hugging Face directory
-    (config {}): for generate (`causal`: a causal LM only) and export, without building the data."""
+    (config {}): for generate (`causal`: a causal LM only), export and init_from (`role`, named in the
+    error for a run of another kind), without building the data."""
     import json
 
     from transformers import AutoModelForCausalLM
@@ -283,8 +284,11 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
     if kind == "other":
         module = str(config["module"]["_target_"]).rsplit(".", 1)[-1]
         model_name = str((config.get("model") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+        if role == "init_from":
+            raise UserError(f"init_from={path}: not a language model or classifier run (module {module}, model "
+                            f"{model_name}); init_from takes one of those, or a Hugging Face model directory")
         raise UserError(f"{path}: not a language model run (module {module}, model {model_name}); "
-                        "generate and export take a language model run or model directory")
+                        f"{role} take a language model run or model directory")
     ckpt_path = find_checkpoint(source)
     model = build_model(config)
     # `model.` is the LightningModule attribute; `plain_key` drops what torch.compile (compile=true) adds.

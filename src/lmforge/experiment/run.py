@@ -43,6 +43,7 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     from lmforge.callbacks.final_validation import ValidateLastStep
     from lmforge.callbacks.heap import KeepFreedMemory
     from lmforge.callbacks.loader_state import RestoreLoaderState
+    from lmforge.callbacks.monitor_check import CheckMonitors
     from lmforge.callbacks.preemption import EXIT_STATUS, Preemption
     from lmforge.callbacks.run_in_checkpoints import RunInCheckpoints
     from lmforge.callbacks.step_seed import StepSeed
@@ -55,6 +56,7 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
         build_loggers,
         build_module,
         build_trainer,
+        check_devices,
         check_init_from,
         check_nan_policy,
         check_optimizer,
@@ -82,6 +84,7 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     config["data"] = absolute_paths(config["data"], os.getcwd())  # the saved run means the same files anywhere
     check_optimizer(config)
     check_init_from(config)
+    check_devices(config["trainer"])
 
     # 2. Claim the run directory (rank 0 owns it) and find where training starts.
     run = RunDir(Path(run_dir).absolute())
@@ -117,6 +120,15 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     module, config = build_module(config, datamodule, parent.model_dir if parent else None)
     if start_ckpt is not None:
         check_weights_fit(start_ckpt, module, start)
+    periodic = instantiate(config["checkpoint"], _convert_="all")
+    preemption = Preemption(periodic)
+    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
+                      KeepFreedMemory(), RestoreLoaderState(), CheckMonitors.from_config(config)]
+    if config["seed"] is not None:
+        own.append(StepSeed(config["seed"]))
+    trainer = build_trainer(config, callbacks=own, loggers=build_loggers(config, start_step))
+    check_nan_policy(config, trainer.world_size)
+    # The config is printed and the run claimed once everything that checks the input has passed.
     if owner:
         tree = render_tree(redact(config))
         if config["print_config"] and not multirun:
@@ -128,14 +140,6 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
         run.write_info(run_info("train", run.path, resumed_from=str(start) if start else None,
                                 parent=parent.lineage() if parent else None, visible_devices=devices,
                                 **_attempts(run)))
-    periodic = instantiate(config["checkpoint"], _convert_="all")
-    preemption = Preemption(periodic)
-    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
-                      KeepFreedMemory(), RestoreLoaderState()]
-    if config["seed"] is not None:
-        own.append(StepSeed(config["seed"]))
-    trainer = build_trainer(config, callbacks=own, loggers=build_loggers(config, start_step))
-    check_nan_policy(config, trainer.world_size)
     for logger in trainer.loggers:
         logger.log_hyperparams(redact(config))
 
