@@ -36,6 +36,14 @@ def lmforge(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def ctrl_c_at_its_default() -> None:
+    """`preexec_fn` of a child a test sends SIGINT: Ctrl-C at its default, as for a command typed in a
+    terminal (a shell starts background jobs with SIGINT ignored, and a child inherits that)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`lmforge ARGS` run in this process (no interpreter start-up: for config and bad-input cases
     where the process boundary is not the point); the same result type as `lmforge()`."""

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OFFLINE_ENV, STDLIB, cli, csv_metric, lmforge, metrics, one_line_error
+from conftest import (
+    OFFLINE_ENV,
+    STDLIB,
+    cli,
+    csv_metric,
+    ctrl_c_at_its_default,
+    lmforge,
+    metrics,
+    one_line_error,
+)
 
 LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=200",
             "callbacks=none", "logger=csv"]
@@ -26,7 +35,8 @@ def start(args: list[str], cwd: Path, command: str = "train", group: bool = Fals
     full = {**os.environ, **OFFLINE_ENV, **env}
     full.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen([sys.executable, "-m", "lmforge", command, *args], cwd=cwd, env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group,
+                            preexec_fn=ctrl_c_at_its_default)
 
 
 def wait_until(condition, proc: subprocess.Popen, what: str) -> None:

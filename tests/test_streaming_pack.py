@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import regex
 
-from conftest import STDLIB, csv_metric, lmforge, metrics, ok
+from conftest import STDLIB, csv_metric, ctrl_c_at_its_default, lmforge, metrics, ok
 from lmforge.data import plaintext
 from lmforge.data.corpus import Corpus, TextFile, resolve_sources, stdlib_files, tail_start
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
@@ -96,7 +96,7 @@ def test_a_killed_build_continues_where_it_stopped(signum: int, tmp_path: Path,
     tokenizer = byte_tokenizer(tmp_path / "bytes")
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path / "bytes"), str(cache)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_at_its_default)
     deadline = time.time() + 300
 
     def saved() -> list[Path]:  # a saved point of a build still under way (its files not yet published)
