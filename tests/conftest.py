@@ -44,6 +44,17 @@ def ctrl_c_at_its_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return all(state in "Tt" for state in states)
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`lmforge ARGS` run in this process (no interpreter start-up: for config and bad-input cases
     where the process boundary is not the point); the same result type as `lmforge()`."""

@@ -20,6 +20,7 @@ from conftest import (
     cli,
     csv_metric,
     ctrl_c_at_its_default,
+    is_stopped,
     lmforge,
     metrics,
     one_line_error,
@@ -109,17 +110,6 @@ def frozen_while(proc: subprocess.Popen, condition) -> None:
         if condition():
             return
         proc.send_signal(signal.SIGCONT)
-
-
-def is_stopped(pid: int) -> bool:
-    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
-    states = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
-        except OSError:
-            pass
-    return all(state in "Tt" for state in states)
 
 
 def has_open(pid: int, path: Path) -> bool:

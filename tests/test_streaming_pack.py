@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import regex
 
-from conftest import STDLIB, csv_metric, ctrl_c_at_its_default, lmforge, metrics, ok
+from conftest import STDLIB, csv_metric, ctrl_c_at_its_default, is_stopped, lmforge, metrics, ok
 from lmforge.data import plaintext
 from lmforge.data.corpus import Corpus, TextFile, resolve_sources, stdlib_files, tail_start
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
@@ -77,17 +77,6 @@ try:
 except Stopped as e:
     sys.exit(f"{e}")
 """
-
-
-def is_stopped(pid: int) -> bool:
-    """Whether every thread of process `pid` is stopped (state T in /proc; a thread that ended meanwhile too)."""
-    states = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
-        except OSError:
-            pass
-    return all(state in "Tt" for state in states)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
