@@ -261,6 +261,8 @@ def test_resuming_mid_epoch_the_data_position_is_restored_without_warning(tmp_pa
     def resumed_at_step_7(run: Path, samples: int | None = None) -> subprocess.CompletedProcess:
         shutil.copytree(tmp_path / "straight", run)
         (run / "checkpoints" / "step-0000014.ckpt").unlink()
+        info = json.loads((run / "run.json").read_text())  # as a run killed after step 7 leaves it
+        (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
         if samples is not None:  # where the checkpoint says the data is
             ckpt = torch.load(run / "checkpoints" / "step-0000007.ckpt", weights_only=True)
             ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] = [{"epoch": 1, "samples": samples}]
