@@ -25,6 +25,7 @@ from conftest import (
     metrics,
     one_line_error,
 )
+from lmforge.tokenizers.build import TRAINING_THREAD
 
 LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=200",
             "callbacks=none", "logger=csv"]
@@ -112,15 +113,15 @@ def frozen_while(proc: subprocess.Popen, condition) -> None:
         proc.send_signal(signal.SIGCONT)
 
 
-def has_open(pid: int, path: Path) -> bool:
-    """Whether process `pid` has `path` open (it is reading it)."""
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+def thread_names(pid: int) -> set[str]:
+    """The OS names of the threads of process `pid`."""
+    names = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            if os.readlink(fd) == str(path):
-                return True
+            names.add((task / "comm").read_text().strip())
         except OSError:
-            pass  # closed meanwhile
-    return False
+            pass  # ended meanwhile
+    return names
 
 
 @pytest.mark.parametrize("signum, status, code", [(signal.SIGINT, "interrupted", 130),
@@ -128,14 +129,14 @@ def has_open(pid: int, path: Path) -> bool:
 def test_a_signal_while_a_tokenizer_trains_stops_at_once_and_leaves_nothing(signum, status, code, tmp_path: Path):
     """BPE training runs in Rust, where Python would see a signal only once the whole training is done."""
     corpus = tmp_path / "corpus.txt"
-    with open(corpus, "w") as out:  # ~16 MB: read in pieces, then seconds of merges
+    with open(corpus, "w") as out:  # ~16 MB: read in a blink, then seconds of merges
         for source in sorted(STDLIB.glob("**/*.py")):
             if out.tell() > 16e6:
                 break
             out.write(source.read_text(errors="replace"))
     proc = start(["data.paths=[corpus.txt]", "tokenizer.vocab_size=4096", "tokenizer.path=tok"], tmp_path,
                  command="tokenizer", LMFORGE_CACHE_DIR=str(tmp_path / "cache"))
-    frozen_while(proc, lambda: has_open(proc.pid, corpus))  # its training is reading the corpus
+    frozen_while(proc, lambda: TRAINING_THREAD in thread_names(proc.pid))  # the BPE training thread is running
     proc.send_signal(signum)
     proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
