@@ -18,9 +18,9 @@ def main(cfg: DictConfig) -> None:
 
     # 2. Build: the model and its tokenizer only (no data).
     model, tokenizer, _ = load_model(config["ckpt_path"], causal=True, cache_dir=config["paths"]["cache_dir"])
-    if new_tokens_cap(model, config["max_new_tokens"]) < config["max_new_tokens"]:
+    if (cap := new_tokens_cap(model, config["max_new_tokens"])) < config["max_new_tokens"]:
         print(f"note: max_new_tokens={config['max_new_tokens']} is more than the model's context: "
-              f"generating at most {new_tokens_cap(model, config['max_new_tokens'])} tokens", file=sys.stderr)
+              f"generating at most {cap} tokens", file=sys.stderr)
 
     # 3. Run, streaming each sample to the terminal.
     for i in range(config["num_samples"]):
