@@ -7,11 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
+
+import warm
 
 # Each xdist worker (and every process it starts) gets its share of the cores: two workers with two
 # torch threads each on two cores spend their time switching, not computing.
@@ -28,12 +29,25 @@ OFFLINE_ENV = {
 }
 
 
-def lmforge(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`python -m lmforge ARGS` in `cwd`; returns the finished process (text stdout/stderr)."""
+def lmforge(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m lmforge ARGS` in `cwd` as its own process (forked warm, see warm.py; `fresh=True`: a new
+    interpreter); returns the finished process (text stdout/stderr)."""
+    proc = start(list(args), cwd, env, fresh=fresh)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(["lmforge", *args], proc.returncode, out, err)
+
+
+def start(args: list[str], cwd: Path, env: dict | None = None, **options):
+    """`python -m lmforge ARGS` started in `cwd` (the environment: this one, offline, plus `env`); a
+    Popen-like handle. Options: stdout/stderr (default PIPE), new_session, fresh (see warm.start)."""
     full_env = {**os.environ, **OFFLINE_ENV, **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return warm.start(args, cwd, full_env, **options)
 
 
 def ctrl_c_at_its_default() -> None:
@@ -222,3 +236,13 @@ def tiny_hf_lm(tmp_path_factory) -> Path:
     model = GPT2LMHeadModel(GPT2Config(vocab_size=258, n_positions=64, n_layer=2, n_head=2, n_embd=64,
                                        bos_token_id=None, eos_token_id=None))
     return export_hf(model, tokenizer, tmp_path_factory.mktemp("lm") / "tiny-gpt2")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests marked slow first (their order kept): `make test` hands tests to workers as they free up
+    (`--dist loadgroup`), and a slow test drawn last would set the wall time alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_sessionfinish(session) -> None:
+    warm.stop_server()

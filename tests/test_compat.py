@@ -177,6 +177,11 @@ def test_hydra_job_error_and_quiet_locate():
     assert records == []  # the caller words the error; Hydra's own log line would be a second one
 
 
+def test_hydra_grid_jobs_come_in_the_order_hydra_runs_them():
+    assert hydra_compat.grid_jobs(["a=1,2", "b=x,y"]) == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"],
+                                                          ["a=2", "b=y"]]
+
+
 def test_optuna_storage_and_trial_ids():
     import optuna
 

@@ -30,6 +30,7 @@ def classifier_run(tmp_path_factory, pretrain_run, review_files) -> Path:
     return run
 
 
+@pytest.mark.xdist_group("classifier_run")  # the tests of one module-scoped run share a worker
 def test_classifier_from_our_pretraining_run_learns(classifier_run: Path, pretrain_run):
     result = metrics(classifier_run)
     assert result["val/acc"] >= 0.8 and "val/f1" in result and "test/f1" in result
@@ -38,6 +39,7 @@ def test_classifier_from_our_pretraining_run_learns(classifier_run: Path, pretra
     assert (classifier_run / "predictions.csv").is_file()
 
 
+@pytest.mark.xdist_group("classifier_run")
 def test_eval_with_another_test_file_writes_predictions(classifier_run: Path, tmp_path: Path):
     test_file = reviews(tmp_path / "more.csv", 30, 7)
     out = tmp_path / "eval"

@@ -13,7 +13,7 @@ import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import PassThroughProfiler
 
-from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error
+from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error, start
 from lmforge.runs.checkpoints import saved_config
 
 
@@ -233,22 +233,14 @@ def test_corrupt_checkpoint_is_one_line(mlp_run: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_two_nodes_started_by_hand_share_one_run_directory(tmp_path: Path):
     """A 2-node DDP job simulated on one machine (MASTER_ADDR/NODE_RANK, as a cluster launcher sets)."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import OFFLINE_ENV
-
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "lmforge", "train", "experiment=mnist_mlp", "trainer=ddp_cpu", "trainer.devices=1",
+    args = ["train", "experiment=mnist_mlp", "trainer=ddp_cpu", "trainer.devices=1",
             "trainer.num_nodes=2", "debug=limit", "trainer.max_epochs=1", "trainer.limit_train_batches=1.0",
             "data.download=false", "print_config=false", f"hydra.run.dir={run}"]
     nodes = []
     for node_rank in (0, 1):
-        env = {**os.environ, **OFFLINE_ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29571",
-               "NODE_RANK": str(node_rank), "WORLD_SIZE": "2"}
-        nodes.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29571", "NODE_RANK": str(node_rank), "WORLD_SIZE": "2"}
+        nodes.append(start(args, tmp_path, env))
     outputs = [node.communicate(timeout=600) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert "run directory:" in outputs[0][0] and "run directory:" not in outputs[1][0]

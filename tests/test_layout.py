@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 import lmforge
-from lmforge.cli import COMMANDS
+from lmforge.config.schema import COMMANDS
 
 PACKAGE = Path(lmforge.__file__).parent
 
@@ -84,7 +84,7 @@ def test_no_source_file_over_400_lines():
 
 
 def test_one_file_per_command():
-    for command, (module, _) in COMMANDS.items():
-        assert (PACKAGE / "commands" / f"{module}.py").is_file(), command
+    for command in COMMANDS:
+        assert (PACKAGE / "commands" / f"{command}.py").is_file(), command
         assert (PACKAGE.parent.parent / "conf" / f"{command}.yaml").is_file() or \
             (PACKAGE / "conf" / f"{command}.yaml").is_file(), command

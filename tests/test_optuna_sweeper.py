@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import yaml
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from conftest import OFFLINE_ENV, csv_metric, lmforge, metrics, ok, one_line_error
+from conftest import csv_metric, lmforge, metrics, ok, one_line_error, start
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -69,8 +68,7 @@ def test_a_killed_sweep_continues_to_exactly_n_trials_re_running_the_cut_off_tri
     args = sweep_args(sweep, 3, "hydra.sweeper.heartbeat_interval=1")
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "lmforge", *args], cwd=tmp_path, stdout=out,
-                                 stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
+        first = start(args, tmp_path, stdout=out, stderr=subprocess.STDOUT, new_session=True)
     try:  # kill the whole sweep once trial 0 is told and trial 1's job has started
         wait_for(lambda: "optuna: trial 0 complete" in log.read_text() and (sweep / "1" / ".hydra").is_dir(),
                  first, log)
@@ -98,8 +96,8 @@ def test_two_sweep_processes_share_one_study_without_duplicates(tmp_path: Path):
     procs = []
     for log in logs:
         with open(log, "w") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "lmforge", *sweep_args(sweep, 4, "hydra.sweeper.pruner=null")],
-                                          cwd=tmp_path, env=cli_env(), stdout=out, stderr=subprocess.STDOUT))
+            procs.append(start(sweep_args(sweep, 4, "hydra.sweeper.pruner=null"), tmp_path, stdout=out,
+                               stderr=subprocess.STDOUT))
     codes = [p.wait(timeout=600) for p in procs]
     outputs = [log.read_text() for log in logs]
     assert codes == [0, 0], [out[-3000:] for out in outputs]
@@ -149,12 +147,6 @@ def test_the_language_model_preset_minimizes_val_bpb(tmp_path: Path, corpus: Pat
     assert [sorted(t.intermediate_values) for t in trials] == [[3, 6]] * 2  # reported at each validation
     assert results(sweep)["best_value"] == pytest.approx(min(metrics(sweep / str(n))["val/bpb"] for n in (0, 1)))
     assert "val/bpb=" in proc.stdout
-
-
-def cli_env() -> dict:
-    env = {**os.environ, **OFFLINE_ENV}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
 
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:

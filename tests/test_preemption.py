@@ -8,37 +8,31 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import (
-    OFFLINE_ENV,
     STDLIB,
     cli,
     csv_metric,
-    ctrl_c_at_its_default,
     is_stopped,
     lmforge,
     metrics,
     one_line_error,
 )
+from conftest import start as started
 from lmforge.tokenizers.build import TRAINING_THREAD
 
 LONG_MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=200",
-            "callbacks=none", "logger=csv"]
+            "callbacks=minimal", "logger=csv"]
 
 
 def start(args: list[str], cwd: Path, command: str = "train", group: bool = False, **env: str) -> subprocess.Popen:
     """`lmforge ARGS` started in `cwd`; `group`: in a process group of its own, as a terminal's Ctrl-C
     reaches a command and its children (os.killpg)."""
-    full = {**os.environ, **OFFLINE_ENV, **env}
-    full.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "lmforge", command, *args], cwd=cwd, env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group,
-                            preexec_fn=ctrl_c_at_its_default)
+    return started([command, *args], cwd, env, new_session=group)
 
 
 def wait_until(condition, proc: subprocess.Popen, what: str) -> None:
@@ -93,7 +87,7 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_together(tmp_path: Path):
     assert info["status"] == "preempted"
     assert (run / "checkpoints" / f"step-{info['global_step']:07d}.ckpt").is_file()
     # ...and it resumes under DDP from that checkpoint to the end.
-    resumed = start([*LONG_MLP[:-3], "trainer.max_epochs=1", "callbacks=none", "logger=csv", "trainer=ddp_cpu",
+    resumed = start([*LONG_MLP[:-3], "trainer.max_epochs=1", "callbacks=minimal", "logger=csv", "trainer=ddp_cpu",
                      f"hydra.run.dir={run}", "resume=auto", "trainer.max_steps=" + str(info["global_step"] + 5)],
                     tmp_path)
     _, err = resumed.communicate(timeout=300)
@@ -188,7 +182,7 @@ class HoldAtFitEnd(L.Callback):
             time.sleep(0.05)
 '''
 ENDLESS = ["experiment=mnist_mlp", "data=digits", "data._target_=signalled.EndlessDigits", "print_config=false",
-           "trainer.max_epochs=1", "callbacks=none", "logger=csv", "trainer.log_every_n_steps=1"]
+           "trainer.max_epochs=1", "callbacks=minimal", "logger=csv", "trainer.log_every_n_steps=1"]
 
 
 def signalled(folder: Path) -> dict[str, str]:
@@ -295,7 +289,7 @@ def test_a_second_live_run_in_one_directory_is_refused_and_a_stale_lock_is_not(t
     first.wait()
     # The killed run's lock file is still there, its lock is not: resume=auto continues the run.
     assert (run / ".lock").is_file()
-    done = lmforge("train", *LONG_MLP[:3], "trainer.max_epochs=1", "callbacks=none", "logger=csv",
+    done = lmforge("train", *LONG_MLP[:3], "trainer.max_epochs=1", "callbacks=minimal", "logger=csv",
                    f"hydra.run.dir={run}", "resume=auto", "trainer.max_steps=1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -45,6 +45,8 @@ def readme_commands() -> list[str]:
 
 
 COMMANDS = readme_commands()
+# The lines run in order in one worker: `<run>` is the run an earlier line made.
+pytestmark = pytest.mark.xdist_group("readme")
 
 
 def fast_overrides(words: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, lmforge, metrics, ok, one_line_error, small_corpus
+from conftest import built_once, cli, lmforge, metrics, ok, one_line_error, small_corpus
 
 JOBS = {("relu", "0.01"), ("relu", "0.001"), ("tanh", "0.01"), ("tanh", "0.001")}
 
@@ -20,12 +20,12 @@ JOBS = {("relu", "0.01"), ("relu", "0.001"), ("tanh", "0.01"), ("tanh", "0.001")
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> Path:
     """A real 2x2 grid of short MLP runs (activation x learning rate), logging every other step."""
-    root = tmp_path_factory.mktemp("report")
-    sweep_dir = root / "sweep"
-    ok(lmforge("train", "experiment=mnist_mlp", "debug=limit", "data.download=false", "print_config=false",
-               "trainer.log_every_n_steps=2", "-m", "model.activation=relu,tanh", "optimizer.lr=0.01,0.001",
-               f"hydra.sweep.dir={sweep_dir}", cwd=root))
-    return sweep_dir
+    def build(root: Path) -> None:
+        ok(lmforge("train", "experiment=mnist_mlp", "debug=limit", "data.download=false", "print_config=false",
+                   "trainer.log_every_n_steps=2", "-m", "model.activation=relu,tanh", "optimizer.lr=0.01,0.001",
+                   f"hydra.sweep.dir={root / 'sweep'}", cwd=root))
+
+    return built_once(tmp_path_factory, "report", build) / "sweep"
 
 
 def copy_of(sweep: Path, tmp_path: Path) -> Path:

@@ -11,14 +11,14 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import OFFLINE_ENV, csv_metric, lmforge, metrics, ok
+from conftest import csv_metric, lmforge, metrics, ok
+from conftest import start as started
 
 MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "trainer.max_epochs=10",
        "model.dropout=0.3", "checkpoint.every_n_steps=4", "logger=many", "logger.wandb.mode=offline"]
@@ -31,11 +31,8 @@ def pretrain(corpus: Path, cache: Path) -> list[str]:
             "callbacks=default", "test=false"]
 
 
-def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    full = {**os.environ, **OFFLINE_ENV, **(env or {})}
-    full.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=cwd, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start(args: list[str], cwd: Path, env: dict | None = None):
+    return started(["train", *args], cwd, env, stdout=subprocess.DEVNULL)
 
 
 def newest_step(run: Path) -> int:
@@ -255,7 +252,7 @@ def test_resuming_mid_epoch_the_data_position_is_restored_without_warning(tmp_pa
     """The training DataLoader's position is state in the checkpoint: Lightning restores it, and does not
     warn that the loader is not resumable and results may be unreliable; that state is where the data resumes."""
     args = [*MLP[:3], "debug=limit", "model.dropout=0.3", "checkpoint.every_n_steps=7", "checkpoint.keep=10",
-            "callbacks=none", "logger=csv", "test=false"]
+            "callbacks=minimal", "logger=csv", "test=false"]
     ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
 
     def resumed_at_step_7(run: Path, samples: int | None = None) -> subprocess.CompletedProcess:

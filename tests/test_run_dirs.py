@@ -15,6 +15,8 @@ import pytest
 
 from conftest import cli, ok, one_line_error
 
+pytestmark = pytest.mark.xdist_group("run_dirs")  # its tests share one module-scoped finished run
+
 QUICK = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "debug=limit", "trainer.max_epochs=1",
          "logger=csv"]
 

@@ -28,7 +28,8 @@ def secret_launch(tmp_path: Path, *args: str):
     return lmforge("train", "experiment=mnist_mlp", "data.download=false", "print_config=true",
                    f"+hydra.job.env_set.WANDB_API_KEY={WANDB_KEY}", f"+hydra.job.env_set.db_password={PASSWORD}",
                    f"tags=[{ENV_SECRET}]", *args, cwd=tmp_path,
-                   env={"MY_SERVICE_TOKEN": ENV_SECRET, "WANDB_MODE": "offline", "HOME": str(tmp_path)})
+                   env={"MY_SERVICE_TOKEN": ENV_SECRET, "WANDB_MODE": "offline", "HOME": str(tmp_path)},
+                   fresh=True)  # a new interpreter: every library finds its home and cache under tmp_path
 
 
 def test_a_run_with_every_logger_writes_no_secret_anywhere(tmp_path: Path):

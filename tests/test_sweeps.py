@@ -9,15 +9,13 @@ import csv
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import OFFLINE_ENV, lmforge, metrics, ok
+from conftest import lmforge, metrics, ok, start
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["experiment=mnist_mlp", "debug=limit", "data.download=false"]
@@ -146,12 +144,9 @@ def test_slurm_local_job_is_signalled_checkpoints_requeues_and_continues(tmp_pat
     import os
 
     sweep = tmp_path / "sweep"
-    env = {**os.environ, **OFFLINE_ENV}
-    env.pop("HYDRA_FULL_ERROR", None)
     args = ["experiment=mnist_mlp", "data.download=false", "trainer.max_epochs=30", "callbacks=default",
             "print_config=false", "-m", "launcher=slurm_local", "seed=7", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "train", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(["train", *args], tmp_path)
     info_file = sweep / "0" / "run.json"
     deadline = time.time() + 300
     while time.time() < deadline and not (sweep / "0" / "checkpoints" / "last.ckpt").is_file():

@@ -28,7 +28,7 @@ from lmforge.signals import EXIT_STATUS
 _LAUNCH: dict = {"made": None}  # the outermost directory of hydra.run.dir that this launch makes, if any
 
 
-def run_command(command: str, module_name: str, args: list[str]) -> int:
+def run_command(command: str, args: list[str]) -> int:
     """Compose `conf/<command>.yaml` with `args` (Hydra syntax) and call the command's `main`."""
     from lmforge.compat import hydra as hydra_compat
     from lmforge.config.resolvers import register_resolvers
@@ -38,7 +38,7 @@ def run_command(command: str, module_name: str, args: list[str]) -> int:
     # and per-shard loading bars are noise for models this size.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    task = importlib.import_module(f"lmforge.commands.{module_name}").main
+    task = importlib.import_module(f"lmforge.commands.{command}").main
     parser = hydra_compat.args_parser()
     parser.prog = f"lmforge {command}"
     parser.error = functools.partial(_usage_error, command)

@@ -1,6 +1,7 @@
 """`lmforge <command> [hydra overrides]`: dispatch to one Hydra app per command.
 
-Kept free of torch/lightning/transformers imports so that `--help` and dispatch are instant.
+Kept free of torch/lightning/transformers imports so that `--help` and dispatch are quick; the commands
+are those of `lmforge.config.schema.COMMANDS`.
 """
 
 from __future__ import annotations
@@ -8,16 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-
-# command -> (module under lmforge.commands, one-line summary)
-COMMANDS = {
-    "train": ("train", "train any experiment (MLP, pretraining, fine-tuning), then test it"),
-    "eval": ("eval", "test a checkpoint or run directory; writes metrics.json (and predictions)"),
-    "generate": ("generate", "sample text from a checkpoint, run directory or exported model"),
-    "tokenizer": ("tokenizer", "train a byte-level BPE tokenizer on a corpus"),
-    "export": ("export", "write a checkpoint as a Hugging Face model directory"),
-    "report": ("report", "compare runs and sweeps: a table of their metrics and configs"),
-}
 
 USAGE = """usage: lmforge <command> [hydra overrides] [--help] [--cfg job] [-m]
 
@@ -33,8 +24,10 @@ examples:
 
 
 def usage() -> str:
+    from lmforge.config.schema import COMMANDS
+
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {spec.summary}" for name, spec in COMMANDS.items()]
     return USAGE.format(commands="\n".join(lines))
 
 
@@ -49,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"lmforge {__version__}")
         sys.exit(0)
+    from lmforge.config.schema import COMMANDS
+
     command = args[0]
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from lmforge.app import run_command
 
-        status = run_command(command, COMMANDS[command][0], args[1:])
+        status = run_command(command, args[1:])
     except signals.Signalled as stop:  # while importing: nothing was started yet
         print(stop, file=sys.stderr)
         status = stop.exit_status

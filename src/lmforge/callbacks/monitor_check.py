@@ -32,7 +32,7 @@ class CheckMonitors(L.Callback):
         logged = sorted(trainer.callback_metrics)
         stages = {name.split("/")[0] for name in logged if "/" in name}
         for callback in trainer.callbacks:
-            monitor = getattr(callback, "monitor", None)
+            monitor = getattr(callback, "monitor", None)  # getattr: only callbacks that watch a metric have one
             if not isinstance(monitor, str) or monitor in logged or monitor.split("/")[0] not in stages:
                 continue
             key = self.keys.get(monitor, f"{type(callback).__name__}.monitor")

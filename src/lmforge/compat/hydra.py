@@ -65,3 +65,13 @@ def locate(path: str) -> Any:
 
     with _quiet("hydra.utils"):
         return get_object(path)
+
+
+def grid_jobs(arguments: list[str]) -> list[list[str]]:
+    """Each job's overrides of a grid sweep over `arguments` (`key=a,b` ...), in job order, as Hydra's
+    BasicSweeper (a class of Hydra's private modules) makes them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]

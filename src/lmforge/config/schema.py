@@ -176,8 +176,10 @@ class Report:
 
 @dataclass(frozen=True)
 class Command:
-    """What a command's composed config may hold, section by section."""
+    """A command (`lmforge <name>`, run by lmforge/commands/<name>.py from conf/<name>.yaml): its one-line
+    summary and what its composed config may hold, section by section."""
 
+    summary: str
     keys: type  # the typed schema of its plain top-level keys
     sections: tuple[str, ...] = ()  # `_target_` nodes
     collections: tuple[str, ...] = ()  # named `_target_` nodes: callbacks.model_checkpoint, logger.csv
@@ -188,12 +190,12 @@ class Command:
 COMMANDS = {
     # Sections are checked in this order: `tokenizer` before `data`, which interpolates it, so that an
     # error names the key the user typed.
-    "train": Command(Train, sections=("tokenizer", "data", "model", "module", "optimizer", "scheduler", "trainer",
+    "train": Command("train any experiment (MLP, pretraining, fine-tuning), then test it", Train, sections=("tokenizer", "data", "model", "module", "optimizer", "scheduler", "trainer",
                                       "finetune", "checkpoint"),
                      collections=("callbacks", "logger")),
-    "eval": Command(Eval, sections=("trainer",), collections=("logger",), overlays=("data", "module")),
-    "tokenizer": Command(Tokenizer, sections=("tokenizer", "data")),
-    "generate": Command(Generate),
-    "export": Command(Export),
-    "report": Command(Report),
+    "eval": Command("test a checkpoint or run directory; writes metrics.json (and predictions)", Eval, sections=("trainer",), collections=("logger",), overlays=("data", "module")),
+    "tokenizer": Command("train a byte-level BPE tokenizer on a corpus", Tokenizer, sections=("tokenizer", "data")),
+    "generate": Command("sample text from a checkpoint, run directory or exported model", Generate),
+    "export": Command("write a checkpoint as a Hugging Face model directory", Export),
+    "report": Command("compare runs and sweeps: a table of their metrics and configs", Report),
 }

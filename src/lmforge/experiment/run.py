@@ -122,6 +122,7 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
         check_weights_fit(start_ckpt, module, start)
     periodic = instantiate(config["checkpoint"], _convert_="all")
     preemption = Preemption(periodic)
+    # lmforge's own callbacks, whatever `callbacks=` picks (conf/callbacks/minimal.yaml lists them for users).
     own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
                       KeepFreedMemory(), RestoreLoaderState(), CheckMonitors.from_config(config)]
     if config["seed"] is not None:

@@ -13,14 +13,12 @@ from lmforge.runs.directory import settings
 def grid_jobs(config: DictConfig) -> Optional[list[list[str]]]:
     """Each job's overrides, in job order, as Hydra's BasicSweeper makes them (None if it cannot be told
     here, e.g. a `glob()` that needs the config loader)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from lmforge.compat import hydra as hydra_compat
 
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     try:
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        return hydra_compat.grid_jobs(arguments)
     except Exception:  # noqa: BLE001 - Hydra's own parse reports it, in its own words, when the sweep starts
         return None
 
