@@ -244,5 +244,17 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session) -> None:
+    """Under `--dist loadgroup` the tests of one xdist_group must reach one worker (the README's lines
+    run in order; module-scoped runs are shared): stop at once if this pytest/pytest-xdist pair lost them."""
+    if session.config.getoption("dist", "no") != "loadgroup" or "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"--dist loadgroup ignored the xdist_group of {lost[0]} (and {len(lost) - 1} more): "
+                                "this pytest-xdist cannot group tests under this pytest; see pyproject.toml")
+
+
 def pytest_sessionfinish(session) -> None:
     warm.stop_server()
