@@ -32,6 +32,13 @@ def _some(items: list) -> list:
     return items
 
 
+def _some_held_out(items: list) -> list:
+    if not items:
+        raise ValueError("expected at least one file, directory, glob or hf: dataset (null: validation held out "
+                         "of data.paths)")
+    return items
+
+
 def _path(text: str) -> str:
     if not text.strip():
         raise ValueError("expected a non-empty path")
@@ -52,6 +59,8 @@ PathText = Annotated[str, AfterValidator(_path)]
 
 # Where a corpus comes from: null means the bundled one, so an empty list given explicitly is a mistake.
 Sources = Optional[Annotated[list[str], AfterValidator(_some)]]
+# Where validation text comes from instead: null means held out of the training sources.
+ValSources = Optional[Annotated[list[str], AfterValidator(_some_held_out)]]
 
 # A fraction of the batches (a float in [0, 1]) or a count of them (an int); 2.0 is neither. The float
 # first: its range is the error shown for 1.5.

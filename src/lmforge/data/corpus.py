@@ -63,23 +63,24 @@ def _expand_dir(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not _is_hidden(p, root))
 
 
-def _parse_hf(entry: str) -> HFSource:
+def _parse_hf(entry: str, key: str = "data.paths") -> HFSource:
     parts = entry[3:].split(":")
     if not parts[0] or len(parts) > 3:
-        raise UserError(f"data.paths entry {entry!r}: expected hf:NAME[:CONFIG][:SPLIT]")
+        raise UserError(f"{key} entry {entry!r}: expected hf:NAME[:CONFIG][:SPLIT]")
     config = parts[1] if len(parts) > 1 and parts[1] else None
     split = parts[2] if len(parts) > 2 and parts[2] else "train"
     return HFSource(parts[0], config, split)
 
 
-def resolve_sources(paths: Sequence[str | Path]) -> list[Source]:
-    """Expand each entry (file, directory, glob or `hf:` name) into sources, in order, deduplicated."""
+def resolve_sources(paths: Sequence[str | Path], key: str = "data.paths") -> list[Source]:
+    """Expand each entry (file, directory, glob or `hf:` name) into sources, in order, deduplicated;
+    errors name `key` (the config key the entries come from)."""
     out: list[Source] = []
     seen: set = set()
     for entry in paths:
         text = str(entry)
         if text.startswith("hf:"):
-            found: list[Source] = [_parse_hf(text)]
+            found: list[Source] = [_parse_hf(text, key)]
         elif _GLOB_CHARS & set(text):
             found = []
             for match in sorted(glob.glob(str(Path(text).expanduser()), recursive=True)):
@@ -89,13 +90,13 @@ def resolve_sources(paths: Sequence[str | Path]) -> list[Source]:
             p = Path(text).expanduser()
             found = _expand_dir(p) if p.is_dir() else [p] if p.is_file() else []
         if not found:
-            raise UserError(f"data.paths entry {text!r} {_why_no_file(Path(text).expanduser())}")
+            raise UserError(f"{key} entry {text!r} {_why_no_file(Path(text).expanduser())}")
         for s in found:
             if s not in seen:
                 seen.add(s)
                 out.append(s)
     if not out:
-        raise UserError("data.paths: no input files given")
+        raise UserError(f"{key}: no input files given")
     return out
 
 
@@ -254,43 +255,99 @@ def iter_documents(sources: Sequence[Source], text_field: str = "text", on_decod
         yield doc.text() if isinstance(doc, TextFile) else doc
 
 
+def _same_source(source: Source) -> object:
+    """What identifies a source across spellings: the real file (links and `..` resolved), or the `hf:` name."""
+    return source.resolve() if isinstance(source, Path) else str(source)
+
+
+def _has_text(path: Path, text_field: str, on_decode_error: str) -> bool:
+    """Whether the file holds a non-blank document (read up to the first one)."""
+    if on_decode_error == "skip" and not _is_utf8(path):
+        return False
+    for doc in _read_file(path, text_field):
+        if not (doc.is_blank() if isinstance(doc, TextFile) else not doc.strip()):
+            return True
+    return False
+
+
+def check_val_sources(train: Sequence[Source], val: Sequence[Source], text_field: str = "text",
+                      on_decode_error: str = "error") -> None:
+    """One line naming data.val_paths for a validation file that training also reads (its text would
+    leak into training) or that holds no text to validate on."""
+    trained = {_same_source(s) for s in train}
+    for source in val:
+        if _same_source(source) in trained:
+            raise UserError(f"data.val_paths: {source} is also in data.paths (training would read the validation "
+                            "text); keep it out of data.paths' files, folders and globs")
+        if isinstance(source, Path) and not _has_text(source, text_field, on_decode_error):
+            why = "is not UTF-8 text" if on_decode_error == "skip" and not _is_utf8(source) else "is empty or blank"
+            raise UserError(f"data.val_paths: {source} {why}: no text to validate on")
+
+
+def _doc_parts(doc: str | TextFile, held_out: bool) -> Iterator[Part]:
+    """A whole document as parts (a plain-text file piece by piece), all on one side."""
+    if isinstance(doc, TextFile):
+        yield from ((text, held_out, last) for text, last in mark_last(doc.pieces()))
+    else:
+        yield doc, held_out, True
+
+
 class Corpus:
     """The documents of `sources` read with fixed settings, and their train/validation split.
 
-    By document when the corpus has enough of them (at least 1 / val_fraction, so that one or more
+    With `val_sources` (data.val_paths), validation is their documents, whole, and training every
+    document of `sources` (`val_fraction` unused); the two share no file (checked here). Otherwise,
+    by document when the corpus has enough of them (at least 1 / val_fraction, so that one or more
     is expected in validation, and one on each side): document i is held out when
     `in_holdout(i, val_fraction)`, which needs no count of the documents (streaming). Otherwise (one file, or a few) by position:
-    the last `val_fraction` of each document's text is held out (see `tail_start`). Both are
-    deterministic and never put the same text in train and validation.
+    the last `val_fraction` of each document's text is held out (see `tail_start`). All are
+    deterministic and never put the same text in train and validation. `max_docs` caps the documents
+    of `sources` only.
     """
 
     def __init__(self, sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
-                 val_fraction: float = 0.05, max_docs: int | None = None) -> None:
+                 val_fraction: float = 0.05, max_docs: int | None = None,
+                 val_sources: Sequence[Source] | None = None) -> None:
         if not 0.0 <= float(val_fraction) < 1.0:
             raise UserError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         check_decode_policy(on_decode_error)
         self.sources, self.text_field, self.on_decode_error = list(sources), text_field, on_decode_error
         self.val_fraction, self.max_docs = float(val_fraction), max_docs
+        self.val_sources = list(val_sources) if val_sources else None
+        if self.val_sources:
+            check_val_sources(self.sources, self.val_sources, text_field, on_decode_error)
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether any text is held out for validation (val_fraction=0 without val files: none)."""
+        return bool(self.val_sources) or self.val_fraction > 0
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Hash of the files (path, size, mtime) and of every setting that changes the text or its split."""
+        """Hash of the files (path, size, mtime) and of every setting that changes the text or its split:
+        the validation files' own hash in place of val_fraction when there are some."""
+        split: dict[str, object] = {"val_fraction": self.val_fraction}
+        if self.val_sources:
+            split = {"val_files": corpus_fingerprint(self.val_sources)}
         return corpus_fingerprint(self.sources, text_field=self.text_field, on_decode_error=self.on_decode_error,
-                                  max_docs=self.max_docs, val_fraction=self.val_fraction)
+                                  max_docs=self.max_docs, **split)
 
     def _documents(self) -> Iterator[str | TextFile]:
         docs = _documents(self.sources, self.text_field, self.on_decode_error)
         return itertools.islice(docs, self.max_docs) if self.max_docs else docs
 
     def documents(self, max_chars: int | None = None) -> Iterator[str]:
-        """The non-empty documents in order (at most `max_docs`), read as they are consumed; with
-        `max_chars`, each cut to its first characters (a huge file is not read whole)."""
+        """The non-empty documents in order (at most `max_docs`; never those of `val_sources`), read as
+        they are consumed; with `max_chars`, each cut to its first characters (a huge file is not read whole)."""
         for doc in self._documents():
             yield doc.text(max_chars) if isinstance(doc, TextFile) else doc[:max_chars]
 
     @functools.cached_property
     def split_by(self) -> str:
-        """"document", or "position" when the corpus has too few documents to split by document."""
+        """"files" (val_sources given), "document", or "position" when the corpus has too few documents
+        to split by document."""
+        if self.val_sources:
+            return "files"
         if self.val_fraction == 0:
             return "document"
         enough = math.ceil(1 / self.val_fraction)
@@ -301,19 +358,26 @@ class Corpus:
                 return "document"
         return "position"
 
+    def _train_parts(self) -> Iterator[Part]:
+        """With val_sources: every document of `sources`, none held out."""
+        for doc in self._documents():
+            yield from _doc_parts(doc, False)
+
     def parts(self) -> Iterator[Part]:
         """(text, held out, ends) in corpus order: each document, or each document's head then its
-        tail; a plain-text file comes in pieces, and `ends` marks the last text of each of these."""
+        tail; a plain-text file comes in pieces, and `ends` marks the last text of each of these.
+        With val_sources: the documents of `sources`, then those of `val_sources`, held out."""
+        if self.val_sources:
+            yield from self._train_parts()
+            for doc in _documents(self.val_sources, self.text_field, self.on_decode_error):
+                yield from _doc_parts(doc, True)
+            return
         by_position = self.split_by == "position"
         for i, doc in enumerate(self._documents()):
-            if isinstance(doc, TextFile):
-                if by_position:
-                    yield from doc.split_at(doc.tail_start(self.val_fraction))
-                else:
-                    held_out = in_holdout(i, self.val_fraction)
-                    yield from ((text, held_out, last) for text, last in mark_last(doc.pieces()))
+            if by_position and isinstance(doc, TextFile):
+                yield from doc.split_at(doc.tail_start(self.val_fraction))
             elif not by_position:
-                yield doc, in_holdout(i, self.val_fraction), True
+                yield from _doc_parts(doc, in_holdout(i, self.val_fraction))
             else:
                 cut = tail_start(doc, self.val_fraction)
                 if cut > 0:
@@ -323,4 +387,5 @@ class Corpus:
 
     def train_texts(self) -> Iterator[str]:
         """The text a tokenizer may learn from: never any validation text."""
-        return (text for text, held_out, _ in self.parts() if not held_out)
+        parts = self._train_parts() if self.val_sources else self.parts()
+        return (text for text, held_out, _ in parts if not held_out)

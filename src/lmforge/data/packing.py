@@ -181,7 +181,7 @@ def _encoded(batches: Iterator[list[Part]], tokenizer_json: str, eos_id: int, dt
 
 # ---- main side
 def packed_key(corpus_fp: str, tokenizer: Any) -> str:
-    """Cache key of a packed corpus (the corpus fingerprint covers its split settings)."""
+    """Cache key of a packed corpus (the corpus fingerprint covers its split settings and validation files)."""
     blob = json.dumps([corpus_fp, tokenizer_fingerprint(tokenizer), FORMAT_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -291,7 +291,7 @@ def _build(out: Path, corpus: Corpus, tokenizer: Any, tokenizer_dir: str | Path 
         "format_version": FORMAT_VERSION,
         "dtype": dtype.name,
         **{key: progress[key] for key in COUNTS if key != "parts"},
-        "split": corpus.split_by,  # "document", or "position": *_docs then count heads and tails
+        "split": corpus.split_by,  # "document", "files" (data.val_paths), or "position": *_docs count heads and tails
         "val_fraction": corpus.val_fraction,
         "eos_id": eos_id,
         "vocab_size": len(tokenizer),

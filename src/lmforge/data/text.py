@@ -2,8 +2,8 @@
 
 Training windows start at offsets hashed from (seed, sample index), so the stream is a pure function
 of (seed, global sample index): reproducible, and a resumed run continues it exactly. Validation uses a
-fixed set of evenly spaced windows of the held-out text (held-out documents, or the tails of the
-documents of a corpus too small to split by document: see Corpus).
+fixed set of evenly spaced windows of the held-out text (the files of data.val_paths, held-out
+documents, or the tails of the documents of a corpus too small to split by document: see Corpus).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lmforge.config.schema import NonNegative, Positive, Sources
+from lmforge.config.schema import NonNegative, Positive, Sources, ValSources
 from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, check_decode_policy, resolve_sources, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
@@ -107,14 +107,12 @@ class StreamSampler(DistributedSampler):
 class FixedWindows(Dataset):
     """Fixed, non-overlapping validation windows, evenly spaced over the split."""
 
-    def __init__(self, tokens: _Packed, block_size: int, n: int) -> None:
+    def __init__(self, tokens: _Packed, block_size: int, n: int,
+                 remedy: str = "add documents, raise data.val_fraction or lower data.block_size") -> None:
         span = block_size + 1
         fit = tokens.length // span
         if fit == 0:
-            raise UserError(
-                f"validation split has {tokens.length} tokens, fewer than block_size+1={span}; "
-                "add documents, raise data.val_fraction or lower data.block_size"
-            )
+            raise UserError(f"validation split has {tokens.length} tokens, fewer than block_size+1={span}; {remedy}")
         n = min(n, fit)
         stride = (tokens.length - span) // (n - 1) if n > 1 else 0  # >= span since n * span <= length
         self.starts = np.arange(n, dtype=np.int64) * stride
@@ -142,6 +140,7 @@ class TextDataModule(DataModule):
     def __init__(
         self,
         paths: Sources = None,
+        val_paths: ValSources = None,
         text_field: str = "text",
         val_fraction: float = 0.05,
         block_size: int = 256,
@@ -170,7 +169,8 @@ class TextDataModule(DataModule):
         if num_proc is not None and int(num_proc) <= 0:
             raise UserError(f"data.num_proc={num_proc}: must be > 0 (or null: every core)")
         sources = resolve_sources(list(paths)) if paths else stdlib_files()
-        self.corpus = Corpus(sources, text_field, on_decode_error, val_fraction, max_docs)
+        val_sources = resolve_sources(list(val_paths), "data.val_paths") if val_paths else None
+        self.corpus = Corpus(sources, text_field, on_decode_error, val_fraction, max_docs, val_sources)
         if not isinstance(tokenizer, TokenizerSpec):
             raise UserError(f"data.tokenizer: expected a tokenizer of the tokenizer group (tokenizer=bpe, bytes "
                             f"or pretrained), got {tokenizer!r}")
@@ -217,9 +217,11 @@ class TextDataModule(DataModule):
             self._prepare()
         train, val, self.meta = load_packed(self.packed_dir)
         self.val_bytes_per_token = self.meta["val_bytes"] / max(1, self.meta["val_tokens"])
-        if self.meta.get("split") == "position" and not self._told_split:
+        if self.meta.get("split") in ("position", "files") and not self._told_split:
             self._told_split = True
-            rank_zero_info(f"data: too few documents to split by document; validation is the last "
+            rank_zero_info(f"data: validation is data.val_paths ({len(val):,} tokens), training all of data.paths"
+                           if self.meta["split"] == "files" else
+                           f"data: too few documents to split by document; validation is the last "
                            f"{self.corpus.val_fraction:.0%} of each document ({len(val):,} tokens)")
         if len(train) < self.block_size + 1:
             raise UserError(
@@ -234,8 +236,8 @@ class TextDataModule(DataModule):
     def check_splits(self) -> None:
         """Each split holds a window of block_size + 1 tokens (else refused now, not in fit)."""
         self.setup()
-        if self.corpus.val_fraction > 0:
-            FixedWindows(self._val, self.block_size, self.val_windows)
+        if self.corpus.has_validation:
+            self.val_dataset()
 
     @property
     def dims(self) -> dict[str, int]:
@@ -249,7 +251,7 @@ class TextDataModule(DataModule):
         return self.block_size
 
     def bytes_per_token(self, stage: str) -> float:
-        """Bytes per token of the held-out documents (validation and test share them)."""
+        """Bytes per token of the held-out text (validation and test share it)."""
         return self.val_bytes_per_token
 
     # ---- loaders
@@ -280,8 +282,15 @@ class TextDataModule(DataModule):
         sampler = StreamSampler(self._stream_start, steps * per_step, int(rank), int(world))
         return self._loader(self.train_dataset, sampler)
 
+    def val_dataset(self) -> FixedWindows:
+        """The fixed validation windows (of data.val_paths when given)."""
+        if self.corpus.val_sources:
+            return FixedWindows(self._val, self.block_size, self.val_windows,
+                                remedy="add text to data.val_paths or lower data.block_size")
+        return FixedWindows(self._val, self.block_size, self.val_windows)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader(FixedWindows(self._val, self.block_size, self.val_windows))
+        return self._loader(self.val_dataset())
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
