@@ -115,7 +115,7 @@ def run_check(name: str, overrides: list[str], root: Path, timeout: int) -> dict
     return {"name": name, "ok": status == 0, "error": error if status else "", "seconds": time.time() - start,
             "tokens_per_sec": statistics.median(rates) if rates else None,
             "mfu": statistics.median(last_values(run, "train/mfu")[2:] or [float("nan")]),
-            "peak_gb": max(last_values(run, "train/peak_memory_gb") or [float("nan")]),
+            "peak_gb": max(last_values(run, "train/peak_mem_gb") or [float("nan")]),
             "val_loss": (last_values(run, "val/loss") or [float("nan")])[-1]}
 
 

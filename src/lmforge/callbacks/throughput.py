@@ -1,4 +1,4 @@
-"""Training speed in tokens per second, and model FLOPs utilisation (MFU) when the peak is known."""
+"""Training speed in tokens per second, and model FLOPs utilisation (MFU) against the device's peak."""
 
 from __future__ import annotations
 
@@ -11,19 +11,9 @@ import torch
 from torch import nn
 
 from lmforge.loggers.cadence import written_step
-from lmforge.models.contract import config_size, output_layer
+from lmforge.models.contract import config_size, input_embeddings, output_layer
 from lmforge.modules.base import task_model
-
-# Dense bf16 peak FLOP/s per device, matched against torch.cuda.get_device_name().
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
-
-
-def device_peak_flops(device: torch.device) -> Optional[float]:
-    """The bf16 peak of a known CUDA device (None on CPU or an unknown device)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+from lmforge.peak_flops import device_peak_flops
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -48,12 +38,14 @@ def flops_per_token(model: nn.Module, seq_len: int, params: Optional[int] = None
 
 class Throughput(L.Callback):
     """Logs `train/tokens_per_sec` (all ranks together) over a sliding window of `window` batches,
-    after `warmup_steps` batches, and `train/mfu` when `peak_flops` (per device) is given or known.
+    after `warmup_steps` batches, and `train/mfu`: the model's training FLOPs per second (`flops_per_token`)
+    over the peak of the devices, `peak_flops` per device when given, else the datasheet bf16 peak of a
+    known GPU, else a peak measured once per process before the first step (fp32 matmul on a CPU). Only
+    for models that read token ids (an embedding table): the 6N-per-token count means nothing per pixel.
 
     Tokens are `input_ids.numel()` per batch times the world size (padding included). Validation
     time is excluded: the window restarts after each validation loop. The rate is logged only on the
     steps the loggers write (every `trainer.log_every_n_steps`): a `log` call costs more than the rest.
-    On CUDA it also logs `train/peak_memory_gb` (the most allocated on this device so far).
 
     Not Lightning's `ThroughputMonitor`: that one needs a `batch_size_fn`/`length_fn` per task, logs
     its own metric names on every batch (a `log` call costs more than a step at our smallest shapes) and does
@@ -68,12 +60,20 @@ class Throughput(L.Callback):
         self._tokens: deque = deque(maxlen=self.window + 1)
         self._batches = 0
         self._flops_per_token: Optional[float] = None
+        self._peak: Optional[float] = None  # per device, known once training starts (None: no MFU)
         self._matmul_params: Optional[int] = None
+        self._reads_tokens = False
         self._logged_step = -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Counted before the strategy wraps the model: under FSDP each rank then holds a shard of each parameter.
         self._matmul_params = matmul_params(task_model(pl_module))
+        self._reads_tokens = input_embeddings(task_model(pl_module)) is not None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before the first step, on the device the model is on: a measurement takes a few hundred ms.
+        if self._reads_tokens:
+            self._peak = self.peak_flops or device_peak_flops(pl_module.device)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
@@ -91,16 +91,13 @@ class Throughput(L.Callback):
         # Tokens of the batches that ended after the first timestamp, over the time since it.
         tokens_per_sec = sum(list(self._tokens)[1:]) / max(self._times[-1] - self._times[0], 1e-9)
         pl_module.log("train/tokens_per_sec", tokens_per_sec, on_step=True, on_epoch=False)
-        peak = self.peak_flops or device_peak_flops(pl_module.device)
+        peak = self._peak
         if peak:
             if self._flops_per_token is None:
                 self._flops_per_token = flops_per_token(task_model(pl_module), input_ids.shape[-1],
                                                         self._matmul_params)
             mfu = self._flops_per_token * tokens_per_sec / (peak * trainer.world_size)
             pl_module.log("train/mfu", mfu, on_step=True, on_epoch=False)
-        if pl_module.device.type == "cuda":
-            peak_gb = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
-            pl_module.log("train/peak_memory_gb", peak_gb, on_step=True, on_epoch=False)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._times.clear()

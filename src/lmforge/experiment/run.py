@@ -40,10 +40,12 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     from hydra.utils import instantiate
 
     from lmforge.callbacks.clock import RunClock
+    from lmforge.callbacks.data_wait import DataWait
     from lmforge.callbacks.final_validation import ValidateLastStep
     from lmforge.callbacks.heap import KeepFreedMemory
     from lmforge.callbacks.loader_state import RestoreLoaderState
     from lmforge.callbacks.monitor_check import CheckMonitors
+    from lmforge.callbacks.peak_memory import PeakMemory
     from lmforge.callbacks.preemption import EXIT_STATUS, Preemption
     from lmforge.callbacks.run_in_checkpoints import RunInCheckpoints
     from lmforge.callbacks.step_seed import StepSeed
@@ -123,8 +125,9 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     periodic = instantiate(config["checkpoint"], _convert_="all")
     preemption = Preemption(periodic)
     # lmforge's own callbacks, whatever `callbacks=` picks (conf/callbacks/minimal.yaml lists them for users).
-    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), periodic, preemption,
-                      KeepFreedMemory(), RestoreLoaderState(), CheckMonitors.from_config(config)]
+    own: list[Any] = [ValidateLastStep(), RunInCheckpoints(redact(config)), RunClock(), PeakMemory(), periodic,
+                      preemption, KeepFreedMemory(), RestoreLoaderState(), CheckMonitors.from_config(config),
+                      DataWait()]  # last: the other callbacks' work at a batch's end counts as the step's
     if config["seed"] is not None:
         own.append(StepSeed(config["seed"]))
     trainer = build_trainer(config, callbacks=own, loggers=build_loggers(config, start_step))

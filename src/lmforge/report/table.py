@@ -17,8 +17,8 @@ from lmforge.errors import UserError
 from lmforge.report.collect import Collection, Run
 
 # Words in a metric's last name part that say which way is better.
-LOWER_IS_BETTER = ("loss", "bpb", "ppl", "perplexity", "error", "err", "mse", "mae")
-HIGHER_IS_BETTER = ("acc", "f1", "auc", "precision", "recall", "tokens_per_sec", "throughput", "bleu", "rouge")
+LOWER_IS_BETTER = ("loss", "bpb", "ppl", "perplexity", "error", "err", "mse", "mae", "data_wait", "peak_mem")
+HIGHER_IS_BETTER = ("acc", "f1", "auc", "precision", "recall", "tokens_per_sec", "throughput", "bleu", "rouge", "mfu")
 # Jobs whose metrics (if any) are not final: listed after the ranked ones, never "best".
 NOT_RANKED = {"failed", "pruned", "running", "preempted"}
 
