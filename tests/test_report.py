@@ -81,8 +81,10 @@ def test_report_of_a_sweep_renders_curves_table_and_parameters_in_a_browser(swee
 
     dom = chromium_dom(page, tmp_path, screenshot=tmp_path / "report.png")
     charts = rendered_charts(dom)
-    # val/acc by job, one chart per swept parameter, then the curves: loss, acc, learning rate.
-    assert len(charts) == len(re.findall(r'<div id="chart-\d+"', dom)) == 6
+    # val/acc by job, one chart per swept parameter, then the curves: loss, acc, learning rate, then each
+    # job's confusion matrix.
+    assert len(charts) == len(re.findall(r'<div id="chart-\d+"', dom)) == 10
+    assert [k for k, c in charts.items() if 'class="hm"' in c] == ["chart-7", "chart-8", "chart-9", "chart-10"]
     titles = " ".join(charts.values())
     for title in ("val/acc by job", "model.activation", "optimizer.lr", "loss", "acc", "learning rate"):
         assert f">{title}<" in titles, title
@@ -118,7 +120,7 @@ def test_sweep_json_failed_and_pruned_jobs_are_shown_not_dropped(sweep: Path, tm
     assert rows[5]["model.activation"] == "gelu" and float(rows[5]["val/loss"]) == 2.3
 
     dom = chromium_dom(copy / "report.html", tmp_path)
-    assert len(rendered_charts(dom)) == 6
+    assert len(rendered_charts(dom)) == 6 + 4  # and the finished jobs' confusion matrices
     assert "1 of 6 jobs without val/loss (not plotted): 4 (failed)" in dom
     assert '<tr class="failed">' in dom and '<tr class="pruned">' in dom
     assert "pruned / failed" in dom  # the pruned job's cross in the parameter charts' legend
@@ -145,7 +147,7 @@ def test_runs_by_glob_go_to_out_ranked_as_asked_with_wall_time_curves(sweep: Pat
     losses = [float(r["val/loss"]) for r in rows]
     assert losses == sorted(losses, reverse=True)  # sort_order=max: as asked, highest first
     dom = chromium_dom(out / "report.html", tmp_path)
-    assert len(rendered_charts(dom)) == 3  # no sweep: only the curves
+    assert len(rendered_charts(dom)) == 3 + 4  # no sweep: only the curves (and confusion matrices)
     assert ">wall time<" in dom and ">step<" in dom  # the x-axis switch
 
     proc = ok(cli("report", f"runs=[{copy}/*]", cwd=tmp_path))  # no out=: a new folder under logs/
