@@ -82,8 +82,9 @@ def test_report_of_a_sweep_renders_curves_table_and_parameters_in_a_browser(swee
     dom = chromium_dom(page, tmp_path, screenshot=tmp_path / "report.png")
     charts = rendered_charts(dom)
     # val/acc by job, one chart per swept parameter, then the curves: loss, acc, the runs' telemetry
-    # (data_wait, peak_mem_gb), learning rate.
-    assert len(charts) == len(re.findall(r'<div id="chart-\d+"', dom)) == 8
+    # (data_wait, peak_mem_gb), learning rate; then each job's confusion matrix.
+    assert len(charts) == len(re.findall(r'<div id="chart-\d+"', dom)) == 12
+    assert [k for k, c in charts.items() if 'class="hm"' in c] == ["chart-9", "chart-10", "chart-11", "chart-12"]
     titles = " ".join(charts.values())
     for title in ("val/acc by job", "model.activation", "optimizer.lr", "loss", "acc", "data_wait", "peak_mem_gb",
                   "learning rate"):
@@ -120,7 +121,7 @@ def test_sweep_json_failed_and_pruned_jobs_are_shown_not_dropped(sweep: Path, tm
     assert rows[5]["model.activation"] == "gelu" and float(rows[5]["val/loss"]) == 2.3
 
     dom = chromium_dom(copy / "report.html", tmp_path)
-    assert len(rendered_charts(dom)) == 8
+    assert len(rendered_charts(dom)) == 8 + 4  # and the finished jobs' confusion matrices
     assert "1 of 6 jobs without val/loss (not plotted): 4 (failed)" in dom
     assert '<tr class="failed">' in dom and '<tr class="pruned">' in dom
     assert "pruned / failed" in dom  # the pruned job's cross in the parameter charts' legend
@@ -147,7 +148,7 @@ def test_runs_by_glob_go_to_out_ranked_as_asked_with_wall_time_curves(sweep: Pat
     losses = [float(r["val/loss"]) for r in rows]
     assert losses == sorted(losses, reverse=True)  # sort_order=max: as asked, highest first
     dom = chromium_dom(out / "report.html", tmp_path)
-    assert len(rendered_charts(dom)) == 5  # no sweep: only the curves
+    assert len(rendered_charts(dom)) == 5 + 4  # no sweep: only the curves (and confusion matrices)
     assert ">wall time<" in dom and ">step<" in dom  # the x-axis switch
 
     proc = ok(cli("report", f"runs=[{copy}/*]", cwd=tmp_path))  # no out=: a new folder under logs/

@@ -1,14 +1,30 @@
-"""A run's final metrics as plain numbers, and the value a sweeper optimizes."""
+"""A run's final metrics as plain numbers, the names of per-class scores, and the value a sweeper optimizes."""
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any, Optional
 
 from lmforge.errors import RunFailed, UserError
 
 log = logging.getLogger(__name__)
+
+# A classifier's scores of each class at test: `test/<score>/<class>` in metrics.json.
+PER_CLASS_SCORES = ("precision", "recall", "f1")
+_PER_CLASS = re.compile(rf"^[^/]+/({'|'.join(PER_CLASS_SCORES)})/[^/]+$")
+
+
+def per_class_key(stage: str, score: str, class_name: str) -> str:
+    """`test/recall/<class>`; '/' and whitespace in a class name become '_' (they would split or blur it)."""
+    name = re.sub(r"[\s/]+", "_", class_name.strip()) or "_"
+    return f"{stage}/{score}/{name}"
+
+
+def is_per_class(key: str) -> bool:
+    """Whether a metric is the score of one class (left out of tables that list every metric by default)."""
+    return bool(_PER_CLASS.match(key))
 
 
 def final_metrics(logged: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
         finish_run()
 
     # 4. Write metrics.json and the module's own outputs.
-    metrics = final_metrics(trainer.callback_metrics)
+    metrics = final_metrics({**trainer.callback_metrics, **loaded.module.test_metrics()})
     if trainer.is_global_zero:
         run.write_metrics(metrics)
         run.finish("finished")

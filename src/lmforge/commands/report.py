@@ -1,4 +1,5 @@
-"""`lmforge report runs=[<sweep or runs>]`: compare runs and sweeps in report.html, report.csv and a table."""
+"""`lmforge report runs=[<sweep or runs>]`: compare runs and sweeps in report.html (curves, sweep charts,
+classifiers' confusion matrices), report.csv and a table."""
 
 from omegaconf import DictConfig
 
@@ -13,6 +14,7 @@ def main(cfg: DictConfig):
     from lmforge.config.validate import validate
     from lmforge.report import charts, html
     from lmforge.report.collect import collect, output_dir
+    from lmforge.report.confusion import confusion_figures
     from lmforge.report.history import read_history
     from lmforge.report.table import build_table, to_csv, to_rich
     from lmforge.runs.directory import RunDir
@@ -31,7 +33,8 @@ def main(cfg: DictConfig):
     histories = {run.label: read_history(run.path) for run in table.runs}
     curves = charts.curve_figures(table, {k: h for k, h in histories.items() if h}, palette)
     sweep_charts = [charts.sweep_figures(sweep, table, palette) for sweep in found.sweeps]
-    page = html.render(found, table, palette, curves, sweep_charts)
+    confusions = confusion_figures(table.runs, palette)
+    page = html.render(found, table, palette, curves, sweep_charts, confusions)
 
     write_text(out / "report.csv", to_csv(table))
     write_text(out / "report.html", page)

@@ -34,6 +34,11 @@ class DataModule(L.LightningDataModule):
         return {"vocab_size": len(self.tokenizer)} if self.tokenizer is not None else {}
 
     @property
+    def class_names(self) -> Optional[list[str]]:
+        """The names of the classes in index order, for classification data (None: not classification)."""
+        return None
+
+    @property
     def context_length(self) -> Optional[int]:
         """The longest sequence a batch can hold (checked against the model's positions)."""
         return None

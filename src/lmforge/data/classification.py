@@ -214,6 +214,10 @@ class ClassificationDataModule(TokenizedDataModule):
         return self._labels
 
     @property
+    def class_names(self) -> list[str]:
+        return self.labels
+
+    @property
     def dims(self) -> dict[str, Any]:
         """What the model needs to know about the data: the number of labels and their names."""
         return {**super().dims, "num_labels": len(self.labels), "labels": list(self.labels)}

@@ -214,6 +214,10 @@ class SFTDataModule(TokenizedDataModule):
         """A few fixed validation prompts rendered with the template, for sample generation."""
         return [self.render(p.prompt) for p in self._load()["val"][: self.N_VAL_PROMPTS]]
 
+    def test_pairs(self, n: int) -> list[tuple[str, str]]:
+        """The first `n` test pairs as (prompt rendered with the template, reference response)."""
+        return [(self.render(p.prompt), p.response) for p in self._load()["test"][:n]]
+
     def encode(self, pairs: list[Pair]) -> list[dict[str, list[int]]]:
         """Tokenize pairs into `{"input_ids", "labels"}` (unpacked, unpadded)."""
         tok = self.tokenizer

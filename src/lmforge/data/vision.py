@@ -58,6 +58,11 @@ class ArrayDataModule(DataModule):
         x, y = self.splits["train"]
         return {"input_size": int(np.prod(x.shape[1:])), "num_classes": int(y.max()) + 1}
 
+    @property
+    def class_names(self) -> list[str]:
+        """The class indices as names: digits '0'-'9'."""
+        return [str(i) for i in range(self.dims["num_classes"])]
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         x, y = self.splits[split]
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))

@@ -172,6 +172,7 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
                 module = module_for_test(config, module, trainer, datamodule, parent.model_dir if parent else None)
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             logged.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+            logged.update(module.test_metrics())  # per-class scores
         value = optimized_value(logged, config["optimized_metric"], required=multirun)
         status = "finished"
         leave_together()

@@ -1,5 +1,6 @@
 """What every lmforge LightningModule shares, and what it offers the runner (declared once here):
-optimizer factories, the non-finite loss policy, and `on_run_end` for outputs beyond metrics."""
+optimizer factories, the non-finite loss policy, `test_metrics` and `on_run_end` for outputs beyond
+Lightning's logged metrics."""
 
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ class TaskModule(L.LightningModule):
 
     def on_run_end(self, run_dir: Path, datamodule: Any) -> None:
         """Write outputs beyond metrics.json into the run directory (e.g. predictions); rank 0 only."""
+
+    def test_metrics(self) -> dict[str, float]:
+        """Metrics of the last test that were not logged through Lightning (per-class scores: kept out of
+        its results table and the loggers' curves); the runner adds them to metrics.json."""
+        return {}
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters; subclasses split them (no weight decay on norms, head lr, ...)."""

@@ -1,8 +1,10 @@
-"""Classification of fixed-size inputs (the MLP example): softmax outputs, loss, accuracy."""
+"""Classification of fixed-size inputs (the MLP example): softmax outputs, loss, accuracy; per-class
+test metrics and `confusion_matrix.json`."""
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lmforge.data.contract import FromData
 from lmforge.modules.base import TaskModule
+from lmforge.modules.class_metrics import ClassReport, PerClassMetrics
 
 
 class ClassifierModule(TaskModule):
@@ -26,6 +29,8 @@ class ClassifierModule(TaskModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_classes = PerClassMetrics(num_classes)
+        self.class_report: Optional[ClassReport] = None  # of the last test
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -45,6 +50,8 @@ class ClassifierModule(TaskModule):
         # An epoch's loss is the mean over all ranks' batches (accuracy syncs itself: a torchmetrics metric).
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, sync_dist=not on_step)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "test":
+            self.test_classes.update(logits, y)
         return loss
 
     def training_loss(self, batch):
@@ -55,6 +62,16 @@ class ClassifierModule(TaskModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.class_report = self.test_classes.finish(self.trainer)
+
+    def test_metrics(self) -> dict[str, float]:
+        return self.class_report.metrics() if self.class_report else {}
+
+    def on_run_end(self, run_dir: Path, datamodule: Any) -> Optional[Path]:
+        """Write `confusion_matrix.json` of the last test; returns its path (None when no test ran)."""
+        return self.class_report.write(run_dir) if self.class_report else None
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0]).softmax(-1)

@@ -1,5 +1,6 @@
-"""Text classification: cross-entropy, accuracy and macro F1, a separate head learning rate, and the
-test predictions written to `predictions.csv` at the end of a run."""
+"""Text classification: cross-entropy, accuracy and macro F1, a separate head learning rate, per-class
+test metrics, and the test predictions and confusion matrix written at the end of a run
+(`predictions.csv`, `confusion_matrix.json`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from lmforge.errors import UserError
 from lmforge.finetune.methods import is_head
 from lmforge.models.contract import config_size
 from lmforge.modules.base import TaskModule
+from lmforge.modules.class_metrics import ClassReport, PerClassMetrics
 from lmforge.optim.contract import default_weight_decay
 
 
@@ -45,6 +47,8 @@ class SequenceClassifierModule(TaskModule):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_labels, average="micro"))
         self.val_f1 = MulticlassF1Score(num_labels, average="macro")
         self.test_f1 = MulticlassF1Score(num_labels, average="macro")
+        self.test_classes = PerClassMetrics(num_labels)
+        self.class_report: Optional[ClassReport] = None  # of the last test
         self.test_probs: Optional[torch.Tensor] = None  # [N, num_labels] after a test, in loader order
         self._probs: list[torch.Tensor] = []
 
@@ -79,6 +83,7 @@ class SequenceClassifierModule(TaskModule):
 
     def test_step(self, batch, batch_idx):
         _, logits = self._step(batch, "test")
+        self.test_classes.update(logits, batch["labels"])
         self._probs.append(logits.softmax(-1).detach().cpu())
 
     def on_test_epoch_end(self) -> None:
@@ -90,16 +95,22 @@ class SequenceClassifierModule(TaskModule):
             gathered = self.all_gather(local.to(self.device)).cpu()  # [W, n, C]
             local = gathered.transpose(0, 1).reshape(-1, self.num_labels)
         self.test_probs = local
+        self.class_report = self.test_classes.finish(self.trainer)
+
+    def test_metrics(self) -> dict[str, float]:
+        return self.class_report.metrics() if self.class_report else {}
 
     def predict_step(self, batch, batch_idx):
         return self(batch["input_ids"], batch.get("attention_mask")).softmax(-1)
 
     def on_run_end(self, run_dir: Path, datamodule: Any) -> Optional[Path]:
         """Write `predictions.csv` (text, label, predicted, probability of the prediction) for the test
-        split, or its first rows when the test was limited (limit_test_batches, debug=fdr); returns its
-        path (None when no test ran)."""
+        split, or its first rows when the test was limited (limit_test_batches, debug=fdr), and
+        `confusion_matrix.json`; returns the predictions' path (None when no test ran)."""
         if self.test_probs is None:
             return None
+        if self.class_report is not None:
+            self.class_report.write(run_dir)
         texts, gold, names = datamodule.test_texts, datamodule.test_labels, datamodule.labels
         probs = self.test_probs[: len(texts)]
         best, predicted = probs.max(-1)

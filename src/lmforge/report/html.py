@@ -45,8 +45,9 @@ footer { max-width: 1400px; margin: 30px auto; padding: 0 24px; color: #8a919c; 
 
 
 def render(found: Collection, table: Table, palette: dict[str, str], curves: list[go.Figure],
-           sweep_charts: list[list[go.Figure]]) -> str:
-    """The whole page. `sweep_charts[i]` are the charts of `found.sweeps[i]`."""
+           sweep_charts: list[list[go.Figure]], confusions: list[go.Figure] = ()) -> str:
+    """The whole page. `sweep_charts[i]` are the charts of `found.sweeps[i]`; `confusions` the
+    classification runs' confusion matrices."""
     figures = _Figures()
     parts = [_header(found), _best(table), "<section><h2>Runs</h2>", _table(table, palette), "</section>"]
     for sweep, charts in zip(found.sweeps, sweep_charts):
@@ -58,6 +59,8 @@ def render(found: Collection, table: Table, palette: dict[str, str], curves: lis
                   _grid(charts, figures), "</section>"]
     if curves:
         parts += ["<section><h2>Curves</h2>", _grid(curves, figures), "</section>"]
+    if confusions:
+        parts += ["<section><h2>Confusion matrices (test)</h2>", _grid(list(confusions), figures), "</section>"]
     generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts.append(f"<footer>lmforge report · {generated} · hover a curve for values, "
                  f"click a legend entry to hide a run, double-click to show only it</footer>")

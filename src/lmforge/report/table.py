@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from lmforge.config.validate import did_you_mean
 from lmforge.errors import UserError
+from lmforge.metrics import is_per_class
 from lmforge.report.collect import Collection, Run
 
 # Words in a metric's last name part that say which way is better.
@@ -68,7 +69,9 @@ def build_table(found: Collection, metrics: Optional[list[str]] = None, keys: Op
     if sort_by and direction is None:
         raise UserError(f"report sort_by={sort_by}: cannot tell whether lower or higher is better; "
                         f"add sort_order=min or sort_order=max")
-    columns = list(metrics) if metrics else ([target] if target else []) + [m for m in known if m != target]
+    # Scores of each class (test/recall/<class>...) only when asked for: a column each would bury the rest.
+    columns = list(metrics) if metrics else ([target] if target else []) + [
+        m for m in known if m != target and not is_per_class(m)]
     ranked = [r for r in found.runs if target and direction and _rankable(r, target)]
     ranked.sort(key=lambda r: r.metrics[target], reverse=direction == "max")
     rest = [r for r in found.runs if r not in ranked]

@@ -3,7 +3,8 @@
     .hydra/config.yaml   resolved config        run.json       how the run was made, its status
     metrics.json         final metrics          config_tree.txt
     checkpoints/         best, last, periodic   tokenizer/     language models' tokenizer
-    csv/ tensorboard/ wandb/ (loggers)          predictions.csv (classifiers)
+    csv/ tensorboard/ wandb/ (loggers)          predictions.csv, confusion_matrix.json (classifiers)
+    test_generations.jsonl (SFT: test prompts, references and greedy generations)
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from lmforge.runs.checkpoints import run_dir_of
 from lmforge.runs.lock import LOCK_NAME
 from lmforge.runs.redact import redact
 
+CONFUSION_MATRIX = "confusion_matrix.json"  # {"labels": [...], "counts": [[true x predicted]]}
+TEST_GENERATIONS = "test_generations.jsonl"
 # What a run writes, and so what `overwrite=true` may delete (nothing else in the directory).
 RUN_FILES = (".hydra", "run.json", "metrics.json", "config_tree.txt", "checkpoints", "tokenizer", "csv",
-             "tensorboard", "wandb", "predictions.csv", "profile.txt", "fit-profile.txt")
+             "tensorboard", "wandb", "predictions.csv", CONFUSION_MATRIX, TEST_GENERATIONS, "profile.txt",
+             "fit-profile.txt")
 # Overrides that say how a launch treats the directory, not what the run is.
 CONTROL_KEYS = ("resume", "overwrite")
 
