@@ -170,6 +170,7 @@ class Report:
     keys: Optional[list[str]]
     sort_by: Optional[str]
     sort_order: Optional[Literal["min", "max"]]
+    alpha: float
     out: Optional[str]
     print_config: bool
 
