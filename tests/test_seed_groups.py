@@ -168,6 +168,14 @@ def test_group_statistics_match_scipy():
     assert [g.label for g in compare(items, "val/loss", "min").groups][0] == "model.activation=gelu"
     unknown = compare(items, "val/score", None)
     assert unknown.best is None and "cannot tell" in unknown.verdict()
+    # Runs too few, or without spread, for a t-test: no best group either, and the line says why.
+    few = compare(items[:4] + [({"model.activation": "relu", "seed": "0"}, 0.85, 10)], "val/acc", "max")
+    assert few.p_value is None and few.best is None and few.verdict() == (
+        "no best group: a t-test needs 2 runs in each of the top groups (model.activation=tanh: n=4, "
+        "model.activation=relu: n=1)")
+    same = compare([({"a": x, "seed": s}, 0.95, 0) for x in "xy" for s in "12"], "val/acc", "max")
+    assert same.p_value is None and same.verdict() == (
+        "no best group: the top groups a=x and a=y do not differ (every run: val/acc=0.95)")
     # No seed among the differences (a plain grid): no groups.
     assert compare([({"model.activation": x}, 0.9, i) for i, x in enumerate("ab")], "val/acc", "max") is None
     assert math.isclose(top.mean, sum(a) / 4)

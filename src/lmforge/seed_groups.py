@@ -9,6 +9,7 @@ runs. The best group is named only when its difference from the runner-up is sig
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
@@ -79,9 +80,15 @@ class Comparison:
         if len(self.groups) < 2:
             return f"one group ({self.groups[0].label}): nothing to compare"
         top, second = self.groups[0], self.groups[1]
+        if self.p_value is None and min(top.n, second.n) < 2:
+            return (f"no best group: a t-test needs 2 runs in each of the top groups ({top.label}: n={top.n}, "
+                    f"{second.label}: n={second.n})")
+        if self.p_value is None and top.mean == second.mean:
+            return (f"no best group: the top groups {top.label} and {second.label} do not differ "
+                    f"(every run: {self.metric}={top.mean:.4g})")
         if self.p_value is None:
-            why = "the top groups need 2 runs each" if min(top.n, second.n) < 2 else "their values do not vary"
-            return f"no best group: {why} for a t-test ({top.label} vs {second.label})"
+            return (f"no best group: {top.label} and {second.label} do not vary between seeds, so no t-test "
+                    f"({self.metric} {top.mean:.4g} vs {second.mean:.4g})")
         if self.best:
             return (f"best: {top.label} ({self.metric} {top.mean:.4g} vs {second.mean:.4g} for {second.label}; "
                     f"Welch t-test p={self.p_value:.3g} < alpha={self.alpha:g})")
@@ -101,7 +108,11 @@ def welch_p_value(a: list[float], b: list[float]) -> Optional[float]:
         return None
     from scipy import stats
 
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    if max(a) == min(a) and max(b) == min(b):
+        return None  # no spread in either: the statistic is undefined
+    with warnings.catch_warnings():  # scipy's note on nearly equal values: the p-value says it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return p if math.isfinite(p) else None
 
 
