@@ -184,3 +184,11 @@ def test_group_statistics_match_scipy():
 def test_report_alpha_out_of_range_is_one_line(tmp_path: Path):
     error = one_line_error(cli("report", f"runs=[{tmp_path}]", "alpha=1.5", cwd=tmp_path))
     assert "alpha=1.5" in error and "between 0 and 1" in error
+
+
+def test_an_optuna_search_without_a_direction_for_a_metric_of_unknown_direction_is_one_line(tmp_path: Path):
+    proc = cli("train", "experiment=mnist_mlp", "hparams_search=optuna_mlp", "-m", "hydra.sweeper.direction=null",
+               "optimized_metric=train/elapsed", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    error = one_line_error(proc)
+    assert "hydra.sweeper.direction" in error and "train/elapsed" in error
+    assert not list((tmp_path / "sweep").glob("[0-9]*"))  # no trial ran

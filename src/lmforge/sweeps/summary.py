@@ -185,8 +185,9 @@ def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path, swept: list[str])
 
 
 def ranked(summary: dict) -> list[dict]:
-    """Jobs best first by the optimized metric (jobs without a finite value last, in job order)."""
-    metric, sign = summary.get("optimized_metric"), -1 if summary.get("direction") == "maximize" else 1
+    """Jobs best first by the optimized metric (jobs without a finite value last, in job order); in job
+    order when it is not known whether lower or higher is better."""
+    metric, sign = summary.get("optimized_metric"), {"maximize": -1, "minimize": 1}.get(summary.get("direction"), 0)
 
     def key(job: dict) -> tuple:
         value = job.get("metrics", {}).get(metric)
