@@ -86,6 +86,11 @@ def test_the_report_of_a_seed_sweep_shows_the_groups_and_a_log_lr_axis(seed_swee
         assert low <= float(mean) <= high
     assert f"p={found['p_value']:.3g}" in page and escape(found["verdict"]) in page
     assert "<tr class=best>" not in page.split("<table id=runs>")[1]  # no single run called best
+    # The groups stay the same whichever columns the table shows.
+    narrow = ok(cli("report", f"runs=[{sweep}]", "keys=[model.activation]", "alpha=0.5",
+                    f"out={tmp_path / 'narrow'}", cwd=tmp_path))
+    assert all(f"  {g['group']}: " in narrow.stdout for g in found["groups"])
+    assert ("best: " if found["p_value"] < 0.5 else "no best group") in narrow.stdout.splitlines()[-2]
 
     figures = figure_specs(page)
     lr = [f for f in figures if f["layout"]["title"]["text"] == "learning rate"]

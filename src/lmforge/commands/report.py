@@ -27,7 +27,7 @@ def main(cfg: DictConfig):
         if run.path is not None:
             RunDir(run.path).check_links()  # its history and records are read from inside it only
     table = build_table(found, config["metrics"], config["keys"], config["sort_by"], config["sort_order"])
-    comparison = seed_comparison(table, config["alpha"])
+    comparison = seed_comparison(table, found, config["alpha"])
     if comparison:
         table.best = None  # one seed's luck: the best group, if any, is named instead
     out = output_dir(config["out"], found, Path(config["paths"]["log_dir"]))

@@ -83,13 +83,14 @@ def direction_of(metric: str, found: Collection) -> Optional[str]:
     return metric_direction(metric)
 
 
-def seed_comparison(table: Table, alpha: float) -> Optional[Comparison]:
+def seed_comparison(table: Table, found: Collection, alpha: float) -> Optional[Comparison]:
     """The ranked runs in groups that differ only in `seed`, on the table's metric; None when no seed
-    was repeated."""
+    was repeated. Groups are told apart by every setting that differs, whichever `keys` the table shows."""
     if not table.target:
         return None
     runs = [run for run in table.runs if _rankable(run, table.target)]
-    settings = differing([{k: fmt(run.value(k)) for k in table.keys if run.value(k) is not None} for run in runs])
+    keys = differing_keys(found)
+    settings = differing([{k: fmt(run.value(k)) for k in keys if run.value(k) is not None} for run in runs])
     return compare([(s, run.metrics[table.target], run) for s, run in zip(settings, runs)], table.target,
                    table.direction, alpha)
 
