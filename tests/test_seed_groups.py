@@ -17,8 +17,8 @@ from scipy import stats
 
 from conftest import cli, metrics, ok, one_line_error
 
-SEEDS = ["experiment=mnist_mlp", "debug=limit", "trainer.max_epochs=1", "trainer.log_every_n_steps=2", "test=false", "data.download=false",
-         "print_config=false", "-m", "seed=0,1,2", "model.activation=relu,tanh"]
+SEEDS = ["experiment=mnist_mlp", "debug=limit", "trainer.max_epochs=1", "trainer.log_every_n_steps=2", "test=false",
+         "data.download=false", "print_config=false", "-m", "seed=0,1,2", "model.activation=relu,tanh"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ def main(cfg: DictConfig):
 
     config = validate(cfg, "report")
     if not 0 < config["alpha"] < 1:
-        raise UserError(f"report alpha={config['alpha']}: the significance level must be between 0 and 1 (e.g. 0.05)")
+        raise UserError(f"report alpha={config['alpha']}: the significance level must be between 0 and 1 "
+                        "(e.g. 0.05)")
     found = collect(config["runs"])
     for run in found.runs:
         if run.path is not None:

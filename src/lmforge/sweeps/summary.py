@@ -76,7 +76,8 @@ class SweepSummary(Callback):
         replaced = _refuse_a_second_grid(config, sweep_dir, sorted(set(params)))
         head = {"sweep_dir": str(sweep_dir), "command": " ".join(["lmforge", config.hydra.job.name, *overrides]),
                 "optimized_metric": metric, "direction": direction_of(metric, sweeper_direction),
-                "params": sorted(set(params)), "monitor": monitor, "monitor_direction": direction_of(monitor, monitor_mode)}
+                "params": sorted(set(params)), "monitor": monitor,
+                "monitor_direction": direction_of(monitor, monitor_mode)}
         with _locked(sweep_dir) as summary:
             summary.update({**head, "jobs": [] if replaced else summary.get("jobs", [])})
         SweepSummary.sweep_dir = sweep_dir
@@ -187,7 +188,8 @@ def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path, swept: list[str])
 def ranked(summary: dict) -> list[dict]:
     """Jobs best first by the optimized metric (jobs without a finite value last, in job order); in job
     order when it is not known whether lower or higher is better."""
-    metric, sign = summary.get("optimized_metric"), {"maximize": -1, "minimize": 1}.get(summary.get("direction"), 0)
+    metric = summary.get("optimized_metric")
+    sign = {"maximize": -1, "minimize": 1}.get(summary.get("direction"), 0)
 
     def key(job: dict) -> tuple:
         value = job.get("metrics", {}).get(metric)
@@ -250,7 +252,8 @@ def _locked(sweep_dir: Path) -> Iterator[dict]:
         yield summary
         comparison = seed_comparison(summary)
         summary["seed_groups"] = comparison.as_dict() if comparison else None
-        for row, group in zip(summary["seed_groups"]["groups"] if comparison else [], comparison.groups if comparison else []):
+        for row, group in zip(summary["seed_groups"]["groups"] if comparison else [],
+                              comparison.groups if comparison else []):
             row["jobs"] = group.members  # job numbers
         summary = redact(summary)
         write_json(sweep_dir / "sweep.json", summary)
