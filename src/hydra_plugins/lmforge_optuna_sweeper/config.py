@@ -9,8 +9,9 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.lmforge_optuna_sweeper.sweeper.OptunaSweeper"
-    # minimize or maximize the value each job returns (lmforge: its `optimized_metric`)
-    direction: str = "minimize"
+    # minimize or maximize the value each job returns (lmforge: its `optimized_metric`); null: the run's
+    # monitor_mode when it monitors that metric, else from the metric's name (lmforge.metric_direction)
+    direction: Optional[str] = None
     # the study ends with this many finished trials (complete, pruned or failed), counted over every
     # process that shares the storage; re-running the command continues up to it
     n_trials: int = 20

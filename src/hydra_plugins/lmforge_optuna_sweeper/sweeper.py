@@ -30,7 +30,7 @@ RESULTS = "optimization_results.yaml"
 class OptunaSweeper(Sweeper):
     """Runs `n_trials` trials of the search space in `params` (plus the command line's sweeps)."""
 
-    def __init__(self, direction: str, n_trials: int, n_jobs: int, sampler: Any, pruner: Any, storage: str,
+    def __init__(self, direction: Optional[str], n_trials: int, n_jobs: int, sampler: Any, pruner: Any, storage: str,
                  study_name: str, heartbeat_interval: float, params: Optional[DictConfig]) -> None:
         self.direction = direction
         self.n_trials = int(n_trials)
@@ -56,10 +56,11 @@ class OptunaSweeper(Sweeper):
         if self.n_trials < 1:
             raise UserError(f"hydra.sweeper.n_trials must be at least 1, got {self.n_trials}")
         space = SearchSpace.parse(self.params, arguments)
+        direction = study_direction(self.config, self.direction)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        shared = SharedStudy(self.storage, self.study_name, self.direction, self.sampler, self.pruner,
+        shared = SharedStudy(self.storage, self.study_name, direction, self.sampler, self.pruner,
                              self.heartbeat_interval)
         metric = OmegaConf.select(self.config, "optimized_metric", default=None) or "value"
         done = len(shared.finished(shared.trials()))
@@ -83,6 +84,25 @@ class OptunaSweeper(Sweeper):
             shared.close()
         write_results(shared, space, sweep_dir, self.n_trials, metric)
         return returns
+
+
+def study_direction(config: DictConfig, direction: Optional[str]) -> str:
+    """`hydra.sweeper.direction` as given, else the rule of lmforge.metric_direction for `optimized_metric`
+    (the run's monitor_mode when it monitors it, else its name); an unknown one is an error."""
+    from lmforge.errors import UserError
+    from lmforge.metric_direction import direction as metric_direction
+    from lmforge.metric_direction import optuna_direction
+
+    if direction is not None:
+        return direction  # checked by SharedStudy
+    metric = OmegaConf.select(config, "optimized_metric", default=None)
+    monitored = metric and metric == OmegaConf.select(config, "monitor", default=None)
+    found = optuna_direction(metric_direction(metric, OmegaConf.select(config, "monitor_mode", default=None)
+                                              if monitored else None))
+    if found is None:
+        raise UserError(f"hydra.sweeper.direction: cannot tell whether optimized_metric '{metric}' is better "
+                        f"lower or higher; set hydra.sweeper.direction=minimize or maximize")
+    return found
 
 
 def consecutive(trials: list) -> list[list]:

@@ -179,6 +179,7 @@ class Report:
     keys: Optional[list[str]]
     sort_by: Optional[str]
     sort_order: Optional[Literal["min", "max"]]
+    alpha: float
     out: Optional[str]
     print_config: bool
 

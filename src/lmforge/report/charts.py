@@ -64,6 +64,8 @@ def _curves(name: str, curves: list[tuple[Run, str]], histories: dict[str, Histo
     stages = sorted({m.split("/")[0] for _, m in curves} & set(DASH))
     legend = " · ".join(f"{'solid' if s == 'train' else 'dashed'}: {s}" for s in stages) if len(stages) > 1 else ""
     _layout(fig, name, legend, "step", name if name != LR else "lr")
+    if name == LR:  # rates from 1e-5 to 1e-2 (and warm-ups from near 0): orders of magnitude
+        fig.update_yaxes(type="log")
     if any(t is not None for t in by_time):
         _time_buttons(fig, by_step, by_time)
     return fig
@@ -161,6 +163,8 @@ def _layout(fig: go.Figure, title: str, subtitle: str, x_title: str, y_title: st
         title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "font": {"size": 15}},
         legend={"orientation": "h", "y": -0.18, "font": {"size": 11}}, hovermode="closest",
         xaxis_title=x_title, yaxis_title=y_title)
+    fig.update_xaxes(autorange=True)
+    fig.update_yaxes(autorange=True)  # each chart's axes fit its own data
 
 
 def _metric_title(table: Table) -> str:

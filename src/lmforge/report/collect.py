@@ -21,6 +21,7 @@ from typing import Any, Optional
 import yaml
 
 from lmforge.errors import UserError
+from lmforge.metric_direction import explicit_direction
 
 # Top-level config sections that differ between runs without describing the experiment.
 IGNORED_SECTIONS = {"paths", "hydra", "print_config"}
@@ -168,7 +169,7 @@ def read_sweep(path: Path) -> Sweep:
     params = [k for k in keys if len({str(run.overrides.get(k)) for run in runs}) > 1]
     metric = next((r.settings.get("optimized_metric") for r in runs if r.settings.get("optimized_metric")), None)
     sweeper = _dig(_read_yaml(path / "multirun.yaml"), ("hydra", "sweeper"), path / "multirun.yaml")
-    return Sweep(path, runs, params, metric, _direction(sweeper.get("direction")))
+    return Sweep(path, runs, params, metric, explicit_direction(sweeper.get("direction")))
 
 
 def _sweep_from_json(path: Path, summary: Any) -> Sweep:
@@ -193,13 +194,7 @@ def _sweep_from_json(path: Path, summary: Any) -> Sweep:
         runs.append(run)
     params = _expect(summary.get("params"), list, file, "'params' as a list of config keys")
     return Sweep(path, runs, [str(p) for p in params], summary.get("optimized_metric"),
-                 _direction(summary.get("direction")))
-
-
-def _direction(direction: Any) -> Optional[str]:
-    if isinstance(direction, list):  # Optuna's multi-objective form: the first objective
-        direction = direction[0] if direction else None
-    return {"minimize": "min", "maximize": "max", "min": "min", "max": "max"}.get(str(direction).lower())
+                 explicit_direction(summary.get("direction")))
 
 
 def _settings(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from lmforge.report.collect import Collection, Run
 from lmforge.report.table import Table, fmt
+from lmforge.seed_groups import Comparison
 
 PLOT_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"scale": 2}}
 STYLE = """
@@ -45,11 +46,16 @@ footer { max-width: 1400px; margin: 30px auto; padding: 0 24px; color: #8a919c; 
 
 
 def render(found: Collection, table: Table, palette: dict[str, str], curves: list[go.Figure],
-           sweep_charts: list[list[go.Figure]], confusions: list[go.Figure] = ()) -> str:
+           sweep_charts: list[list[go.Figure]], confusions: list[go.Figure] = (),
+           comparison: Optional[Comparison] = None) -> str:
     """The whole page. `sweep_charts[i]` are the charts of `found.sweeps[i]`; `confusions` the
-    classification runs' confusion matrices."""
+    classification runs' confusion matrices; `comparison` the seed groups."""
     figures = _Figures()
-    parts = [_header(found), _best(table), "<section><h2>Runs</h2>", _table(table, palette), "</section>"]
+    parts = [_header(found), _best(table)]
+    if comparison:
+        parts += [f"<section><p class=best>{escape(comparison.verdict())}</p>",
+                  f"<h2>Seed groups</h2>{_groups(comparison)}</section>"]
+    parts += ["<section><h2>Runs</h2>", _table(table, palette), "</section>"]
     for sweep, charts in zip(found.sweeps, sweep_charts):
         missing = [r for r in sweep.runs if table.target and not _has(r, table.target)]
         note = (f"<p class=note>{len(missing)} of {len(sweep.runs)} jobs without {escape(table.target)}"
@@ -106,6 +112,20 @@ def _table(table: Table, palette: dict[str, str]) -> str:
         rows.append(f"<tr class={kind}>{''.join(cells)}</tr>")
     return (f"<div class=scroll><table id=runs><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _groups(comparison: Comparison) -> str:
+    """Runs that differ only in seed, one row per group: mean, 95 % confidence interval, n."""
+    head = "".join(f"<th>{h}</th>" for h in ("group", "n", f"mean {escape(comparison.metric)}", "95% CI"))
+    rows = []
+    for group in comparison.groups:
+        ci = f"{fmt(group.ci[0])} .. {fmt(group.ci[1])}" if group.ci else "(n=1)"
+        kind = " class=best" if group is comparison.best else ""
+        rows.append(f"<tr{kind}><td>{escape(group.label)}</td><td class=num>{group.n}</td>"
+                    f"<td class=num>{fmt(group.mean)}</td><td class=num>{escape(ci)}</td></tr>")
+    p = f"Welch t-test of the top two: p={comparison.p_value:.3g}" if comparison.p_value is not None else ""
+    return (f"<div class=scroll><table id=groups><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+            f"</table></div>" + (f"<p class=note>{p}, alpha={comparison.alpha:g}</p>" if p else ""))
 
 
 def _grid(charts: list[go.Figure], figures: _Figures) -> str:

@@ -1,7 +1,8 @@
 """The comparison table: the settings that differ, the final metrics, best run first.
 
 Runs are ranked by one metric (`sort_by`, or what the sweep or the runs optimized) in its direction:
-`sort_order`, else the sweep's direction, else the run's `monitor_mode`, else the metric's name.
+`sort_order`, else the sweep's direction, else the run's `monitor_mode`, else the metric's name
+(lmforge.metric_direction, the rule the sweep summary and the Optuna sweeper follow too).
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from typing import Any, Optional
 
 from lmforge.config.validate import did_you_mean
 from lmforge.errors import UserError
+from lmforge.metric_direction import direction as metric_direction
 from lmforge.metrics import is_per_class
 from lmforge.report.collect import Collection, Run
+from lmforge.seed_groups import Comparison, compare, differing
 
-# Words in a metric's last name part that say which way is better.
-LOWER_IS_BETTER = ("loss", "bpb", "ppl", "perplexity", "error", "err", "mse", "mae", "data_wait", "peak_mem")
-HIGHER_IS_BETTER = ("acc", "f1", "auc", "precision", "recall", "tokens_per_sec", "throughput", "bleu", "rouge", "mfu")
 # Jobs whose metrics (if any) are not final: listed after the ranked ones, never "best".
 NOT_RANKED = {"failed", "pruned", "running", "preempted"}
 
@@ -40,16 +40,6 @@ class Table:
     def cells(self, run: Run) -> list[Any]:
         return [run.label, run.status, *[run.value(k) for k in self.keys],
                 *[run.metrics.get(m) for m in self.metrics]]
-
-
-def infer_direction(metric: str) -> Optional[str]:
-    """'min' for losses and perplexities, 'max' for accuracies and F1, None when the name says nothing."""
-    name = metric.rsplit("/", 1)[-1].lower()
-    if any(word in name for word in LOWER_IS_BETTER):
-        return "min"
-    if any(word in name for word in HIGHER_IS_BETTER):
-        return "max"
-    return None
 
 
 def build_table(found: Collection, metrics: Optional[list[str]] = None, keys: Optional[list[str]] = None,
@@ -93,7 +83,19 @@ def direction_of(metric: str, found: Collection) -> Optional[str]:
     for run in found.runs:
         if run.settings.get("monitor") == metric and run.settings.get("monitor_mode") in ("min", "max"):
             return run.settings["monitor_mode"]
-    return infer_direction(metric)
+    return metric_direction(metric)
+
+
+def seed_comparison(table: Table, found: Collection, alpha: float) -> Optional[Comparison]:
+    """The ranked runs in groups that differ only in `seed`, on the table's metric; None when no seed
+    was repeated. Groups are told apart by every setting that differs, whichever `keys` the table shows."""
+    if not table.target:
+        return None
+    runs = [run for run in table.runs if _rankable(run, table.target)]
+    keys = differing_keys(found)
+    settings = differing([{k: fmt(run.value(k)) for k in keys if run.value(k) is not None} for run in runs])
+    return compare([(s, run.metrics[table.target], run) for s, run in zip(settings, runs)], table.target,
+                   table.direction, alpha)
 
 
 def differing_keys(found: Collection) -> list[str]:

@@ -4,7 +4,9 @@ A Hydra callback (conf/hydra/default.yaml). Each job records itself when it star
 `running`) and when it ends (status and final metrics from its run.json and metrics.json: finished,
 failed, pruned, preempted); rows are updated under a file lock, since jobs of a joblib or SLURM
 launcher end in other processes. At the end the sweep prints a compact table sorted by
-`optimized_metric` in its direction, names the best job and prints the sweep directory.
+`optimized_metric` in its direction, names the best job and prints the sweep directory. Jobs that
+differ only in `seed` form groups (lmforge.seed_groups): then the sweep shows each group's mean, 95 %
+confidence interval and n, and names a best group only when it beats the runner-up significantly.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmforge.atomic import FILE_IN_THE_WAY, write_json, write_text
 from lmforge.job import in_multirun
+from lmforge.metric_direction import direction, optuna_direction
 from lmforge.runs.redact import drop_files_with_secrets, redact, redact_file
+from lmforge.seed_groups import ALPHA, Comparison, compare, differing
 from lmforge.sweeps.grid import changed_job
 
 SWEEP_PID = "LMFORGE_SWEEP_PID"  # the sweep's own process, as its jobs record it
@@ -35,12 +39,8 @@ SWEEP_SYNTAX = re.compile(r"^[^=]+=.*(,|\b(choice|range|interval|glob)\()")
 
 
 def direction_of(metric: Optional[str], explicit: Optional[str] = None) -> Optional[str]:
-    """"maximize" or "minimize" for a metric: as configured, else from its name (acc/f1 go up)."""
-    if explicit in ("minimize", "maximize"):
-        return explicit
-    if not metric:
-        return None
-    return "maximize" if re.search(r"acc|f1|auc|precision|recall|score", metric) else "minimize"
+    """"maximize" or "minimize" for a metric (lmforge.metric_direction's rule), None when unknown."""
+    return optuna_direction(direction(metric, explicit))
 
 
 class SweepSummary(Callback):
@@ -66,14 +66,18 @@ class SweepSummary(Callback):
         if sweep_dir.exists() and not sweep_dir.is_dir():
             _stop(f"cannot write {sweep_dir}: {FILE_IN_THE_WAY}")
         metric = OmegaConf.select(config, "optimized_metric")
+        monitor, monitor_mode = OmegaConf.select(config, "monitor"), OmegaConf.select(config, "monitor_mode")
         sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction")
+        if sweeper_direction is None and metric and metric == monitor:
+            sweeper_direction = monitor_mode
         overrides = list(config.hydra.overrides.task)
         params = [o.split("=", 1)[0].lstrip("+~") for o in overrides if SWEEP_SYNTAX.match(o)]
         params += list((OmegaConf.select(config, "hydra.sweeper.params") or {}).keys())
         replaced = _refuse_a_second_grid(config, sweep_dir, sorted(set(params)))
         head = {"sweep_dir": str(sweep_dir), "command": " ".join(["lmforge", config.hydra.job.name, *overrides]),
                 "optimized_metric": metric, "direction": direction_of(metric, sweeper_direction),
-                "params": sorted(set(params))}
+                "params": sorted(set(params)), "monitor": monitor,
+                "monitor_direction": direction_of(monitor, monitor_mode)}
         with _locked(sweep_dir) as summary:
             summary.update({**head, "jobs": [] if replaced else summary.get("jobs", [])})
         SweepSummary.sweep_dir = sweep_dir
@@ -182,8 +186,10 @@ def _refuse_a_second_grid(config: DictConfig, sweep_dir: Path, swept: list[str])
 
 
 def ranked(summary: dict) -> list[dict]:
-    """Jobs best first by the optimized metric (jobs without a finite value last, in job order)."""
-    metric, sign = summary.get("optimized_metric"), -1 if summary.get("direction") == "maximize" else 1
+    """Jobs best first by the optimized metric (jobs without a finite value last, in job order); in job
+    order when it is not known whether lower or higher is better."""
+    metric = summary.get("optimized_metric")
+    sign = {"maximize": -1, "minimize": 1}.get(summary.get("direction"), 0)
 
     def key(job: dict) -> tuple:
         value = job.get("metrics", {}).get(metric)
@@ -193,8 +199,24 @@ def ranked(summary: dict) -> list[dict]:
     return sorted(summary.get("jobs", []), key=key) if metric else list(summary.get("jobs", []))
 
 
+def seed_comparison(summary: dict, alpha: float = ALPHA) -> Optional[Comparison]:
+    """The finished jobs in groups that differ only in `seed`, on the optimized metric (else the
+    monitor); None when no seed was repeated."""
+    metric = summary.get("optimized_metric") or summary.get("monitor")
+    if not metric:
+        return None
+    way = summary.get("direction") if summary.get("optimized_metric") else summary.get("monitor_direction")
+    jobs = [job for job in summary.get("jobs", []) if job.get("status") == "finished"]
+    settings = differing([_parse(job.get("overrides", [])) for job in jobs])
+    values = [job.get("metrics", {}).get(metric) for job in jobs]
+    items = [(s, float(v) if isinstance(v, (int, float)) else None, job["job"])
+             for s, v, job in zip(settings, values, jobs)]
+    return compare(items, metric, direction(metric, way), alpha)
+
+
 def render(summary: dict) -> str:
-    """The end-of-sweep table (job, status, overrides, metric), best first, and the best job's line."""
+    """The end-of-sweep table (job, status, overrides, metric), best first, and the best job's line;
+    with repeated seeds, each group's mean ± 95 % CI and n, and the best group only if significant."""
     metric = summary.get("optimized_metric")
     jobs = ranked(summary)
     common = set.intersection(*(set(job.get("overrides", [])) for job in jobs)) if len(jobs) > 1 else set()
@@ -204,7 +226,13 @@ def render(summary: dict) -> str:
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
         lines.append(f"{job['job']:>4}  {job.get('status', '?'):<9}  {shown:>12}  {' '.join(o for o in job.get('overrides', []) if o not in common)}")
     finished = [j for j in jobs if j.get("status") == "finished"]
-    if metric and finished and metric in finished[0].get("metrics", {}):
+    comparison = seed_comparison(summary)
+    if comparison:
+        lines.append(f"seed groups on {comparison.metric} (mean ± 95% CI, n):")
+        lines += [f"  {group.label}: {group.describe()} jobs {','.join(map(str, group.members))}"
+                  for group in comparison.groups]
+        lines.append(comparison.verdict())
+    elif metric and summary.get("direction") and finished and metric in finished[0].get("metrics", {}):
         best = jobs[0]
         lines.append(f"best: job {best['job']} ({metric}={best['metrics'][metric]:.4g}, "
                      f"{summary.get('direction')}) {best.get('run_dir', '')}")
@@ -222,6 +250,11 @@ def _locked(sweep_dir: Path) -> Iterator[dict]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         summary = _read_json(sweep_dir / "sweep.json")
         yield summary
+        comparison = seed_comparison(summary)
+        summary["seed_groups"] = comparison.as_dict() if comparison else None
+        for row, group in zip(summary["seed_groups"]["groups"] if comparison else [],
+                              comparison.groups if comparison else []):
+            row["jobs"] = group.members  # job numbers
         summary = redact(summary)
         write_json(sweep_dir / "sweep.json", summary)
         write_text(sweep_dir / "sweep.csv", to_csv(summary))
@@ -232,11 +265,24 @@ def to_csv(summary: dict) -> str:
     metrics = sorted({m for job in jobs for m in job.get("metrics", {})})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", "status", "overrides", "run_dir", *metrics, "error"])
+    comparison = seed_comparison(summary)
+    groups = {job: group for group in comparison.groups for job in group.members} if comparison else {}
+    group_columns = ["group", "group_n", "group_mean", "group_ci_low", "group_ci_high"] if comparison else []
+    writer.writerow(["job", "status", "overrides", "run_dir", *metrics, "error", *group_columns])
     for job in jobs:
+        group = groups.get(job["job"])
+        low, high = (group.ci or ("", "")) if group else ("", "")
+        in_group = [group.label, group.n, group.mean, low, high] if group else [""] * 5
         writer.writerow([job["job"], job.get("status"), " ".join(job.get("overrides", [])), job.get("run_dir"),
-                         *[job.get("metrics", {}).get(m, "") for m in metrics], job.get("error", "")])
+                         *[job.get("metrics", {}).get(m, "") for m in metrics], job.get("error", ""),
+                         *(in_group if comparison else [])])
     return out.getvalue()
+
+
+def _parse(overrides: list) -> dict[str, str]:
+    """`["model.activation=relu", "+x=1"]` -> {"model.activation": "relu", "x": "1"}."""
+    pairs = (str(o).partition("=") for o in overrides)
+    return {key.lstrip("+~"): value for key, _, value in pairs}
 
 
 def _read_json(path: Path) -> dict:
