@@ -26,7 +26,8 @@ MLP = ["experiment=mnist_mlp", "data.download=false", "print_config=false", "tra
 
 def pretrain(corpus: Path, cache: Path) -> list[str]:
     return [f"data.paths=[{corpus}]", "tokenizer.vocab_size=300", f"paths.cache_dir={cache}", "print_config=false",
-            "model.block_size=64", "model.dropout=0.1", "data.batch_size=8", "trainer.max_steps=120",
+            "model.block_size=64", "model.n_layer=2", "model.n_embd=64", "model.dropout=0.1", "data.val_windows=16",
+            "data.batch_size=8", "trainer.max_steps=120",
             "trainer.max_time=null", "trainer.val_check_interval=10", "checkpoint.every_n_steps=3",
             "callbacks=default", "test=false"]
 
@@ -81,8 +82,8 @@ def assert_same_run(a: Path, b: Path, final: str) -> None:
 def test_pretraining_killed_five_times_ends_bitwise_equal(corpus: Path, tmp_path: Path):
     args = pretrain(corpus, tmp_path / "cache")
     ok(lmforge("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path))
-    # 120 steps of ~30 ms with a checkpoint every 3: room for five kills, each within 0.75 s of progress.
-    seen = killed_and_resumed(args, tmp_path / "killed", tmp_path, kills=5, seed=1, max_delay=0.75)
+    # 120 steps of ~15 ms with a checkpoint every 3: room for five kills, each within 0.3 s of progress.
+    seen = killed_and_resumed(args, tmp_path / "killed", tmp_path, kills=5, seed=1, max_delay=0.3)
     assert len(seen) == 5 and seen == sorted(seen)
     assert_same_run(tmp_path / "straight", tmp_path / "killed", "step-0000120.ckpt")
     info = json.loads((tmp_path / "killed" / "run.json").read_text())

@@ -254,7 +254,7 @@ def test_a_one_file_corpus_trains_from_the_cli(tmp_path: Path) -> None:
     path = input_txt(tmp_path)
     run = tmp_path / "run"
     ok(lmforge("train", "data=text", f"data.paths=[{path}]", "tokenizer.vocab_size=300", "model.block_size=64",
-               "data.batch_size=8", "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.max_time=null",
+               "model.n_layer=2", "model.n_embd=64", "data.val_windows=16", "data.batch_size=8", "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.max_time=null",
                f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", "print_config=false", cwd=tmp_path))
     # It learned: validation loss falls, below a uniform guess over the 300 tokens (about ln 300 untrained).
     val_loss = csv_metric(run, "val/loss")

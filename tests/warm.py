@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,7 +212,7 @@ def stop_server() -> None:
             conn.connect(_server["path"])
             socket.send_fds(conn, [b""], [os.open(os.devnull, os.O_RDONLY)])
         _server.pop("process").wait()
-        _server.clear()
+        shutil.rmtree(os.path.dirname(_server.pop("path")), ignore_errors=True)
 
 
 def _descriptor(target, mode: int) -> tuple[int, Optional[int]]:

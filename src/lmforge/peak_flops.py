@@ -42,8 +42,9 @@ def measured_flops(device: torch.device) -> float:
     uses; bf16 on a GPU), measured once per process and device: about `MEASURE_SECONDS`."""
     n = MEASURE_SIZE[device.type]
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    generator = torch.Generator(device=device).manual_seed(0)  # its own: the run's random state stays as seeded
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _device: None)
     torch.matmul(a, b)  # warm-up: thread pool, kernel selection
     sync(device)
