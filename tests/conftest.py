@@ -170,7 +170,7 @@ def pretrain_run(tmp_path_factory) -> tuple[Path, str]:
         corpus = small_corpus(root / "corpus")
         proc = ok(lmforge("train", f"data.paths=[{corpus}]", "tokenizer.vocab_size=512", "trainer.max_steps=80",
                           "trainer.max_time=null",  # 80 steps however busy the machine
-                          "data.batch_size=8", "model.block_size=128",
+                          "data.batch_size=8", "model.block_size=128", "model.n_layer=2", "data.val_windows=16",
                           "trainer.val_check_interval=20", "callbacks.text_samples.every_n_steps=40",
                           f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}",
                           "print_config=false", cwd=root))
