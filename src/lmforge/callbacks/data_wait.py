@@ -7,7 +7,7 @@ from typing import Optional
 
 import lightning as L
 
-from lmforge.loggers.cadence import written_step
+from lmforge.loggers.cadence import OncePerWrittenStep
 
 
 class DataWait(L.Callback):
@@ -27,7 +27,7 @@ class DataWait(L.Callback):
         self._start: Optional[float] = None  # when the previous batch started
         self._end: Optional[float] = None  # when the previous batch ended
         self._wait = self._period = 0.0
-        self._logged_step = -1
+        self._due = OncePerWrittenStep()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
@@ -38,8 +38,7 @@ class DataWait(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # optimizer steps: log once per step, on the steps the loggers write
-        if self._period > 0 and step != self._logged_step and written_step(trainer, step):
-            self._logged_step = step
+        if self._period > 0 and self._due(trainer, step):
             pl_module.log("train/data_wait", self._wait / self._period, on_step=True, on_epoch=False)
             self._wait = self._period = 0.0
         self._end = time.perf_counter()

@@ -8,7 +8,7 @@ import sys
 import lightning as L
 import torch
 
-from lmforge.loggers.cadence import written_step
+from lmforge.loggers.cadence import OncePerWrittenStep
 
 GB = 2**30
 
@@ -27,10 +27,8 @@ class PeakMemory(L.Callback):
     before fitting included) on the steps the loggers write, this process's (rank 0's under DDP)."""
 
     def __init__(self) -> None:
-        self._logged_step = -1
+        self._due = OncePerWrittenStep()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step != self._logged_step and written_step(trainer, step):
-            self._logged_step = step
+        if self._due(trainer, trainer.global_step):
             pl_module.log("train/peak_mem_gb", peak_memory_gb(pl_module.device), on_step=True, on_epoch=False)

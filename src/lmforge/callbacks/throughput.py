@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lmforge.loggers.cadence import written_step
+from lmforge.loggers.cadence import OncePerWrittenStep
 from lmforge.models.contract import config_size, input_embeddings, output_layer
 from lmforge.modules.base import task_model
 from lmforge.peak_flops import device_peak_flops
@@ -63,7 +63,7 @@ class Throughput(L.Callback):
         self._peak: Optional[float] = None  # per device, known once training starts (None: no MFU)
         self._matmul_params: Optional[int] = None
         self._reads_tokens = False
-        self._logged_step = -1
+        self._due = OncePerWrittenStep()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Counted before the strategy wraps the model: under FSDP each rank then holds a shard of each parameter.
@@ -85,9 +85,8 @@ class Throughput(L.Callback):
         self._times.append(time.perf_counter())
         self._tokens.append(input_ids.numel() * trainer.world_size)
         step = trainer.global_step  # optimizer steps: log once per step, on the steps the loggers write
-        if len(self._times) < 2 or step == self._logged_step or not written_step(trainer, step):
+        if len(self._times) < 2 or not self._due(trainer, step):
             return
-        self._logged_step = step
         # Tokens of the batches that ended after the first timestamp, over the time since it.
         tokens_per_sec = sum(list(self._tokens)[1:]) / max(self._times[-1] - self._times[0], 1e-9)
         pl_module.log("train/tokens_per_sec", tokens_per_sec, on_step=True, on_epoch=False)
