@@ -1,4 +1,4 @@
-# make train: set up .venv and run the default experiment.  make test: set up .venv (and headless Chromium,
+# make train: set up .venv and run the default experiment.  make test: set up .venv (and headless Chromium and espeak-ng,
 # .ci/test-deps) and run every test.
 PYTHON ?= python3
 VENV := .venv
