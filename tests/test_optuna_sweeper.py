@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -133,6 +134,28 @@ def test_a_failing_trial_is_failed_in_the_study_and_the_sweep_goes_on(tmp_path: 
     for trial in trials:  # the job's error is caught by lmforge's job wrapper: it returns nothing
         assert (trial.state == TrialState.FAIL) == (trial.params["model.activation"] == "nope")
     assert results(sweep)["n_trials"] == 4
+
+
+def test_seeds_per_trial_scores_each_trial_by_the_mean_over_seeds_and_the_summary_groups_them(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    ok(lmforge(*sweep_args(sweep, 2, "hydra.sweeper.seeds_per_trial=2", "seed=5"), cwd=tmp_path))
+    assert job_dirs(sweep) == {0, 1, 2, 3}  # trial t's jobs are 2t and 2t+1
+    seeds = [yaml.safe_load((sweep / str(n) / ".hydra" / "config.yaml").read_text())["seed"] for n in range(4)]
+    assert seeds == [5, 6, 5, 6]
+    values = [metrics(sweep / str(n))["val/acc"] for n in range(4)]
+    trials = study_trials(sweep)
+    for trial in trials:  # the trial's value is its seeds' mean, and the pruning callback reported to it
+        assert trial.value == pytest.approx((values[2 * trial.number] + values[2 * trial.number + 1]) / 2)
+        assert trial.user_attrs["values_per_seed"] == pytest.approx(values[2 * trial.number:2 * trial.number + 2])
+        assert trial.intermediate_values
+    best = results(sweep)
+    assert best["best_run_dirs"] == [str(sweep / str(2 * best["best_trial"] + i)) for i in range(2)]
+    groups = json.loads((sweep / "sweep.json").read_text())["seed_groups"]["groups"]
+    assert sorted(g["jobs"] for g in groups) == [[0, 1], [2, 3]] and {g["n"] for g in groups} == {2}
+
+    line = one_line_error(lmforge(*sweep_args(tmp_path / "bad", 2, "hydra.sweeper.seeds_per_trial=2",
+                                              "seed=choice(1,2)"), cwd=tmp_path))
+    assert "seeds_per_trial" in line and "seed" in line
 
 
 @pytest.mark.slow

@@ -27,6 +27,10 @@ class OptunaSweeperConf:
     # seconds between the heartbeats of running trials; a trial silent for 3 of them was cut off
     # (its process was killed) and is re-run
     heartbeat_interval: float = 30.0
+    # jobs per trial, one per seed (`seed` = the config's seed, +1, +2, ...): the trial's value is their
+    # mean, and the sweep summary shows each trial's seed group with its confidence interval. A trial
+    # fails when one of its seeds fails; with a pruner, the first seed's job reports for the trial.
+    seeds_per_trial: int = 1
     # key: search space in Hydra's override syntax: choice(a, b), range(1, 8), interval(0.1, 1.0),
     # int(interval(1, 8)), tag(log, interval(1e-4, 1e-2))
     params: Optional[Dict[str, str]] = field(default_factory=dict)

@@ -1,10 +1,11 @@
 """A Hydra sweeper over Optuna's ask/tell API: ask trials, hand them to the launcher, tell the results.
 
 Each job is numbered after its trial (`hydra.job.num` = trial number, so its directory is
-`<sweep dir>/<trial number>` with lmforge's default `hydra.sweep.subdir`), which keeps job
-directories apart between processes sharing a study and between a run and its continuation. A job
-that fails, returns nothing or returns a non-finite value is a FAIL trial; the sweep goes on. A job
-that pruned itself (lmforge.callbacks.optuna_pruning) has already marked its trial PRUNED.
+`<sweep dir>/<trial number>` with lmforge's default `hydra.sweep.subdir`; with k `seeds_per_trial`,
+trial t's jobs are t*k ... t*k+k-1), which keeps job directories apart between processes sharing a
+study and between a run and its continuation. A job that fails, returns nothing or returns a
+non-finite value is a FAIL trial; the sweep goes on. A job that pruned itself
+(lmforge.callbacks.optuna_pruning) has already marked its trial PRUNED.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class OptunaSweeper(Sweeper):
     """Runs `n_trials` trials of the search space in `params` (plus the command line's sweeps)."""
 
     def __init__(self, direction: Optional[str], n_trials: int, n_jobs: int, sampler: Any, pruner: Any, storage: str,
-                 study_name: str, heartbeat_interval: float, params: Optional[DictConfig]) -> None:
+                 study_name: str, heartbeat_interval: float, params: Optional[DictConfig],
+                 seeds_per_trial: int = 1) -> None:
         self.direction = direction
         self.n_trials = int(n_trials)
         self.n_jobs = int(n_jobs) if int(n_jobs) > 0 else (os.cpu_count() or 1)  # joblib's -1: all cores
@@ -41,6 +43,7 @@ class OptunaSweeper(Sweeper):
         self.study_name = str(study_name)
         self.heartbeat_interval = heartbeat_interval
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
+        self.seeds_per_trial = int(seeds_per_trial)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -56,6 +59,7 @@ class OptunaSweeper(Sweeper):
         if self.n_trials < 1:
             raise UserError(f"hydra.sweeper.n_trials must be at least 1, got {self.n_trials}")
         space = SearchSpace.parse(self.params, arguments)
+        seeds = trial_seeds(self.config, self.seeds_per_trial, space)
         direction = study_direction(self.config, self.direction)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -73,17 +77,44 @@ class OptunaSweeper(Sweeper):
                     shared.wait()
                     continue
                 for run in consecutive(batch):
-                    job_returns = self.launcher.launch([space.overrides(t.params) for t in run],
-                                                       initial_job_idx=run[0].number)
+                    job_returns = self.launcher.launch(
+                        [space.overrides(t.params) + seed for t in run for seed in seeds],
+                        initial_job_idx=run[0].number * len(seeds))
                     returns.append(job_returns)
-                    for trial, ret in zip(run, job_returns):
-                        told = shared.tell(trial, job_value(trial.number, ret))
+                    for i, trial in enumerate(run):
+                        told = shared.tell(trial, trial_value(trial, job_returns[i * len(seeds):][:len(seeds)]))
                         value = f": {metric}={told.value:.6g}" if told.value is not None else ""
                         print(f"optuna: trial {told.number} {told.state.name.lower()}{value}", flush=True)
         finally:  # an interrupted sweep cuts its running trials off now: the next run re-runs them at once
             shared.close()
-        write_results(shared, space, sweep_dir, self.n_trials, metric)
+        write_results(shared, space, sweep_dir, self.n_trials, metric, len(seeds))
         return returns
+
+
+def trial_seeds(config: DictConfig, seeds_per_trial: int, space) -> list[list[str]]:
+    """The extra overrides of each of a trial's jobs: nothing for one seed, else `seed=<s>` for the run's
+    seed and the next ones."""
+    from lmforge.errors import UserError
+
+    if seeds_per_trial < 1:
+        raise UserError(f"hydra.sweeper.seeds_per_trial must be at least 1, got {seeds_per_trial}")
+    if seeds_per_trial == 1:
+        return [[]]
+    if "seed" in space.distributions:
+        raise UserError("hydra.sweeper.seeds_per_trial sets each job's seed: remove seed from the search space")
+    first = OmegaConf.select(config, "seed", default=None) or 0
+    return [[f"seed={first + i}"] for i in range(seeds_per_trial)]
+
+
+def trial_value(trial, job_returns: Sequence[JobReturn]) -> Optional[float]:
+    """The mean of the values of a trial's jobs (one per seed), None when one of them has none; the
+    values per seed are kept on the trial (user attribute `values_per_seed`)."""
+    values = [job_value(trial.number, ret) for ret in job_returns]
+    if len(values) > 1:
+        trial.set_user_attr("values_per_seed", values)
+    if any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
 
 
 def study_direction(config: DictConfig, direction: Optional[str]) -> str:
@@ -129,7 +160,7 @@ def job_value(number: int, ret: JobReturn) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def write_results(shared, space, sweep_dir: Path, n_trials: int, metric: str) -> None:
+def write_results(shared, space, sweep_dir: Path, n_trials: int, metric: str, seeds_per_trial: int = 1) -> None:
     """`optimization_results.yaml` in the sweep directory, and one line naming the best trial."""
     import yaml
     from optuna.trial import TrialState
@@ -150,9 +181,12 @@ def write_results(shared, space, sweep_dir: Path, n_trials: int, metric: str) ->
     else:
         best = shared.study.best_trial
         results.update(best_trial=best.number, best_value=best.value, best_params=best.params)
-        run_dir = sweep_dir / str(best.number)
-        if run_dir.is_dir():
-            results["best_run_dir"] = str(run_dir)
+        run_dirs = [sweep_dir / str(best.number * seeds_per_trial + i) for i in range(seeds_per_trial)]
+        if run_dirs[0].is_dir():
+            results["best_run_dir"] = str(run_dirs[0])
+        if seeds_per_trial > 1:
+            results.update(seeds_per_trial=seeds_per_trial, best_run_dirs=[str(d) for d in run_dirs],
+                           best_values_per_seed=best.user_attrs.get("values_per_seed"))
         print(f"best trial {best.number}: {metric}={best.value:.6g} {space.describe(best.params)} "
               f"({len(trials)}/{n_trials} trials: {tally}; {RESULTS} in {sweep_dir})")
     write_text(sweep_dir / RESULTS, yaml.safe_dump(results, sort_keys=False))

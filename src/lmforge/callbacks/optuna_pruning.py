@@ -14,24 +14,29 @@ from typing import Any, Optional
 
 import lightning as L
 
+from lmforge.config.schema import Positive
+
 log = logging.getLogger(__name__)
 
 
 class OptunaPruning(L.Callback):
     """After each validation, report `monitor` (at the global step) to this job's trial; when the
     study's pruner says so, mark the trial PRUNED in the study and end the job by raising
-    `optuna.TrialPruned`. Does nothing outside an Optuna sweep (`trial_number` null).
+    `optuna.TrialPruned`. Does nothing outside an Optuna sweep (`job_number` null).
 
-    The sweeper (hydra/sweeper=lmforge_optuna) numbers each job after its trial, so a preset wires it
-    with `trial_number: ${hydra:job.num}` and the sweeper's own storage, study_name and pruner.
+    The sweeper (hydra/sweeper=lmforge_optuna) numbers trial t's jobs t*k ... t*k+k-1 for k
+    `seeds_per_trial`, so a preset wires it with `job_number: ${hydra:job.num}`,
+    `seeds_per_trial: ${hydra:sweeper.seeds_per_trial}` and the sweeper's own storage, study_name and
+    pruner. With several seeds, the first seed's job reports for the trial (the others run to the end).
     """
 
     def __init__(self, monitor: str, storage: Optional[str] = None, study_name: Optional[str] = None,
-                 trial_number: Optional[int] = None, pruner: Optional[Any] = None) -> None:
+                 job_number: Optional[int] = None, seeds_per_trial: Positive = 1, pruner: Optional[Any] = None) -> None:
         self.monitor = monitor
         self.storage = storage
         self.study_name = study_name
-        self.trial_number = trial_number
+        first_seed = job_number is not None and job_number % seeds_per_trial == 0
+        self.trial_number = job_number // seeds_per_trial if first_seed else None
         self.pruner = pruner
         self._study = None
         self._trial = None
