@@ -1,4 +1,5 @@
-"""Batched decoding through a model's KV cache, for lmforge's native GPT and `transformers` models alike.
+"""Batched decoding through a model's KV cache, for lmforge's native GPT and `transformers` models alike
+(both take `cache=` and `position_ids=` and return `.logits` and `.cache`).
 
 Rows are left-padded to one width and start at position 0 (position ids from the attention mask, as
 `transformers`' own `generate` does), so a padded row decodes exactly as it would alone. Each row stops
@@ -12,29 +13,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lmforge.models.contract import unwrap
-
-
-def is_native(model: nn.Module) -> bool:
-    """Whether `model` (or the model a peft wrapper holds) is lmforge's GPT, whose cache is `cache=`."""
-    from lmforge.models.gpt import GPT
-
-    model = unwrap(model)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft's wrapper
-    return isinstance(base, GPT)
-
-
-def step(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-         cache, native: bool):
-    """(logits [B, T, vocab], cache) of `input_ids` after what `cache` holds."""
-    if native:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=True,
-                    position_ids=position_ids)
-        return out.logits, out.cache
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=cache, use_cache=True)
-    return out.logits, out.past_key_values
-
 
 @torch.no_grad()
 def decode_batch(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad_id: int,
@@ -42,7 +20,6 @@ def decode_batch(model: nn.Module, prompts: list[list[int]], max_new_tokens: int
                  done: Callable[[int, list[int]], bool]) -> list[list[int]]:
     """The new tokens of each prompt (eos excluded): `pick(logits [B, vocab])` gives the next ids [B]."""
     device = next(model.parameters()).device
-    native = is_native(model)
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
@@ -51,7 +28,8 @@ def decode_batch(model: nn.Module, prompts: list[list[int]], max_new_tokens: int
     finished = [False] * len(prompts)
     cache = None
     for _ in range(max_new_tokens):
-        logits, cache = step(model, ids, mask, positions, cache, native)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        logits, cache = out.logits, out.cache
         tokens = pick(logits[:, -1].float())
         for row, token in enumerate(tokens.tolist()):
             if finished[row]:

@@ -6,6 +6,7 @@ Used by `lmforge eval ... harness.tasks=[...]` and by the harness callback durin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,10 +33,21 @@ def evaluate(model: nn.Module, tokenizer, tasks: Sequence[str], include_path=Non
 
     built, manager = load_tasks(list(tasks), include_path)
     lm = LMForgeLM(model=model, tokenizer=tokenizer, batch_size=batch_size)
-    with quiet():
+    with quiet(), evaluation_mode(model):
         return simple_evaluate(model=lm, tasks=built, task_manager=manager, limit=limit, num_fewshot=num_fewshot,
                                log_samples=log_samples, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=seed,
                                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module):
+    """The model in eval mode (no dropout) while it is scored, as it was afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 class quiet:

@@ -28,7 +28,7 @@ from lm_eval.models.utils import (
 from lm_eval.models.utils_hf import pad_and_concat
 
 from lmforge.evaluation.decoding import decode_batch, greedy, sampler
-from lmforge.models.contract import context_length
+from lmforge.models.contract import context_length, unwrap
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's own default for a model that states no context
 
@@ -47,7 +47,7 @@ class LMForgeLM(TemplateLM):
             model, tokenizer, _config = load_model(pretrained, causal=True)
         if device:
             model = model.to(device)
-        self.model = model
+        self.model = unwrap(model)  # a torch.compile'd model would recompile for every length
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
         self._max_length = max_length
@@ -117,12 +117,7 @@ class LMForgeLM(TemplateLM):
     # -- scoring ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self.model(input_ids=batch).logits
-        finally:
-            self.model.train(was_training)
+        return self.model(input_ids=batch).logits
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: Optional[int] = None):
         """(sum of log-probabilities of the continuation, whether greedy decoding gives it) per request."""
