@@ -158,8 +158,10 @@ def test_harness_curves_while_training_and_a_resumed_run_neither_repeats_nor_dro
     assert b"harness/lmforge_python_mc/acc" in wandb_files
     # `lmforge report` draws them as curves: one chart per task metric
     ok(cli("report", f"runs=[{run}]", f"out={tmp_path / 'report'}", cwd=tmp_path))
-    html = (tmp_path / "report" / "report.html").read_text()
-    assert "lmforge_python_mc/acc" in html and "lmforge_python_gen/exact_match" in html
+    html = (tmp_path / "report" / "report.html").read_text().replace("\\u002f", "/")  # plotly's JSON escapes "/"
+    for chart in ("lmforge_python_mc/acc", "lmforge_python_mc/acc_norm", "lmforge_python_gen/exact_match"):
+        assert f'"title":{{"text":"{chart}"}}' in html or f'"text":"{chart}","x"' in html, chart
+    assert "acc_stderr" not in html
 
 
 @pytest.mark.slow
