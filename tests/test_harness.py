@@ -151,6 +151,7 @@ def test_harness_curves_while_training_and_a_resumed_run_neither_repeats_nor_dro
     assert [int(row["step"]) for row in rows] == [2, 5, 8, 11]
     assert all(row.get("harness/lmforge_python_gen/exact_match") for row in rows)
     assert len(csv_metric(run, "harness/lmforge_python_mc/acc_norm")) == 4
+    assert metrics(run)["harness/lmforge_python_mc/acc"] == float(rows[-1]["harness/lmforge_python_mc/acc"])
     # TensorBoard and W&B got them too
     events = b"".join(p.read_bytes() for p in (run / "tensorboard").rglob("events.out.tfevents.*"))
     assert b"harness/lmforge_python_mc/acc" in events

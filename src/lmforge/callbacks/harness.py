@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Optional
 
 import lightning as L
+import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from pydantic import Field
@@ -19,7 +20,7 @@ class HarnessScores(L.Callback):
     """Every `every_n_steps` optimizer steps (at the validation that follows, when the run validates)
     and at the end of fitting, score `tasks` (at most `limit` examples each) with the current model and
     log `harness/<task>/<metric>` to every logger (CSV, TensorBoard, W&B) at the step of that
-    validation's row; rank 0 prints the table.
+    validation's row, the latest also in the run's metrics.json; rank 0 prints the table.
 
     Under DDP every rank scores its share of the examples and rank 0 logs the one result (lm-eval splits
     the requests by rank). The step of the last scoring is saved in checkpoints: a resumed run scores
@@ -78,6 +79,8 @@ class HarnessScores(L.Callback):
         # Lightning writes what optimizer step N logs (its training row, the validation after it) at step N - 1.
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=max(0, step - 1))
+        # the latest scores end in the run's metrics.json (and can be a sweep's optimized_metric)
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         self.scores.append((step, metrics))
         rank_zero_info(f"[harness @ step {step}]\n{harness.table(results)}")
         return metrics
