@@ -1,5 +1,6 @@
 """lm-evaluation-harness through lmforge: the `lmforge` adapter scores a run exactly as lm-eval's own `hf`
-model scores its export (multiple choice, rolling log-likelihood and greedy generation); `lmforge eval
+model scores its export (multiple choice, whole lines from an empty context, rolling log-likelihood and
+greedy generation); `lmforge eval
 harness.tasks=[...]` prints, writes and fails as documented; `callbacks=harness` logs curves that a
 resumed run continues row for row, and that DDP scores split across ranks to the single-process result."""
 
@@ -16,7 +17,7 @@ from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error
 
 pytestmark = pytest.mark.xdist_group("harness")
 
-TASKS = ["lmforge_python_mc", "lmforge_python_gen", "lmforge_python_text"]
+TASKS = ["lmforge_python_mc", "lmforge_python_pairs", "lmforge_python_gen", "lmforge_python_text"]
 LIMIT = 8  # prompts of several lengths in one batch of 4: padding and batching are exercised
 
 
@@ -42,7 +43,7 @@ def lm_eval_hf(model_dir: Path) -> dict:
                            random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
 
 
-@pytest.mark.slow  # two evaluations of three tasks, with generation: ~20 s on 2 cores
+@pytest.mark.slow  # two evaluations of four tasks, with generation: 12-20 s on 2 cores
 def test_the_adapter_agrees_with_lm_evals_hf_model(pretrain_run, exported: Path):
     from lmforge.evaluation.harness import evaluate
     from lmforge.evaluation.harness import metrics as harness_metrics
@@ -55,7 +56,7 @@ def test_the_adapter_agrees_with_lm_evals_hf_model(pretrain_run, exported: Path)
 
     ours_metrics, theirs_metrics = harness_metrics(ours), harness_metrics(theirs)
     assert set(ours_metrics) == set(theirs_metrics)
-    for task, metric in [("lmforge_python_mc", "acc"), ("lmforge_python_mc", "acc_norm"),
+    for task, metric in [("lmforge_python_mc", "acc"), ("lmforge_python_mc", "acc_norm"), ("lmforge_python_pairs", "acc"),
                          ("lmforge_python_gen", "exact_match"), ("lmforge_python_text", "bits_per_byte"),
                          ("lmforge_python_text", "word_perplexity")]:
         assert f"harness/{task}/{metric}" in ours_metrics
