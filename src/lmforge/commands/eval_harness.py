@@ -4,6 +4,8 @@ tasks (no export step); prints a table, writes lm-eval's results JSON and metric
 
 from __future__ import annotations
 
+import sys
+
 from lmforge.job import job_line, output_dir
 
 
@@ -22,6 +24,10 @@ def run_harness(config: dict) -> dict[str, float]:
     run.refuse_unless(resume=False, overwrite=config["overwrite"], resumable=False,
                       reads=read_paths(config["ckpt_path"]))
     lock.record_holder()
+    if config["print_config"]:
+        from lmforge.config.tree import render_tree
+
+        print(render_tree(config, color=sys.stdout.isatty()))
     model, tokenizer, _ = load_model(config["ckpt_path"], causal=True, cache_dir=config["paths"]["cache_dir"])
     device = settings["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
