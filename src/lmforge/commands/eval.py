@@ -1,7 +1,8 @@
 """`lmforge eval ckpt_path=<run dir or .ckpt>`: test a finished run; writes metrics.json (and predictions).
 
 `data.*` and `module.*` overrides patch the run's saved config (e.g. `data.test_file=other.csv`);
-`trainer.*` and `logger.*` are this command's own.
+`trainer.*` and `logger.*` are this command's own. `harness.tasks=[...]` scores a language-model run on
+lm-evaluation-harness tasks instead (lmforge/commands/eval_harness.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from lmforge.job import job_line, output_dir
 def main(cfg: DictConfig) -> dict[str, float]:
     # 1. Validate this command's keys; the overlays are checked against the run's own targets below.
     config = validate(cfg, "eval")
+    if (config.get("harness") or {}).get("tasks"):  # lm-evaluation-harness tasks instead of the test loop
+        from lmforge.commands.eval_harness import run_harness
+
+        return run_harness(config)
 
     import lightning as L
 

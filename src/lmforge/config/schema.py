@@ -142,6 +142,19 @@ class Eval:
 
 
 @typed(config=STRICT)
+class Harness:
+    """`lmforge eval ... harness.tasks=[...]`: lm-evaluation-harness tasks instead of the run's test loop."""
+
+    tasks: Optional[list[str]]
+    include_path: Optional[Union[str, list[str]]]
+    limit: Optional[Positive]
+    num_fewshot: Optional[NonNegative]
+    batch_size: Positive
+    device: Optional[str]
+    log_samples: bool
+
+
+@typed(config=STRICT)
 class Tokenizer:
     task_name: str
     seed: Seed
@@ -203,7 +216,8 @@ COMMANDS = {
     "train": Command("train any experiment (MLP, pretraining, fine-tuning), then test it", Train, sections=("tokenizer", "data", "model", "module", "optimizer", "scheduler", "trainer",
                                       "finetune", "checkpoint"),
                      collections=("callbacks", "logger")),
-    "eval": Command("test a checkpoint or run directory; writes metrics.json (and predictions)", Eval, sections=("trainer",), collections=("logger",), overlays=("data", "module")),
+    "eval": Command("test a checkpoint or run directory; writes metrics.json (and predictions)", Eval, sections=("trainer",), collections=("logger",), overlays=("data", "module"),
+                    plain={"paths": Paths, "harness": Harness}),
     "tokenizer": Command("train a byte-level BPE tokenizer on a corpus", Tokenizer, sections=("tokenizer", "data")),
     "generate": Command("sample text from a checkpoint, run directory or exported model", Generate),
     "export": Command("write a checkpoint as a Hugging Face model directory", Export),

@@ -259,9 +259,11 @@ class GPT(nn.Module):
         return self.lm_head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                cache: Optional[KVCache] = None, use_cache: bool = False) -> LMOutput:
+                cache: Optional[KVCache] = None, use_cache: bool = False,
+                position_ids: Optional[torch.Tensor] = None) -> LMOutput:
         """Logits for every position of `input_ids` [B, T]. `attention_mask` [B, T(+cached)] (1 = token,
-        0 = padding) is only needed for left padding; `cache` holds the keys/values of earlier calls."""
+        0 = padding) is only needed for left padding; `cache` holds the keys/values of earlier calls;
+        `position_ids` [B, T] (default: the next T positions) let left-padded rows start at position 0."""
         T = input_ids.shape[1]
         if use_cache and cache is None:
             cache = KVCache()
@@ -270,13 +272,17 @@ class GPT(nn.Module):
             raise ValueError(f"{past + T} positions exceed the model's {self.spec.block_size}")
         x = self.wte(input_ids)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(past, past + T, device=input_ids.device))
+            positions = torch.arange(past, past + T, device=input_ids.device) if position_ids is None else position_ids
+            x = x + self.wpe(positions)
             if self.spec.dropout:
                 x = F.dropout(x, self.spec.dropout, self.training)
         rope = None
         if self.wpe is None:
             # [T, 1, head_dim]: broadcast over the heads of [B, T, heads, head_dim]
-            rope = self.cos[past:past + T, None].to(x.dtype), self.sin[past:past + T, None].to(x.dtype)
+            if position_ids is None:
+                rope = self.cos[past:past + T, None].to(x.dtype), self.sin[past:past + T, None].to(x.dtype)
+            else:  # [B, T, 1, head_dim]
+                rope = self.cos[position_ids][:, :, None].to(x.dtype), self.sin[position_ids][:, :, None].to(x.dtype)
         mask = self.mask(attention_mask, past, T, x.device)
         for index, layer in enumerate(self.layers):
             x = layer(x, rope, mask, cache if use_cache else None, index)

@@ -30,6 +30,8 @@ def family(metric: str) -> Optional[str]:
         return None  # logged once, at the end: in the table
     if metric.startswith("lr"):
         return LR  # Lightning's LearningRateMonitor: lr-AdamW, lr-AdamW/pg1
+    if metric.startswith("harness/"):  # lm-eval tasks scored while training: one chart per task and metric
+        return None if metric.endswith("_stderr") else metric.removeprefix("harness/")
     return metric.rsplit("/", 1)[-1].removesuffix("_step").removesuffix("_epoch")  # self.log(on_step, on_epoch)
 
 
