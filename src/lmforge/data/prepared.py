@@ -7,21 +7,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lmforge.data.corpus import Source, resolve_sources
 from lmforge.errors import UserError
 
 MARKER, WORK, STATS = ".prepared", ".prepare", "stats.json"
 
 
-def prepared_documents(sources: Sequence, key: str = "data.paths") -> list:
-    """`sources` without the records of finished prepare folders; a `UserError` naming a folder whose
-    prepare is unfinished."""
+def _refuse_unfinished(folder: Path, key: str) -> None:
+    if (folder / WORK).is_dir() and not (folder / MARKER).is_file():
+        raise UserError(f"{key}: {folder} is the output of an unfinished lmforge prepare (run the same prepare "
+                        "again to finish it)")
+
+
+def resolve_corpus(paths: Sequence[str | Path], key: str = "data.paths") -> list[Source]:
+    """`resolve_sources(paths)`, without the records of finished prepare folders; a `UserError` naming a
+    folder whose prepare is unfinished."""
+    for entry in paths:
+        if not str(entry).startswith("hf:") and Path(entry).expanduser().is_dir():
+            _refuse_unfinished(Path(entry).expanduser(), key)
     kept = []
-    for source in sources:
-        folder = source.parent if isinstance(source, Path) else None
-        if folder is not None and (folder / WORK).is_dir() and not (folder / MARKER).is_file():
-            raise UserError(f"{key}: {folder} is the output of an unfinished lmforge prepare (run the same "
-                            "prepare again to finish it)")
-        if folder is not None and source.name == STATS and (folder / MARKER).is_file():
-            continue
+    for source in resolve_sources(paths, key):
+        if isinstance(source, Path):
+            _refuse_unfinished(source.parent, key)
+            if source.name == STATS and (source.parent / MARKER).is_file():
+                continue
         kept.append(source)
     return kept

@@ -29,7 +29,7 @@ class Local:
         for name, steps, tasks in stages:
             print(f"prepare: {name} ({tasks} task{'s' * (tasks > 1)})", flush=True)
             QuietLocal(steps, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs / name),
-                                  start_method="forkserver").run()
+                       start_method="forkserver").run()
         return True
 
 

@@ -28,17 +28,18 @@ def build_stages(steps: dict, files: list[Path], out: Path, tasks: int, fingerpr
     work = out / WORK
     listings = work / "inputs"
     listings.mkdir(parents=True, exist_ok=True)
+    dedups = [steps[key] for key in DEDUP_STEPS if steps.get(key)]
+
+    def signatures(i: int) -> list:  # taken where the shard that dedup `i` reads is written
+        return [dedups[i].signatures(work)] if i < len(dedups) else []
+
     first = [*steps["reader"].readers(files, listings), *(steps[k] for k in FILTER_STEPS if steps.get(k))]
     current = work / "filtered"
-    current.mkdir(parents=True, exist_ok=True)
-    stages = [("filter", [*first, JsonlWriter(str(current))], tasks)]
-    for key in DEDUP_STEPS:
-        if steps.get(key):
-            target = work / key
-            target.mkdir(parents=True, exist_ok=True)  # read by the next stage even if no document is left
-            stages += steps[key].stages(current, work, tasks, target)
-            current = target
+    stages = [("filter", [*first, JsonlWriter(str(current), output_filename="${rank}.jsonl.gz"), *signatures(0)],
+               tasks)]
+    for i, dedup in enumerate(dedups):
+        stages += dedup.stages(current, work, tasks, signatures(i + 1))
+        current = work / dedup.folder
     names = [name for name, _, _ in stages]
     stages.append(("publish", [Publish(str(out), str(current), names, fingerprint, len(files))], 1))
     return stages
-

@@ -71,7 +71,7 @@ class Reader:
             elif kind == "parquet":
                 readers.append(ParquetReader(**common))
             else:
-                readers.append(TextFiles(**common))
+                readers.append(TextFiles(data_folder="/", paths_file=str(listing)))
         return readers
 
 
@@ -86,22 +86,40 @@ class HtmlRecords(WarcReader):
         self.non_html = non_html
 
     def read_file(self, filepath: str):
-        from warcio.archiveiterator import ArchiveIterator
-        from warcio.exceptions import ArchiveLoadFailed
-
         where = "/" + filepath.lstrip("/")
-        try:
-            with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
-                for ri, record in enumerate(ArchiveIterator(f)):
-                    with self.track_time():
-                        document = self._document(record, where, ri)
-                    if document is not None:
-                        yield document
-        except (ArchiveLoadFailed, EOFError, zlib.error, OSError) as exc:
-            if isinstance(exc, UserError):
-                raise
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"{where}: not a readable web archive (truncated or corrupt?): {reason}") from None
+        # Undecompressed: warcio reads gzip members itself, so a record cut short shows.
+        with self.data_folder.open(filepath, "rb", compression=None) as f:
+            for ri, record in self._records(f, where):
+                with self.track_time():
+                    document = self._document(record, where, ri)
+                    record.raw_stream.read()  # the rest of a record left unread
+                    if getattr(record.raw_stream, "limit", 0) > 0:
+                        raise UserError(f"{where}: record {ri} is cut short: the archive is truncated")
+                if document is not None:
+                    yield document
+        if filepath.endswith(".gz"):  # a last gzip member cut inside its headers ends warcio's loop silently
+            try:
+                with self.data_folder.open(filepath, "rb", compression="gzip") as whole:
+                    while whole.read(1 << 22):
+                        pass
+            except (EOFError, OSError, zlib.error) as exc:
+                raise UserError(f"{where}: not a readable web archive (truncated or corrupt?): {exc}") from None
+
+    @staticmethod
+    def _records(f, where: str):
+        """(index, record) of each record; any failure to parse one is a `UserError` naming the file."""
+        from warcio.archiveiterator import ArchiveIterator
+
+        records = enumerate(ArchiveIterator(f))
+        while True:
+            try:
+                item = next(records)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - warcio fails in many ways on a damaged archive
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise UserError(f"{where}: not a readable web archive (truncated or corrupt?): {reason}") from None
+            yield item
 
     def _document(self, record, where: str, index: int):
         kind = record.rec_type

@@ -45,9 +45,9 @@ def summarize(logs: Path, stages: list[str]) -> dict:
                 for key, value in step.get("stats", {}).items():
                     merged[key] = merged.get(key, 0) + _number(value)
         summary.append({"stage": stage, "steps": [_step_counts(name, stats, stage) for name, stats in steps]})
-    first = summary[0]["steps"] if summary and summary[0]["steps"] else []
-    last_writer = [s for stage in summary for s in stage["steps"] if s["step"].endswith("Jsonl")]
-    return {"documents_in": first[0]["in"] if first else 0,
+    readers = [s for s in (summary[0]["steps"] if summary else []) if "READER" in s["step"]]
+    last_writer = [s for stage in summary for s in stage["steps"] if "WRITER" in s["step"]]
+    return {"documents_in": sum(s["in"] for s in readers),
             "documents_out": last_writer[-1]["in"] if last_writer else 0,
             "stages": summary}
 
