@@ -86,9 +86,10 @@ def test_pretraining_on_the_output(web):
     from lmforge.data.prepared import resolve_corpus
 
     assert [p.name for p in resolve_corpus([root / "out" / "web"])] == ["00000.jsonl.gz", "00001.jsonl.gz"]
-    proc = ok(cli("train", "data.paths=[out/web]", "debug=limit", "tokenizer=bytes", "model.n_layer=1",
-                  "model.n_embd=32", "model.n_head=2", "model.block_size=64", "data.batch_size=4",
-                  "data.val_windows=4", "hydra.run.dir=run", "paths.cache_dir=cache", "print_config=false", cwd=root))
+    proc = ok(cli("train", "data.paths=[out/web]", "debug=limit", "trainer.max_epochs=1", "callbacks=minimal",
+                  "tokenizer=bytes", "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=64",
+                  "data.batch_size=4", "data.val_windows=4", "hydra.run.dir=run", "paths.cache_dir=cache",
+                  "print_config=false", cwd=root))
     assert "test/loss" in proc.stdout
 
 

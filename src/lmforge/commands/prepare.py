@@ -13,9 +13,16 @@ def main(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     from lmforge.config.validate import validate
+    from lmforge.errors import UserError
     from lmforge.extras import require
 
     config = validate(cfg, "prepare")
+    if config["print_config"]:
+        import sys
+
+        from lmforge.config.tree import render_tree
+
+        print(render_tree(config, color=sys.stdout.isatty()))
     require("datatrove", "web", "lmforge prepare")
     from lmforge.prepare import output, stats
     from lmforge.prepare.pipeline import build_stages, check_keys
@@ -23,9 +30,11 @@ def main(cfg: DictConfig) -> None:
 
     spec = config["prepare"]
     check_keys(spec)
-    files = resolve_inputs(config["inputs"])
-    executor = instantiate(config["executor"])
     out = Path(config["output_dir"]).expanduser().resolve()
+    files = [f for f in resolve_inputs(config["inputs"]) if out not in f.parents]  # not its own output
+    if not files:
+        raise UserError(f"inputs: every file they match is inside output_dir={out}")
+    executor = instantiate(config["executor"])
     # The executor's kind and worker count do not change the result; its task count shards it.
     fingerprint = output.fingerprint({"prepare": spec, "tasks": executor.tasks}, files)
     if output.claim(out, fingerprint, config["overwrite"]) == "reuse":
