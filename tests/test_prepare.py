@@ -128,22 +128,32 @@ def test_interrupted_prepare_continues_with_unfinished_tasks(web, tmp_path):
     assert len(documents(tmp_path / "out")) == sum(why in ("kept", "exact_dedup", "near_dedup") for _, _, why in planted)
 
 
-def test_jsonl_and_text_inputs(tmp_path):
+def test_jsonl_parquet_wet_and_text_inputs(tmp_path):
+    import io
     import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from warcio.warcwriter import WARCWriter
 
     from web_pages import paragraphs
 
     rng = random.Random(1)
-    texts = ["\n".join(paragraphs(rng)) for _ in range(3)]
-    (tmp_path / "dump.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in [*texts, texts[0]]))
+    texts = ["\n".join(paragraphs(rng)) for _ in range(5)]
+    (tmp_path / "dump.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in [texts[0], texts[1], texts[0]]))
+    pq.write_table(pa.table({"body": [texts[2]]}), tmp_path / "rows.parquet")
+    with open(tmp_path / "crawl.warc.wet.gz", "wb") as f:  # the text conversions of a crawl (no HTML)
+        writer = WARCWriter(f, gzip=True)
+        writer.write_record(writer.create_warc_record("http://example.org/wet", "conversion",
+                                                      payload=io.BytesIO(texts[3].encode()),
+                                                      warc_content_type="text/plain"))
     (tmp_path / "books").mkdir()
-    (tmp_path / "books" / "a.txt").write_text("\n".join(paragraphs(rng)))
+    (tmp_path / "books" / "a.txt").write_text(texts[4])
     (tmp_path / "books" / "b.md").write_text(texts[1])  # a copy of a JSONL document
-    proc = ok(cli("prepare", "inputs=[dump.jsonl,books/]", "output_dir=out", "prepare=jsonl",
-                  "prepare.reader.text_key=body", cwd=tmp_path))
-    book = (tmp_path / "books" / "a.txt").read_text()
-    assert sorted(d["text"] for d in documents(tmp_path / "out")) == sorted([*texts, book])
-    assert "prepare: 6 documents in, 4 out" in proc.stdout and "exact_duplicate 2" in proc.stdout
+    proc = ok(cli("prepare", "inputs=[dump.jsonl,rows.parquet,crawl.warc.wet.gz,books/]", "output_dir=out",
+                  "prepare=jsonl", "prepare.reader.text_key=body", cwd=tmp_path))
+    assert sorted(d["text"] for d in documents(tmp_path / "out")) == sorted(texts)
+    assert "prepare: 7 documents in, 5 out" in proc.stdout and "exact_duplicate 2" in proc.stdout
 
 
 def test_bad_input_is_one_line(web, tmp_path):
