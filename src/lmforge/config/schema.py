@@ -33,6 +33,12 @@ def _some(items: list) -> list:
     return items
 
 
+def _some_inputs(items: list) -> list:
+    if not items:
+        raise ValueError("expected at least one file, folder or glob to prepare")
+    return items
+
+
 def _some_held_out(items: list) -> list:
     if not items:
         raise ValueError("expected at least one file, directory, glob or hf: dataset (null: validation held out "
@@ -203,7 +209,7 @@ class Report:
 @typed(config=STRICT)
 class Prepare:
     task_name: str
-    inputs: Annotated[list[str], AfterValidator(_some)]
+    inputs: Annotated[list[str], AfterValidator(_some_inputs)]
     output_dir: PathText
     overwrite: bool
     print_config: bool
