@@ -26,6 +26,11 @@ class Local:
 
     def run(self, stages: list, logs: Path) -> bool:
         """Run every stage in order; True: finished here."""
+        from datatrove.utils.logging import logger
+
+        logs.mkdir(parents=True, exist_ok=True)
+        logger.remove()  # datatrove's reports of each stage: into a file, the console gets lmforge's lines
+        logger.add(str(logs / "prepare.log"), level="INFO")
         for name, steps, tasks in stages:
             print(f"prepare: {name} ({tasks} task{'s' * (tasks > 1)})", flush=True)
             QuietLocal(steps, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs / name),
