@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import STDLIB, cli, lmforge, reviews
+from web_pages import pages, write_warc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,7 @@ def reader_dir(tmp_path_factory, tiny_hf_lm: Path) -> Path:
     with gzip.open(cwd / "web.jsonl.gz", "wt") as f:
         for name in ("heapq.py", "textwrap.py"):
             f.write(json.dumps({"text": (STDLIB / name).read_text()}) + "\n")
+    write_warc(cwd / "crawl" / "pages.warc.gz", pages(), image=True)
     reviews(cwd / "reviews.csv", 80, 0)
     reviews(cwd / "reviews_test.csv", 20, 1)
     with open(cwd / "instructions.jsonl", "w") as f:
@@ -112,7 +114,7 @@ def test_every_readme_line_works_as_written(line: str, reader_dir: Path):
     else:  # the rest in this process: the same code path without ~5 s of interpreter and imports each
         proc = cli(*words, *fast_overrides(words), cwd=reader_dir)
     needs_gpu = any(w in ("trainer=gpu", "trainer=ddp", "trainer=fsdp") for w in words)
-    if "launcher=slurm" in words and shutil.which("sbatch") is None:
+    if ("launcher=slurm" in words or "executor=slurm" in words) and shutil.which("sbatch") is None:
         assert proc.returncode == 2 and "sbatch" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
     elif needs_gpu and not torch.cuda.is_available():
         assert proc.returncode == 2 and "has no CUDA GPU" in proc.stderr, proc.stderr[-2000:]

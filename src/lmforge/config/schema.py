@@ -18,6 +18,7 @@ STRICT = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
 Seed = Optional[Annotated[int, Field(ge=0, le=2**32 - 1)]]  # what numpy's seeding takes
 NonNegative = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 def _duration(text: str) -> str:
@@ -29,6 +30,12 @@ def _duration(text: str) -> str:
 def _some(items: list) -> list:
     if not items:
         raise ValueError("expected at least one file, directory, glob or hf: dataset (null: the bundled corpus)")
+    return items
+
+
+def _some_inputs(items: list) -> list:
+    if not items:
+        raise ValueError("expected at least one file, folder or glob to prepare")
     return items
 
 
@@ -89,6 +96,21 @@ LIBRARY_HINTS: dict[str, dict[str, object]] = {
         "gradient_clip_val": Optional[Annotated[float, Field(ge=0)]],
         "log_every_n_steps": Optional[NonNegative],
         "num_sanity_val_steps": Optional[Annotated[int, Field(ge=-1)]],
+    },
+    # datatrove's quality rules (lmforge prepare): fractions in [0, 1], counts and lengths >= 0.
+    "datatrove.pipeline.filters.gopher_quality_filter.GopherQualityFilter": {
+        **dict.fromkeys(("min_doc_words", "max_doc_words", "min_avg_word_length", "max_avg_word_length",
+                         "min_stop_words"), Optional[NonNegative]),
+        **dict.fromkeys(("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio",
+                         "max_non_alpha_words_ratio"), Optional[Fraction]),
+    },
+    "datatrove.pipeline.filters.gopher_repetition_filter.GopherRepetitionFilter": dict.fromkeys(
+        ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac"), Optional[Fraction]),
+    "datatrove.pipeline.filters.c4_filters.C4QualityFilter": dict.fromkeys(
+        ("min_num_sentences", "min_words_per_line", "max_word_length"), Annotated[int, Field(ge=-1)]),  # -1: off
+    "datatrove.pipeline.filters.fineweb_quality_filter.FineWebQualityFilter": {
+        **dict.fromkeys(("line_punct_thr", "short_line_thr", "char_duplicates_ratio", "new_line_ratio"), Fraction),
+        "short_line_length": NonNegative,
     },
     "lightning.pytorch.callbacks.early_stopping.EarlyStopping": {
         "patience": NonNegative,
@@ -197,6 +219,15 @@ class Report:
     print_config: bool
 
 
+@typed(config=STRICT)
+class Prepare:
+    task_name: str
+    inputs: Annotated[list[str], AfterValidator(_some_inputs)]
+    output_dir: PathText
+    overwrite: bool
+    print_config: bool
+
+
 @dataclass(frozen=True)
 class Command:
     """A command (`lmforge <name>`, run by lmforge/commands/<name>.py from conf/<name>.yaml): its one-line
@@ -222,4 +253,6 @@ COMMANDS = {
     "generate": Command("sample text from a checkpoint, run directory or exported model", Generate),
     "export": Command("write a checkpoint as a Hugging Face model directory", Export),
     "report": Command("compare runs and sweeps: a table of their metrics and configs", Report),
+    "prepare": Command("turn web archives, JSONL, Parquet or text into clean, deduplicated training shards",
+                       Prepare, sections=("prepare", "executor")),
 }

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.config.schema import NonNegative, Positive, Sources, ValSources
 from lmforge.data.base import DataModule
-from lmforge.data.corpus import Corpus, check_decode_policy, resolve_sources, stdlib_files
+from lmforge.data.corpus import Corpus, check_decode_policy, stdlib_files
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
+from lmforge.data.prepared import resolve_corpus
 from lmforge.data.sampler import PositionedLoader
 from lmforge.errors import UserError
 from lmforge.seeding import sample_seeds
@@ -168,8 +169,8 @@ class TextDataModule(DataModule):
         check_decode_policy(on_decode_error)
         if num_proc is not None and int(num_proc) <= 0:
             raise UserError(f"data.num_proc={num_proc}: must be > 0 (or null: every core)")
-        sources = resolve_sources(list(paths)) if paths else stdlib_files()
-        val_sources = resolve_sources(list(val_paths), "data.val_paths") if val_paths else None
+        sources = resolve_corpus(list(paths)) if paths else stdlib_files()
+        val_sources = resolve_corpus(list(val_paths), "data.val_paths") if val_paths else None
         self.corpus = Corpus(sources, text_field, on_decode_error, val_fraction, max_docs, val_sources)
         if not isinstance(tokenizer, TokenizerSpec):
             raise UserError(f"data.tokenizer: expected a tokenizer of the tokenizer group (tokenizer=bpe, bytes "
