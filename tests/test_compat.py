@@ -25,11 +25,13 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from torch.utils.data import DataLoader, TensorDataset
 
+from lmforge.compat import datatrove as datatrove_compat
 from lmforge.compat import hydra as hydra_compat
 from lmforge.compat import lightning as lightning_compat
+from lmforge.compat import lm_eval as lm_eval_compat
 from lmforge.compat import optuna as optuna_compat
 
-COMPAT = [lightning_compat, hydra_compat, optuna_compat]
+COMPAT = [lightning_compat, hydra_compat, optuna_compat, lm_eval_compat, datatrove_compat]
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 SRC = Path(lightning_compat.__file__).parents[1]
 
@@ -196,6 +198,16 @@ def test_optuna_storage_and_trial_ids():
     opened.report(0.5, step=3)
     assert study.get_trials()[1].intermediate_values == {3: 0.5}
     assert study.get_trials()[0].intermediate_values == {}
+
+
+def test_lm_eval_reads_a_bundled_task_yaml_and_datatrove_runs_tasks_through_the_overridden_runner():
+    from datatrove.executor import LocalPipelineExecutor
+
+    task = next((SRC / "evaluation" / "tasks").glob("*.yaml"))
+    config = lm_eval_compat.load_task_yaml(task)
+    assert config["task"] == task.stem and config["dataset_path"] == "json"
+    runner = inspect.signature(LocalPipelineExecutor._run_for_rank)  # what QuietLocal overrides, same arguments
+    assert list(runner.parameters) == list(inspect.signature(datatrove_compat.QuietLocal._run_for_rank).parameters)
 
 
 def is_private(name: str) -> bool:

@@ -60,9 +60,9 @@ def spec(manager, name: str) -> Any:
     entry = manager.task_index[name]
     if entry.yaml_path is None or entry.kind.name != "TASK":
         return name
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from lmforge.compat.lm_eval import load_task_yaml
 
-    config = load_yaml(entry.yaml_path, resolve_func=True)
+    config = load_task_yaml(entry.yaml_path)
     files = (config.get("dataset_kwargs") or {}).get("data_files")
     if not files:
         return name

@@ -4,15 +4,13 @@ finished is recorded under the output's work folder and skipped when the same pr
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
-from datatrove.executor import LocalPipelineExecutor
 from pydantic import Field
 
+from lmforge.compat.datatrove import QuietLocal
 from lmforge.errors import UserError
 
 Count = Annotated[int, Field(ge=1)]
@@ -36,15 +34,6 @@ class Local:
             QuietLocal(steps, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs / name),
                        start_method="forkserver").run()
         return True
-
-
-class QuietLocal(LocalPipelineExecutor):
-    """datatrove's local executor, its tasks logging only to their log files (logs/<stage>/logs/task_*.log):
-    an error reaches the console once, as lmforge's one line (or traceback, for a bug)."""
-
-    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        with contextlib.redirect_stderr(io.StringIO()):
-            return super()._run_for_rank(rank, local_rank, node_rank)
 
 
 class Slurm:
