@@ -48,6 +48,12 @@ class DataModule(L.LightningDataModule):
         token into bits per byte, comparable across tokenizers. None when it does not apply."""
         return None
 
+    @property
+    def validation_sources(self) -> dict[str, float]:
+        """Sources validated apart (a text mixture's, in the index order of the batches' `source`), each
+        with its bytes per token: the LM metrics log `<stage>/loss/<source>` and `/bpb/<source>`."""
+        return {}
+
     def check_splits(self) -> None:
         """Refuse splits the run cannot use (e.g. too short for one window), before the run begins;
         called once the model is known to fit the data."""

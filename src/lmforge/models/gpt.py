@@ -259,9 +259,14 @@ class GPT(nn.Module):
         return self.lm_head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                cache: Optional[KVCache] = None, use_cache: bool = False) -> LMOutput:
+                cache: Optional[KVCache] = None, use_cache: bool = False,
+                position_ids: Optional[torch.Tensor] = None) -> LMOutput:
         """Logits for every position of `input_ids` [B, T]. `attention_mask` [B, T(+cached)] (1 = token,
-        0 = padding) is only needed for left padding; `cache` holds the keys/values of earlier calls."""
+        0 = padding) is only needed for left padding; `cache` holds the keys/values of earlier calls.
+        `position_ids` [B, T] of packed documents (0 where each starts) make attention block-causal:
+        a token sees the tokens of its own document only, at positions counted from its start."""
+        if position_ids is not None:
+            return self._documents(input_ids, position_ids)
         T = input_ids.shape[1]
         if use_cache and cache is None:
             cache = KVCache()
@@ -281,6 +286,27 @@ class GPT(nn.Module):
         for index, layer in enumerate(self.layers):
             x = layer(x, rope, mask, cache if use_cache else None, index)
         return LMOutput(self.lm_head(self.norm(x)), cache if use_cache else None)
+
+    def _documents(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> LMOutput:
+        """The forward pass of packed documents (no cache, no padding): positions from `position_ids`,
+        a boolean block-causal mask [B, 1, T, T] from the documents they delimit."""
+        T = input_ids.shape[1]
+        if T > self.spec.block_size:
+            raise ValueError(f"{T} positions exceed the model's {self.spec.block_size}")
+        x = self.wte(input_ids)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(position_ids)
+            if self.spec.dropout:
+                x = F.dropout(x, self.spec.dropout, self.training)
+        else:  # [B, T, 1, head_dim]: broadcast over the heads
+            rope = self.cos[position_ids].unsqueeze(2).to(x.dtype), self.sin[position_ids].unsqueeze(2).to(x.dtype)
+        document = (position_ids == 0).cumsum(dim=1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        mask = ((document[:, :, None] == document[:, None, :]) & causal)[:, None]
+        for index, layer in enumerate(self.layers):
+            x = layer(x, rope, mask, None, index)
+        return LMOutput(self.lm_head(self.norm(x)))
 
     @staticmethod
     def mask(attention_mask: Optional[torch.Tensor], past: int, T: int, device) -> Optional[torch.Tensor]:
