@@ -25,6 +25,9 @@ class DataModule(L.LightningDataModule):
     #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
     #: then call `set_tokenizer` with the tokenizer of `init_from`.
     takes_model_tokenizer: bool = False
+    #: True when batches carry `position_ids` of packed documents that must not see each other
+    #: (data.document_mask): only a native GPT masks attention from them.
+    document_mask: bool = False
     #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
     run_seed: int = 0
 
