@@ -23,7 +23,7 @@ from lmforge.data.mixture import MixedWindows, parse_sources, stream_seed
 from lmforge.data.packing import load_packed
 from lmforge.data.text import TextDataModule
 from lmforge.data.windows import Packed, document_positions
-from lmforge.models.causal_lm import gpt2, llama
+from lmforge.models.causal_lm import gpt2, llama, modern
 from lmforge.tokenizers import Bytes
 
 pytestmark = pytest.mark.xdist_group("mixture")
@@ -141,7 +141,7 @@ def test_document_masked_batches_carry_positions_restarting_after_each_end_of_te
     assert "position_ids" not in next(iter(mixed_datamodule(sources).train_dataloader()))  # default: unchanged
 
 
-@pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("build", [gpt2, llama, modern], ids=["gpt2", "llama", "modern"])
 def test_a_masked_token_does_not_see_the_previous_document(build):
     torch.manual_seed(0)
     model = build(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32).eval()
