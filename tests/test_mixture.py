@@ -206,6 +206,7 @@ def test_bad_sources_are_one_line_naming_the_key(sources: Path):
     line = error(web, "+data.sources.tiny.paths=[tiny/]")
     assert "data.sources.tiny: its validation part has" in line and "fewer than block_size+1=65" in line
     assert "data.sources.web.path" in error("+data.sources.web.path=[web/]")
+    assert "+data.sources.web.weight=..." in error(web, "data.sources.web.weight=0.7")  # no '+': told to add it
     assert "data.paths and data.sources" in error(web, "data.paths=[books/]")
     assert "data.document_mask=true needs a native GPT" in error("data.paths=[books/]", "data.document_mask=true",
                                                                   "model.impl=hf")
