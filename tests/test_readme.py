@@ -56,7 +56,7 @@ def fast_overrides(words: list[str]) -> list[str]:
     experiment = next((w.split("=", 1)[1] for w in words if w.startswith("experiment=")), "pretrain_tiny")
     kind = "mnist_mlp" if experiment == "mnist_mlp" else "finetune" if experiment.startswith("finetune") else "text"
     extra = list(FAST[kind])
-    if kind == "text" and not any(w.startswith("data.paths=") for w in words):
+    if kind == "text" and not any(w.startswith(("data.paths=", "+data.sources.")) for w in words):
         extra.append("data.paths=[corpus/]")  # the default corpus is the whole stdlib: minutes to pack
     if any(w.startswith("hparams_search=") for w in words):
         extra.append("hydra.sweeper.n_trials=2")

@@ -114,6 +114,8 @@ def describe_error(exc: BaseException, command: str, overrides: list[str]) -> st
     if "is not in struct" in message or "Could not override" in message:
         bad = re.search(r"Could not (?:override|append to) '([^']+)'", message)
         bad_key = bad.group(1) if bad else key
+        if bad_key and bad_key.startswith("data.sources."):  # a mixture's sources are added, none is preset
+            return f"unknown config key '{bad_key}': a source's keys are added with '+': +{bad_key}=..."
         if bad_key:
             return f"unknown config key '{bad_key}'{_suggest_key(bad_key, command, overrides)}"
     first = _one_line(message.splitlines()[0] if message else type(exc).__name__)

@@ -25,6 +25,9 @@ class DataModule(L.LightningDataModule):
     #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
     #: then call `set_tokenizer` with the tokenizer of `init_from`.
     takes_model_tokenizer: bool = False
+    #: True when batches carry `position_ids` of packed documents that must not see each other
+    #: (data.document_mask): only a native GPT masks attention from them.
+    document_mask: bool = False
     #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
     run_seed: int = 0
 
@@ -47,6 +50,12 @@ class DataModule(L.LightningDataModule):
         """Raw-text bytes per token of the `stage` split ("val", "test"): turns a loss in nats per
         token into bits per byte, comparable across tokenizers. None when it does not apply."""
         return None
+
+    @property
+    def validation_sources(self) -> dict[str, float]:
+        """Sources validated apart (a text mixture's, in the index order of the batches' `source`), each
+        with its bytes per token: the LM metrics log `<stage>/loss/<source>` and `/bpb/<source>`."""
+        return {}
 
     def check_splits(self) -> None:
         """Refuse splits the run cannot use (e.g. too short for one window), before the run begins;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -20,9 +21,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lmforge.config.schema import NonNegative, Positive, Sources, ValSources
 from lmforge.data.base import DataModule
 from lmforge.data.corpus import Corpus, check_decode_policy, stdlib_files
+from lmforge.data.mixture import Mixture
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.data.prepared import resolve_corpus
 from lmforge.data.sampler import PositionedLoader
+from lmforge.data.windows import FixedWindows, Packed, as_samples, gather
 from lmforge.errors import UserError
 from lmforge.seeding import sample_seeds
 from lmforge.tokenizers import TokenizerSpec
@@ -30,36 +33,13 @@ from lmforge.tokenizers import TokenizerSpec
 MAX_BATCH_TOKENS = 2**28  # 4 GiB of int64 inputs and labels: far past any batch that trains, short of a crash
 
 
-def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> list[dict[str, torch.Tensor]]:
-    """The samples at `starts`, gathered in one indexing of the token file."""
-    rows = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))
-    return [{"input_ids": x, "labels": y} for x, y in zip(rows[:, :-1].unbind(), rows[:, 1:].unbind())]
-
-
-class _Packed:
-    """Opens a token file lazily per process, so datasets pickle cheaply into DataLoader workers."""
-
-    def __init__(self, path: Path, dtype: str, length: int) -> None:
-        self.path, self.dtype, self.length = path, dtype, length
-        self._data: np.ndarray | None = None
-
-    @property
-    def data(self) -> np.ndarray:
-        if self._data is None:
-            self._data = np.memmap(self.path, dtype=self.dtype, mode="r")
-        return self._data
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_data": None}
-
-
 class TrainWindows(Dataset):
     """Sample i = the `block_size + 1` tokens at an offset hashed from (seed, i). A batch is read in one
     `__getitems__` call (the DataLoader's batched fetch): one gather instead of a Python call per sample
     (~0.15 vs 0.5 ms for 12 windows of 65 tokens)."""
 
-    def __init__(self, tokens: _Packed, block_size: int, seed: int) -> None:
-        self.tokens, self.block_size, self.seed = tokens, block_size, seed
+    def __init__(self, tokens: Packed, block_size: int, seed: int, eos_id: Optional[int] = None) -> None:
+        self.tokens, self.block_size, self.seed, self.eos_id = tokens, block_size, seed, eos_id
         self.max_start = tokens.length - (block_size + 1)
 
     def __len__(self) -> int:
@@ -69,7 +49,7 @@ class TrainWindows(Dataset):
         return (sample_seeds(self.seed, indices) % np.uint64(self.max_start + 1)).astype(np.int64)
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        return _windows(self.tokens.data, self.offsets(indices), self.block_size)
+        return as_samples(gather(self.tokens.data, self.offsets(indices), self.block_size), self.eos_id)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([index])[0]
@@ -105,30 +85,6 @@ class StreamSampler(DistributedSampler):
         self.epoch = epoch  # the stream position comes from start_fn, not the epoch
 
 
-class FixedWindows(Dataset):
-    """Fixed, non-overlapping validation windows, evenly spaced over the split."""
-
-    def __init__(self, tokens: _Packed, block_size: int, n: int,
-                 remedy: str = "add documents, raise data.val_fraction or lower data.block_size") -> None:
-        span = block_size + 1
-        fit = tokens.length // span
-        if fit == 0:
-            raise UserError(f"validation split has {tokens.length} tokens, fewer than block_size+1={span}; {remedy}")
-        n = min(n, fit)
-        stride = (tokens.length - span) // (n - 1) if n > 1 else 0  # >= span since n * span <= length
-        self.starts = np.arange(n, dtype=np.int64) * stride
-        self.tokens, self.block_size = tokens, block_size
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        return _windows(self.tokens.data, self.starts[indices], self.block_size)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.__getitems__([index])[0]
-
-
 class TextDataModule(DataModule):
     """Plain-text / JSONL corpus (default: the Python stdlib) -> tokenizer -> packed cache -> windows.
 
@@ -154,6 +110,8 @@ class TextDataModule(DataModule):
         val_windows: int = 64,
         max_docs: Positive | None = None,
         num_proc: int | None = None,
+        sources: Optional[dict[str, dict[str, Any]]] = None,
+        document_mask: bool = False,
     ) -> None:
         super().__init__()
         if int(block_size) <= 0:
@@ -169,16 +127,24 @@ class TextDataModule(DataModule):
         check_decode_policy(on_decode_error)
         if num_proc is not None and int(num_proc) <= 0:
             raise UserError(f"data.num_proc={num_proc}: must be > 0 (or null: every core)")
-        sources = resolve_corpus(list(paths)) if paths else stdlib_files()
-        val_sources = resolve_corpus(list(val_paths), "data.val_paths") if val_paths else None
-        self.corpus = Corpus(sources, text_field, on_decode_error, val_fraction, max_docs, val_sources)
+        self.mixture: Mixture | None = None
+        if sources:
+            if paths or val_paths:
+                raise UserError(f"data.{'paths' if paths else 'val_paths'} and data.sources: give one of them "
+                                "(each source holds its own files and validation part)")
+            self.mixture = Mixture(sources, text_field, on_decode_error, val_fraction, max_docs)
+            self.corpus = self.mixture.corpus
+        else:
+            files = resolve_corpus(list(paths)) if paths else stdlib_files()
+            val_files = resolve_corpus(list(val_paths), "data.val_paths") if val_paths else None
+            self.corpus = Corpus(files, text_field, on_decode_error, val_fraction, max_docs, val_files)
         if not isinstance(tokenizer, TokenizerSpec):
             raise UserError(f"data.tokenizer: expected a tokenizer of the tokenizer group (tokenizer=bpe, bytes "
                             f"or pretrained), got {tokenizer!r}")
         self.tokenizer_spec = tokenizer
         self.block_size, self.batch_size, self.num_workers = int(block_size), int(batch_size), int(num_workers)
         self.cache_dir, self.seed, self.val_windows = Path(cache_dir), int(seed), int(val_windows)
-        self.num_proc = num_proc
+        self.num_proc, self.document_mask = num_proc, bool(document_mask)
         self.tokenizer = None
         self.tokenizer_dir: Path | None = None
         self.packed_dir: Path | None = None
@@ -203,8 +169,12 @@ class TextDataModule(DataModule):
     def _prepare(self) -> None:
         with self._lock():
             self._load_tokenizer()
-            self.packed_dir, built = pack_corpus(self.corpus, self.tokenizer, cache_dir=self.cache_dir,
-                                                 tokenizer_dir=self.tokenizer_dir, num_proc=self.num_proc)
+            if self.mixture is not None:
+                built = self.mixture.pack(self.tokenizer, self.cache_dir, self.tokenizer_dir, self.num_proc)
+                self.packed_dir = self.mixture.packed_dirs[self.mixture.names[0]]
+            else:
+                self.packed_dir, built = pack_corpus(self.corpus, self.tokenizer, cache_dir=self.cache_dir,
+                                                     tokenizer_dir=self.tokenizer_dir, num_proc=self.num_proc)
         self.packed_built = self.packed_built or built
 
     def prepare_data(self) -> None:
@@ -216,6 +186,12 @@ class TextDataModule(DataModule):
         """Load tokenizer and memory-mapped tokens (reusing what prepare_data built, maybe elsewhere)."""
         if self.packed_dir is None:
             self._prepare()
+        if self.mixture is not None:
+            self.meta = self.mixture.load(self.block_size)
+            self.val_bytes_per_token = self.mixture.bytes_per_token()
+            self.train_dataset = self.mixture.train_dataset(self.block_size, self.seed, self.eos_id)
+            self.train_tokens = self.mixture.train_tokens
+            return
         train, val, self.meta = load_packed(self.packed_dir)
         self.val_bytes_per_token = self.meta["val_bytes"] / max(1, self.meta["val_tokens"])
         if self.meta.get("split") in ("position", "files") and not self._told_split:
@@ -230,9 +206,21 @@ class TextDataModule(DataModule):
                 "add documents or lower data.block_size"
             )
         dtype = self.meta["dtype"]
-        self._train = _Packed(self.packed_dir / "train.bin", dtype, len(train))
-        self._val = _Packed(self.packed_dir / "val.bin", dtype, len(val))
-        self.train_dataset = TrainWindows(self._train, self.block_size, self.seed)
+        self._train = Packed(self.packed_dir / "train.bin", dtype, len(train))
+        self._val = Packed(self.packed_dir / "val.bin", dtype, len(val))
+        self.train_tokens = len(train)
+        self.train_dataset = TrainWindows(self._train, self.block_size, self.seed, self.eos_id)
+
+    @property
+    def eos_id(self) -> Optional[int]:
+        """The end-of-text id that closes each packed document when data.document_mask is on (the
+        batches then carry `position_ids`, restarting after it), else None."""
+        return int(self.meta["eos_id"]) if self.document_mask else None
+
+    @property
+    def validation_sources(self) -> dict[str, float]:
+        """The sources validated apart (a mixture's, by name) and the bytes per token of each."""
+        return dict(self.mixture.val_bytes_per_token) if self.mixture is not None else {}
 
     def check_splits(self) -> None:
         """Each split holds a window of block_size + 1 tokens (else refused now, not in fit)."""
@@ -279,16 +267,20 @@ class TextDataModule(DataModule):
         t = self.trainer
         rank, world, accumulate = (t.global_rank, t.world_size, t.accumulate_grad_batches) if t else (0, 1, 1)
         per_step = self.batch_size * int(accumulate)
-        steps = max(1, math.ceil(self._train.length / self.block_size / int(world) / per_step))
+        steps = max(1, math.ceil(self.train_tokens / self.block_size / int(world) / per_step))
         sampler = StreamSampler(self._stream_start, steps * per_step, int(rank), int(world))
         return self._loader(self.train_dataset, sampler)
 
     def val_dataset(self) -> FixedWindows:
-        """The fixed validation windows (of data.val_paths when given)."""
+        """The fixed validation windows (of data.val_paths when given; of every source of a mixture)."""
+        if self.mixture is not None:
+            windows = self.mixture.val_dataset(self.block_size, self.val_windows, self.eos_id)
+            self.val_bytes_per_token = self.mixture.bytes_per_token()
+            return windows
         if self.corpus.val_sources:
             return FixedWindows(self._val, self.block_size, self.val_windows,
-                                remedy="add text to data.val_paths or lower data.block_size")
-        return FixedWindows(self._val, self.block_size, self.val_windows)
+                                remedy="add text to data.val_paths or lower data.block_size", eos_id=self.eos_id)
+        return FixedWindows(self._val, self.block_size, self.val_windows, eos_id=self.eos_id)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset())

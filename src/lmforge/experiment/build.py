@@ -128,6 +128,12 @@ def check_compatible(model: nn.Module, datamodule: DataModule) -> None:
         key = datamodule.context_key
         raise UserError(f"{key}={block} is larger than the model's {positions} positions "
                         f"(lower {key}, or use a model with more positions)")
+    if datamodule.document_mask:
+        from lmforge.models.gpt import GPT
+
+        if not isinstance(model, GPT):
+            raise UserError(f"data.document_mask=true needs a native GPT (model.impl=native), not "
+                            f"{type(model).__name__}")
     embeddings = input_embeddings(model)
     if datamodule.tokenizer is None or embeddings is None:
         return

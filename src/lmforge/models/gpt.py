@@ -262,8 +262,10 @@ class GPT(nn.Module):
                 cache: Optional[KVCache] = None, use_cache: bool = False,
                 position_ids: Optional[torch.Tensor] = None) -> LMOutput:
         """Logits for every position of `input_ids` [B, T]. `attention_mask` [B, T(+cached)] (1 = token,
-        0 = padding) is only needed for left padding; `cache` holds the keys/values of earlier calls;
-        `position_ids` [B, T] (default: the next T positions) let left-padded rows start at position 0."""
+        0 = padding) is only needed for left padding; `cache` holds the keys/values of earlier calls.
+        `position_ids` [B, T] (default: the next T positions) let left-padded rows start at position 0; given
+        alone (no mask, no cache) they are packed documents, a new one at each 0 (data.document_mask): attention
+        is then block-causal, a token sees the tokens of its own document only."""
         T = input_ids.shape[1]
         if use_cache and cache is None:
             cache = KVCache()
@@ -283,7 +285,8 @@ class GPT(nn.Module):
                 rope = self.cos[past:past + T, None].to(x.dtype), self.sin[past:past + T, None].to(x.dtype)
             else:  # [B, T, 1, head_dim]
                 rope = self.cos[position_ids][:, :, None].to(x.dtype), self.sin[position_ids][:, :, None].to(x.dtype)
-        mask = self.mask(attention_mask, past, T, x.device)
+        packed = position_ids is not None and attention_mask is None and cache is None and not use_cache
+        mask = documents_mask(position_ids) if packed else self.mask(attention_mask, past, T, x.device)
         for index, layer in enumerate(self.layers):
             x = layer(x, rope, mask, cache if use_cache else None, index)
         return LMOutput(self.lm_head(self.norm(x)), cache if use_cache else None)
@@ -313,6 +316,14 @@ class GPT(nn.Module):
         hf.load_state_dict(hf_state_dict(self), strict=True)
         param = next(self.parameters())
         return hf.to(device=param.device, dtype=param.dtype).train(self.training)
+
+
+def documents_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """The boolean block-causal mask [B, 1, T, T] of packed documents, each starting where `position_ids` is 0."""
+    T = position_ids.shape[1]
+    document = (position_ids == 0).cumsum(dim=1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=position_ids.device).tril()
+    return ((document[:, :, None] == document[:, None, :]) & causal)[:, None]
 
 
 HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}

@@ -11,8 +11,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lmforge.data.base import DataModule
+from lmforge.errors import UserError
 from lmforge.loggers.cadence import written_step
-from lmforge.models.contract import output_layer
+from lmforge.models.contract import output_layer, unwrap
+from lmforge.models.gpt import GPT
 from lmforge.modules.base import TaskModule
 from lmforge.optim.contract import default_weight_decay
 
@@ -36,15 +38,26 @@ class CausalLMModule(TaskModule):
         self.weight_decay_embeddings = weight_decay_embeddings
         # Per stage, the token-weighted mean loss of the epoch (torchmetrics syncs it across ranks).
         self.epoch_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+        # Per (stage, source index) of a mixture, the same: made when its first batch comes (a plain dict:
+        # no part of the module's state).
+        self._source_loss: dict[tuple[str, int], MeanMetric] = {}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Logits [B, T, vocab] for every position."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits [B, T, vocab] for every position; with `position_ids` (data.document_mask), of packed
+        documents that do not see each other (the native GPTs only)."""
+        if position_ids is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        if not isinstance(unwrap(self.model), GPT):
+            raise UserError(f"data.document_mask=true needs a native GPT (model.impl=native), not "
+                            f"{type(self.model).__name__}")
+        return self.model(input_ids=input_ids, position_ids=position_ids).logits
 
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean loss of a batch and the number of tokens it averages over."""
         labels = batch["labels"]
-        return lm_loss(self(batch["input_ids"]), labels), (labels != IGNORE_INDEX).sum()
+        logits = self(batch["input_ids"], position_ids=batch.get("position_ids"))
+        return lm_loss(logits, labels), (labels != IGNORE_INDEX).sum()
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss, _ = self.batch_loss(batch)  # subclasses' batch_loss (SFT: the attention mask) decides the loss
@@ -53,9 +66,33 @@ class CausalLMModule(TaskModule):
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        if "source" in batch:  # windows of a mixture's sources: each source's loss apart too
+            self._sources_step(batch, stage)
+            return
         loss, tokens = self.batch_loss(batch)
         if tokens > 0:
             self.epoch_loss[stage].update(loss.detach().float(), weight=tokens)
+
+    def _sources_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        labels = batch["labels"]
+        logits = self(batch["input_ids"], position_ids=batch.get("position_ids"))
+        losses = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                 reduction="none").view_as(labels)
+        counted = labels != IGNORE_INDEX
+        for source in batch["source"].unique().tolist():
+            rows = batch["source"] == source
+            tokens = counted[rows].sum()
+            if tokens > 0:
+                loss = losses[rows].sum() / tokens
+                self.epoch_loss[stage].update(loss.detach(), weight=tokens)
+                self._source_metric(stage, source).update(loss.detach(), weight=tokens)
+
+    def _source_metric(self, stage: str, source: int) -> MeanMetric:
+        """The mean loss of one source in `stage` (made on first use, on this module's device)."""
+        key = (stage, source)
+        if key not in self._source_loss:
+            self._source_loss[key] = MeanMetric().to(self.device)
+        return self._source_loss[key]
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -78,6 +115,15 @@ class CausalLMModule(TaskModule):
         bytes_per_token = datamodule.bytes_per_token(stage) if isinstance(datamodule, DataModule) else None
         if bytes_per_token:
             self.log(f"{stage}/bpb", loss / math.log(2) / bytes_per_token, sync_dist=True)
+        sources = datamodule.validation_sources if isinstance(datamodule, DataModule) else {}
+        for index, (name, source_bytes_per_token) in enumerate(sources.items()):
+            metric = self._source_metric(stage, index)  # every rank computes each, even one that saw none of it
+            source_loss = metric.compute()
+            with torch.inference_mode(False):
+                metric.reset()
+            if torch.isfinite(source_loss):
+                self.log(f"{stage}/loss/{name}", source_loss, sync_dist=True)
+                self.log(f"{stage}/bpb/{name}", source_loss / math.log(2) / source_bytes_per_token, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

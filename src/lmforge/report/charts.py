@@ -32,6 +32,9 @@ def family(metric: str) -> Optional[str]:
         return LR  # Lightning's LearningRateMonitor: lr-AdamW, lr-AdamW/pg1
     if metric.startswith("harness/"):  # lm-eval tasks scored while training: one chart per task and metric
         return None if metric.endswith("_stderr") else metric.removeprefix("harness/")
+    stage, *rest = metric.split("/")
+    if stage == "val" and len(rest) == 2:
+        return rest[0]  # val/loss/<source>: a mixture's source, on the chart of val/loss
     return metric.rsplit("/", 1)[-1].removesuffix("_step").removesuffix("_epoch")  # self.log(on_step, on_epoch)
 
 
@@ -54,11 +57,14 @@ def _curves(name: str, curves: list[tuple[Run, str]], histories: dict[str, Histo
     for run, metric in curves:
         history = histories[run.label]
         series = history.series[metric]
-        stage = metric.split("/")[0]
+        stage, *rest = metric.split("/")
+        source = rest[1] if len(rest) == 2 else None  # val/loss/<source>: dotted, named in the legend
         fig.add_trace(go.Scatter(
-            x=series.steps, y=series.values, name=run.label, legendgroup=run.label,
-            showlegend=run.label not in shown, mode="lines" if len(series.steps) > 40 else "lines+markers",
-            line={"color": palette[run.label], "dash": DASH.get(stage, "dot"), "width": 2},
+            x=series.steps, y=series.values, name=f"{run.label} · {source}" if source else run.label,
+            legendgroup=run.label, showlegend=bool(source) or run.label not in shown,
+            mode="lines" if len(series.steps) > 40 else "lines+markers",
+            line={"color": palette[run.label], "dash": "dot" if source else DASH.get(stage, "dot"),
+                  "width": 1 if source else 2},
             marker={"size": 5}, hovertemplate=f"{run.label}<br>{metric} %{{y:.4g}}<br>%{{x}}<extra></extra>"))
         shown.add(run.label)
         by_step.append(series.steps)
