@@ -22,8 +22,9 @@ def main(cfg: DictConfig) -> None:
     for source in read_paths(config["ckpt_path"]):
         refuse_overlap("export_dir", config["export_dir"], source)
     check_export_dir(config["export_dir"])
-    model, tokenizer, _ = load_model(config["ckpt_path"], cache_dir=config["paths"]["cache_dir"])
-    path = export_hf(model, tokenizer, config["export_dir"])
-    auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \
+    model, processor, _ = load_model(config["ckpt_path"], cache_dir=config["paths"]["cache_dir"])
+    path = export_hf(model, processor, config["export_dir"])
+    task = type(model).__name__.partition("For")[2]  # GPT2ForSequenceClassification, ResNetForImageClassification
+    auto = f"AutoModelFor{task}" if task in ("SequenceClassification", "ImageClassification") \
         else "AutoModelForCausalLM"
     print(f"exported: {path}  (load it with {auto}.from_pretrained('{path}'))")
