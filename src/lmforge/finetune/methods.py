@@ -21,7 +21,7 @@ HEAD_NAMES = ("score", "classifier", "head", "lm_head", "modules_to_save")
 LAYER_INDEX = re.compile(r"\.(?:h|layers|layer)\.(\d+)\.")
 # LoRA's layers in image classifiers (by config.model_type), which peft has no default for: ViT's
 # attention, ConvNeXt's pointwise (linear) layers, ResNet's convolutions.
-IMAGE_LORA_TARGETS = {"vit": ["query", "value"], "convnext": ["pwconv1", "pwconv2"], "resnet": ["convolution"]}
+IMAGE_LORA_TARGETS = {"vit": ["q_proj", "v_proj"], "convnext": ["pwconv1", "pwconv2"], "resnet": ["convolution"]}
 
 
 def is_head(name: str) -> bool:

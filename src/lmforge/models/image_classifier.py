@@ -42,9 +42,10 @@ def pretrained(path: str, num_classes: Optional[int], labels: Optional[list[str]
                         f"data.image_size={own}")
     wanted = _labels(num_classes, labels)
     same = [config.id2label.get(i) for i in range(config.num_labels)] == list(wanted["id2label"].values())
-    try:
-        model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=False,
-                                                                ignore_mismatched_sizes=True, **wanted)
+    try:  # the label names set the number of labels (num_labels beside them would be refused)
+        model = AutoModelForImageClassification.from_pretrained(
+            path, trust_remote_code=False, ignore_mismatched_sizes=True, id2label=wanted["id2label"],
+            label2id=wanted["label2id"])
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"model.path: cannot load an image classifier from {path!r}: {str(exc).splitlines()[0]}") \
             from exc
