@@ -195,3 +195,16 @@ def test_an_image_run_stopped_by_sigterm_resumes_to_the_same_weights(trained: Pa
     assert [k for k in final[0] if not torch.equal(final[0][k], final[1][k])] == []
     assert csv_metric(stopped, "train/loss") == csv_metric(work / "straight", "train/loss")
     assert len(csv_metric(stopped, "train/loss")) == 80  # 20 epochs of 4 batches (60 images), each step once
+
+
+def test_eval_on_other_files_keeps_the_runs_classes(trained: Path, work: Path):
+    two = colour_folder(work / "two_colours", per_class=10, seed=5)
+    for extra in two.iterdir():
+        if extra.name == "green":
+            for file in extra.iterdir():
+                file.unlink()
+            extra.rmdir()
+    ok(cli("eval", f"ckpt_path={trained}", f"data.path={two}", f"hydra.run.dir={work / 'eval_two'}", cwd=work))
+    rows = predictions(work / "eval_two" / "predictions.csv")
+    assert rows and {r["label"] for r in rows} <= {"red", "blue"}
+    assert {r["prediction"] for r in rows} <= set(COLOURS)  # the run's three classes, not the data's two

@@ -85,7 +85,8 @@ class ImageFolderDataModule(DataModule):
     """Labelled images from `path`: a class-per-subfolder folder, a folder of `train/` (`val/`, `test/`)
     such folders, or a `.csv`/`.jsonl` manifest (paths relative to it); null: the generated digits
     (`generated=digits|parity`, written once into `cache_dir`). Splits missing from the data are a
-    deterministic, per-class split of train by `val_fraction` / `test_fraction`."""
+    deterministic, per-class split of train by `val_fraction` / `test_fraction`. The classes are those
+    of the training images, or `classes` in that order (a run evaluated on other files keeps its own)."""
 
     takes_model_processor = True
 
@@ -94,7 +95,8 @@ class ImageFolderDataModule(DataModule):
                  split_seed: int = 0, on_bad_image: Literal["error", "skip"] = "error", augment: bool = True,
                  crop_scale: tuple[float, float] = (0.35, 1.0), hflip: float = 0.5, in_memory: bool = True,
                  path_column: str = "path", label_column: str = "label", split_column: str = "split",
-                 generated: Literal["digits", "parity"] = "digits", cache_dir: str = ".cache") -> None:
+                 generated: Literal["digits", "parity"] = "digits", classes: Optional[list[str]] = None,
+                 cache_dir: str = ".cache") -> None:
         super().__init__()
         self.path = Path(path).expanduser() if path else None
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
@@ -103,6 +105,7 @@ class ImageFolderDataModule(DataModule):
         self.augment = transforms.Augment(tuple(crop_scale), hflip) if augment else None
         self.columns = {"path": path_column, "label": label_column, "split": split_column}
         self.generated, self.cache_dir = generated, cache_dir
+        self.classes = [str(c) for c in classes] if classes else None
         for key in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, key) < 1:  # getattr: this module's own setting of that config key
                 raise UserError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")
@@ -174,7 +177,10 @@ class ImageFolderDataModule(DataModule):
     def _load(self) -> dict[str, list[Item]]:
         if self._items is None:
             items = self._list()
-            labels = sort_labels({it.label for it in items["train"]})
+            labels = self.classes or sort_labels({it.label for it in items["train"]})
+            for item in items["train"] if self.classes else ():
+                if item.label not in labels:
+                    raise UserError(f"{item.where}: class '{item.label}' is not one of data.classes ({', '.join(labels)})")
             if len(labels) < 2:
                 raise UserError(f"data.path: the training images have only one class ({labels[0]}); need 2 or more")
             for name in ("val", "test"):

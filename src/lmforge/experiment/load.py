@@ -247,6 +247,9 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
     (e.g. `{"data": {"test_file": "x.csv"}}`); weights come from `checkpoint` or the best one;
     `cache_dir` is where rebuilding may write (default: the reader's cache)."""
     config = merge(saved_run_config(path, cache_dir), overrides)
+    data, labels = config.get("data") or {}, (config.get("model") or {}).get("labels")
+    if labels and "classes" in data and not data["classes"]:  # data on other files keeps the run's classes
+        config["data"] = {**data, "classes": list(labels)}
     for section in (overrides or {}):
         if isinstance(config.get(section), dict) and "_target_" in config[section]:
             check_node(section, config[section])
