@@ -97,8 +97,11 @@ def lightning_clock(path: str):
                 self.clock.announce(path)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            input_ids = batch["input_ids"] if isinstance(batch, dict) else batch[0]
-            self.clock.step(input_ids.numel() * trainer.world_size)  # all ranks' tokens
+            if isinstance(batch, dict) and "pixel_values" in batch:  # images: the count is of images
+                count = len(batch["pixel_values"])
+            else:
+                count = (batch["input_ids"] if isinstance(batch, dict) else batch[0]).numel()
+            self.clock.step(count * trainer.world_size)  # all ranks' tokens (images)
 
         def on_validation_start(self, trainer, pl_module) -> None:
             self.clock.pause()

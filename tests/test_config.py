@@ -20,7 +20,8 @@ from lmforge.config.validate import validate
 
 CONF = conf_dir()
 # Presets that need a value the user must give.
-REQUIRED = {"tokenizer/pretrained": ["tokenizer.path=some/dir"], "model/hf": ["model.path=some/dir"]}
+REQUIRED = {"tokenizer/pretrained": ["tokenizer.path=some/dir"], "model/hf": ["model.path=some/dir"],
+            "experiment/image_finetune": ["init_from=some/run"]}
 # Groups selected through the train config, and those only used by other commands' configs.
 GROUPS = ["data", "model", "module", "optimizer", "scheduler", "tokenizer", "trainer", "callbacks",
           "logger", "experiment", "debug", "launcher", "hparams_search", "finetune"]

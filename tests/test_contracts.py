@@ -25,14 +25,16 @@ from lmforge.models.export import export_hf, plain_model
 CONF = Path(__file__).parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 SHRINK = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_kv_head": 2, "block_size": 24, "intermediate_size": 64}  # fast to build; same classes
-DATA = {"vocab_size": 258, "input_size": 64, "num_classes": 10, "num_labels": 2, "labels": ["neg", "pos"]}
+DATA = {"vocab_size": 258, "input_size": 64, "num_classes": 10, "num_labels": 2, "labels": ["neg", "pos"],
+        "image_size": 32}
+IMAGE_MODELS = ("resnet_small", "convnext_tiny", "vit_tiny")  # built from a config; `path` only for init_from
 
 
 def preset(name: str, model_dir: Path) -> dict:
     """The model node of conf/model/<name>.yaml, shrunk, with what the data and init_from would fill."""
     node = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml"))
     node.update({k: v for k, v in SHRINK.items() if node.get(k) is not None})
-    if "path" in node:
+    if "path" in node and name not in IMAGE_MODELS:
         node["path"] = str(model_dir)
     return fill_nulls(node, DATA)
 
@@ -48,6 +50,10 @@ def test_every_model_preset_satisfies_its_contract(name: str, tiny_hf_lm: Path) 
         assert input_embeddings(model) is None and context_length(model) is None
         with pytest.raises(UserError, match="MLP is not a Hugging Face transformers model"):
             plain_model(model)
+        return
+    if name in IMAGE_MODELS:  # pixels in: no token embedding, no context limit; a stock class, exportable
+        assert input_embeddings(model) is None and context_length(model) is None
+        assert isinstance(plain_model(model), Exportable)
         return
     assert input_embeddings(model).num_embeddings >= DATA["vocab_size"]
     assert isinstance(context_length(model), int) and context_length(model) > 0

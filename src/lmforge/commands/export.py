@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from omegaconf import DictConfig
 
 from lmforge.config.validate import validate
@@ -12,7 +14,7 @@ def main(cfg: DictConfig) -> None:
     config = validate(cfg, "export")
 
     from lmforge.experiment.load import load_model
-    from lmforge.models.export import check_export_dir, export_hf
+    from lmforge.models.export import MARKER, check_export_dir, export_hf
     from lmforge.runs.directory import read_paths, refuse_overlap
     from lmforge.runs.lock import RunLock
 
@@ -22,8 +24,10 @@ def main(cfg: DictConfig) -> None:
     for source in read_paths(config["ckpt_path"]):
         refuse_overlap("export_dir", config["export_dir"], source)
     check_export_dir(config["export_dir"])
-    model, tokenizer, _ = load_model(config["ckpt_path"], cache_dir=config["paths"]["cache_dir"])
-    path = export_hf(model, tokenizer, config["export_dir"])
-    auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \
+    model, processor, _ = load_model(config["ckpt_path"], cache_dir=config["paths"]["cache_dir"])
+    path = export_hf(model, processor, config["export_dir"])
+    # the class written (LoRA merged): GPT2ForSequenceClassification, ResNetForImageClassification, ...
+    task = json.loads((path / MARKER).read_text())["class"].partition("For")[2]
+    auto = f"AutoModelFor{task}" if task in ("SequenceClassification", "ImageClassification") \
         else "AutoModelForCausalLM"
     print(f"exported: {path}  (load it with {auto}.from_pretrained('{path}'))")

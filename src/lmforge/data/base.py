@@ -28,6 +28,12 @@ class DataModule(L.LightningDataModule):
     #: True when batches carry `position_ids` of packed documents that must not see each other
     #: (data.document_mask): only a native GPT masks attention from them.
     document_mask: bool = False
+    #: What turns raw inputs into the model's (an image processor, a feature extractor), None for data that
+    #: needs none: saved in the run's `processor/` and exported beside the model.
+    processor: Any = None
+    #: True when the data normalises as the fine-tuned model's own processor says: the builders then call
+    #: `set_processor` with the processor of `init_from` (when it has one).
+    takes_model_processor: bool = False
     #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
     run_seed: int = 0
 
@@ -64,6 +70,10 @@ class DataModule(L.LightningDataModule):
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Tokenize with `tokenizer` (the fine-tuned model's own); only when `takes_model_tokenizer`."""
         raise UserError(f"{type(self).__name__} builds its own tokenizer; it cannot take the one of init_from")
+
+    def set_processor(self, processor: Any) -> None:
+        """Prepare inputs as `processor` (the fine-tuned model's own) does; only when `takes_model_processor`."""
+        raise UserError(f"{type(self).__name__} prepares its inputs itself; it cannot take the processor of init_from")
 
     def train_sampler(self, n: int, batch_size: int) -> ResumableSampler:
         """The training order of `n` examples: shuffled by the run's seed (`run_seed`, which

@@ -52,10 +52,11 @@ def check_optimizer(config: dict) -> None:
                             "trainer.strategy (FSDP) leaves each rank a shard of it: use trainer=ddp or trainer=gpu")
 
 
-def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
+def build_datamodule(config: dict, tokenizer: Any = None, processor: Any = None) -> DataModule:
     """Instantiate `data` and prepare it far enough to know its dims (input size, vocab...).
 
-    `tokenizer` (the one of `init_from`) is handed to data that tokenizes with the model's own."""
+    `tokenizer` (the one of `init_from`) is handed to data that tokenizes with the model's own, `processor`
+    (its image processor or feature extractor) to data that prepares inputs as the model's own does."""
     datamodule = instantiate(config["data"], _convert_="all")
     if not isinstance(datamodule, DataModule):
         raise UserError(f"config key 'data._target_': {config['data']['_target_']} is not an lmforge DataModule "
@@ -63,6 +64,8 @@ def build_datamodule(config: dict, tokenizer: Any = None) -> DataModule:
     datamodule.run_seed = config.get("seed") or 0  # what seed_everything makes of a null seed
     if tokenizer is not None and datamodule.takes_model_tokenizer:
         datamodule.set_tokenizer(tokenizer)
+    if processor is not None and datamodule.takes_model_processor:
+        datamodule.set_processor(processor)
     datamodule.prepare_data()
     return datamodule
 

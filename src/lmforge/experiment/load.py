@@ -39,12 +39,14 @@ def reader_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Parent:
-    """`init_from`, resolved: the model directory the weights start from, its tokenizer, its lineage."""
+    """`init_from`, resolved: the model directory the weights start from, its tokenizer (or, for a model
+    that reads no text, its processor: an image processor, a feature extractor), its lineage."""
 
     init_from: str
     model_dir: Path
     tokenizer: Any
     weights: Optional[Path]  # the file whose hash identifies the parent (a .ckpt or safetensors)
+    processor: Any = None
 
     def lineage(self) -> dict:
         """What run.json records about the parent: where it came from and a hash of its weights."""
@@ -81,7 +83,32 @@ def resolve_init_from(init_from: str, cache_dir: str | Path) -> Parent:
         check_safetensors(model_dir)
         found = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
         weights = found[0] if found else None
-    return Parent(init_from, model_dir, pretrained_tokenizer(init_from, model_dir), weights)
+    processor = model_processor(model_dir)
+    tokenizer = pretrained_tokenizer(init_from, model_dir) if processor is None or has_tokenizer(model_dir) else None
+    return Parent(init_from, model_dir, tokenizer, weights, processor)
+
+
+def has_tokenizer(model_dir: Path) -> bool:
+    return any((model_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
+
+
+def model_processor(model_dir: Path) -> Any:
+    """The image processor (or feature extractor) of a model or run `processor/` directory, from its
+    preprocessor_config.json; None when it has none (a language model)."""
+    import json
+
+    file = model_dir / "preprocessor_config.json"
+    if not file.is_file():
+        return None
+    from transformers import AutoFeatureExtractor, AutoImageProcessor
+
+    try:
+        kind = json.loads(file.read_text())
+        loader = AutoImageProcessor if "image_processor_type" in kind or "feature_extractor_type" not in kind \
+            else AutoFeatureExtractor
+        return loader.from_pretrained(str(model_dir), trust_remote_code=False)
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"{file}: not a readable processor config ({str(exc).splitlines()[0]})") from exc
 
 
 def check_safetensors(model_dir: Path) -> None:
@@ -112,8 +139,8 @@ def export_run(ckpt: Path, cache_dir: Path) -> Path:
     key = hashlib.sha256(f"{ckpt.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir / "init" / key
     if not (target / "config.json").is_file():
-        model, tokenizer, _ = load_model(ckpt, cache_dir=cache_dir, role="init_from")
-        export_hf(model, tokenizer, target)
+        model, processor, _ = load_model(ckpt, cache_dir=cache_dir, role="init_from")
+        export_hf(model, processor, target)
     return target
 
 
@@ -220,13 +247,16 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
     (e.g. `{"data": {"test_file": "x.csv"}}`); weights come from `checkpoint` or the best one;
     `cache_dir` is where rebuilding may write (default: the reader's cache)."""
     config = merge(saved_run_config(path, cache_dir), overrides)
+    data, labels = config.get("data") or {}, (config.get("model") or {}).get("labels")
+    if labels and "classes" in data and not data["classes"]:  # data on other files keeps the run's classes
+        config["data"] = {**data, "classes": list(labels)}
     for section in (overrides or {}):
         if isinstance(config.get(section), dict) and "_target_" in config[section]:
             check_node(section, config[section])
     ckpt_path = find_checkpoint(checkpoint or path)
     ckpt = read_checkpoint(ckpt_path)
     tokenizer = run_tokenizer(ckpt_path, required=False)
-    datamodule = build_datamodule(config, tokenizer=tokenizer)
+    datamodule = build_datamodule(config, tokenizer=tokenizer, processor=run_processor(ckpt_path))
     module, config = build_module(config, datamodule)
     _load_weights(module, ckpt["state_dict"], ckpt_path)
     module.eval()
@@ -239,6 +269,7 @@ def module_kind(config: dict) -> Optional[str]:
     from hydra.utils import get_object
 
     from lmforge.modules.causal_lm import CausalLMModule
+    from lmforge.modules.image_classifier import ImageClassifierModule
     from lmforge.modules.sequence_classifier import SequenceClassifierModule
 
     target = (config.get("module") or {}).get("_target_")
@@ -250,12 +281,13 @@ def module_kind(config: dict) -> Optional[str]:
         return "other"
     if isinstance(cls, type) and issubclass(cls, CausalLMModule):
         return "language"
-    return "classifier" if isinstance(cls, type) and issubclass(cls, SequenceClassifierModule) else "other"
+    classifiers = (SequenceClassifierModule, ImageClassifierModule)
+    return "classifier" if isinstance(cls, type) and issubclass(cls, classifiers) else "other"
 
 
 def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str | Path] = None,
                role: str = "generate and export") -> tuple[nn.Module, Any, dict]:
-    """(model in eval mode, tokenizer, run config) of a run, a .ckpt, or a Hugging Face directory
+    """(model in eval mode, its processor: the tokenizer or image processor, run config) of a run, a .ckpt, or a Hugging Face directory
     (config {}): for generate (`causal`: a causal LM only), export and init_from (`role`, named in the
     error for a run of another kind), without building the data."""
     import json
@@ -295,7 +327,8 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
     state = {plain_key(k[len("model."):]): v
              for k, v in read_checkpoint(ckpt_path)["state_dict"].items() if k.startswith("model.")}
     _load_weights(model, state, ckpt_path)
-    return model.eval(), run_tokenizer(ckpt_path), config
+    processor = run_processor(ckpt_path)
+    return model.eval(), processor if processor is not None else run_tokenizer(ckpt_path), config
 
 
 def _load_weights(module: nn.Module, state: dict, ckpt_path: Path) -> None:
@@ -304,6 +337,12 @@ def _load_weights(module: nn.Module, state: dict, ckpt_path: Path) -> None:
     except RuntimeError as exc:
         raise UserError(f"{ckpt_path}: weights do not fit the model of its config "
                         f"({str(exc).splitlines()[0]})") from exc
+
+
+def run_processor(ckpt_path: Path) -> Any:
+    """The processor (image processor, feature extractor) saved in the run directory of a checkpoint, or None."""
+    run_dir = run_dir_of(ckpt_path)
+    return model_processor(run_dir / "processor") if run_dir is not None else None
 
 
 def run_tokenizer(ckpt_path: Path, required: bool = True):

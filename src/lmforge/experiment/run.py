@@ -118,7 +118,8 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
     if config["seed"] is not None:
         L.seed_everything(config["seed"], workers=True, verbose=False)
     parent = resolve_init_from(config["init_from"], config["paths"]["cache_dir"]) if config["init_from"] else None
-    datamodule = build_datamodule(config, tokenizer=parent.tokenizer if parent else None)
+    datamodule = build_datamodule(config, tokenizer=parent.tokenizer if parent else None,
+                                  processor=parent.processor if parent else None)
     module, config = build_module(config, datamodule, parent.model_dir if parent else None)
     if start_ckpt is not None:
         check_weights_fit(start_ckpt, module, start)
@@ -141,6 +142,8 @@ def run_train(config: dict, run_dir: str | Path, overrides: Sequence[str] = (), 
         run.write_overrides(list(overrides))
         if datamodule.tokenizer is not None:
             run.save_tokenizer(datamodule.tokenizer)
+        if datamodule.processor is not None:
+            run.save_processor(datamodule.processor)
         run.write_info(run_info("train", run.path, resumed_from=str(start) if start else None,
                                 parent=parent.lineage() if parent else None, visible_devices=devices,
                                 **_attempts(run)))

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 HEAD_NAMES = ("score", "classifier", "head", "lm_head", "modules_to_save")
 # Where the numbered transformer blocks live: transformer.h.3, model.layers.3, encoder.layer.3, ...
 LAYER_INDEX = re.compile(r"\.(?:h|layers|layer)\.(\d+)\.")
+# LoRA's layers in image classifiers (by config.model_type), which peft has no default for: ViT's
+# attention, ConvNeXt's pointwise (linear) layers, ResNet's convolutions.
+IMAGE_LORA_TARGETS = {"vit": ["q_proj", "v_proj"], "convnext": ["pwconv1", "pwconv2"], "resnet": ["convolution"]}
 
 
 def is_head(name: str) -> bool:
@@ -79,11 +82,15 @@ class LoRA(Finetune):
         from transformers.pytorch_utils import Conv1D
 
         classifier = type(model).__name__.endswith("ForSequenceClassification")
+        images = type(model).__name__.endswith("ForImageClassification")
+        targets = self.target_modules or (IMAGE_LORA_TARGETS.get(model.config.model_type) if images else None)
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                            target_modules=self.target_modules,
+                            target_modules=targets,
+                            # an image classifier's head (`classifier`) trains fully; it takes pixels, not ids
+                            modules_to_save=["classifier"] if images else None,
                             # GPT-2's layers are Conv1D (weights stored transposed): say so, or peft warns and guesses
                             fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
-                            task_type=TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM)
+                            task_type=None if images else TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM)
         try:
             with warnings.catch_warnings():  # peft asks transformers a deprecated name (not ours to fix)
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

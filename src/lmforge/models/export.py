@@ -1,5 +1,6 @@
-"""Write a model and its tokenizer as a Hugging Face model directory that loads offline with
-`AutoModelFor*.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)`."""
+"""Write a model and its processor (a tokenizer, an image processor, a feature extractor) as a Hugging
+Face model directory that loads offline with `AutoModelFor*.from_pretrained(dir)` and
+`AutoTokenizer` / `AutoImageProcessor` / `AutoFeatureExtractor.from_pretrained(dir)`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 from lmforge.atomic import publish_dir
 from lmforge.errors import UserError
 from lmforge.models.contract import ConvertsForExport, Exportable, RefusesExport, unwrap
-from lmforge.tokenizers.contract import SPECIAL_IDS, special_ids
+from lmforge.tokenizers.contract import SPECIAL_IDS, Tokenizer, special_ids
 
 MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
 
@@ -64,9 +65,10 @@ def check_export_dir(export_dir: str | Path) -> Path:
     return export_dir
 
 
-def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
+def export_hf(model: nn.Module, processor: Any, export_dir: str | Path,
               generation: Optional[dict[str, Any]] = None) -> Path:
-    """Save `model` (+ `tokenizer`, generation defaults) to `export_dir` and return its path.
+    """Save `model` (+ its `processor`: a tokenizer, whose special ids the config gets, or an image
+    processor or feature extractor; generation defaults) to `export_dir` and return its path.
 
     Files are written into a temporary directory beside `export_dir` and renamed into place
     (`lmforge.atomic.publish_dir`), so a crash never leaves half an export. A non-empty `export_dir`
@@ -76,7 +78,7 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     export_dir = check_export_dir(export_dir)
     model = plain_model(model)
     config = model.config
-    for name, value in special_ids(tokenizer).items():
+    for name, value in (special_ids(processor) if isinstance(processor, Tokenizer) else {}).items():
         # every transformers config has the three ids (None when unset): a declared part of PretrainedConfig
         if value is not None and getattr(config, name) is None:
             setattr(config, name, value)
@@ -99,7 +101,7 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
 
     with publish_dir(export_dir, replace=True) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
         files = sorted(p.name for p in tmp.iterdir())
         for file in tmp.iterdir():
             if file.is_file():

@@ -3,6 +3,7 @@
     .hydra/config.yaml   resolved config        run.json       how the run was made, its status
     metrics.json         final metrics          config_tree.txt
     checkpoints/         best, last, periodic   tokenizer/     language models' tokenizer
+    processor/           image (or audio) models' processor, exported beside the model
     csv/ tensorboard/ wandb/ (loggers)          predictions.csv, confusion_matrix.json (classifiers)
     test_generations.jsonl (SFT: test prompts, references and greedy generations)
 """
@@ -27,7 +28,7 @@ from lmforge.runs.redact import redact
 CONFUSION_MATRIX = "confusion_matrix.json"  # {"labels": [...], "counts": [[true x predicted]]}
 TEST_GENERATIONS = "test_generations.jsonl"
 # What a run writes, and so what `overwrite=true` may delete (nothing else in the directory).
-RUN_FILES = (".hydra", "run.json", "metrics.json", "config_tree.txt", "checkpoints", "tokenizer", "csv",
+RUN_FILES = (".hydra", "run.json", "metrics.json", "config_tree.txt", "checkpoints", "tokenizer", "processor", "csv",
              "tensorboard", "wandb", "predictions.csv", CONFUSION_MATRIX, TEST_GENERATIONS, "profile.txt",
              "fit-profile.txt")
 # Overrides that say how a launch treats the directory, not what the run is.
@@ -87,6 +88,7 @@ class RunDir:
     metrics_file = property(lambda self: self.path / "metrics.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     tokenizer_dir = property(lambda self: self.path / "tokenizer")
+    processor_dir = property(lambda self: self.path / "processor")
 
     def check_links(self) -> None:
         """Refuse a run file or folder (or anything in one) that is a link leading out of the directory."""
@@ -162,6 +164,11 @@ class RunDir:
         """Keep the run's tokenizer beside its checkpoints: generate/export/fine-tune need nothing else."""
         with publish_dir(self.tokenizer_dir, replace=True) as tmp:
             tokenizer.save_pretrained(str(tmp))
+
+    def save_processor(self, processor: Any) -> None:
+        """Keep the run's processor (an image processor, a feature extractor) beside its checkpoints."""
+        with publish_dir(self.processor_dir, replace=True) as tmp:
+            processor.save_pretrained(str(tmp))
 
     def finished_as(self, overrides: Iterable[str]) -> Optional[dict[str, float]]:
         """The metrics of a run here that finished as launched now (its saved overrides the same, less
