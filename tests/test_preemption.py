@@ -20,6 +20,7 @@ from conftest import (
     is_stopped,
     lmforge,
     metrics,
+    ok,
     one_line_error,
 )
 from conftest import start as started
@@ -73,6 +74,26 @@ def test_a_signal_saves_a_checkpoint_and_exits_with_its_status(signum, status, c
     last_line = err.strip().splitlines()[-1]
     assert last_line.startswith(f"{status} at step {info['global_step']}") and "resume=auto" in last_line
     assert "Traceback" not in err
+
+
+def test_a_run_preempted_mid_epoch_with_the_default_callbacks_resumes_the_rest_of_that_epoch(tmp_path: Path):
+    # The default callbacks save last.ckpt (and best.ckpt) when an epoch ends, also one the signal cut short.
+    run = tmp_path / "run"
+    args = [*LONG_MLP[:3], "trainer.max_epochs=3", "callbacks=default", "logger=csv", "trainer.log_every_n_steps=1",
+            f"hydra.run.dir={run}"]
+    proc = start(args, tmp_path)
+    wait_for_training(run, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped_at = json.loads((run / "run.json").read_text())["global_step"]
+    ok(lmforge("train", *args, "resume=auto", cwd=tmp_path))
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/loss")]
+    per_epoch = len({row["step"] for row in rows if row["epoch"] == "2"})
+    assert 0 < stopped_at < per_epoch  # the signal came inside the first epoch
+    assert json.loads((run / "run.json").read_text())["global_step"] == 3 * per_epoch
+    assert sorted(int(row["step"]) for row in rows) == list(range(3 * per_epoch))  # each step trained once
 
 
 @pytest.mark.slow

@@ -15,9 +15,11 @@ from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lmforge import signals
 from lmforge.callbacks.periodic_checkpoint import PeriodicCheckpoint
+from lmforge.compat import lightning as lightning_compat
 
 STATUS = signals.STATUS
 EXIT_STATUS = signals.EXIT_STATUS
@@ -53,6 +55,13 @@ class Preemption(L.Callback):
         self.status = STATUS[signal.Signals(received)]
         self.checkpoint.save_at_step_end(trainer, batch_idx)  # at the epoch's end if this batch ends it
         trainer.should_stop = True
+        # Lightning ends the stopped epoch as if it had run through (epoch-end validation and checkpoints):
+        # a checkpoint saved then, at this same step, would say the epoch is done and win resume=auto's
+        # tie on step, skipping the rest of the epoch. Every ModelCheckpoint takes this step as saved.
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                lightning_compat.set_last_saved(callback, trainer.global_step,
+                                                lightning_compat.last_saved(callback)[1])
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
