@@ -26,4 +26,6 @@ def main(cfg: DictConfig) -> None:
     path = export_hf(model, tokenizer, config["export_dir"])
     auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \
         else "AutoModelForCausalLM"
+    if "ObjectDetection" in type(model).__name__:
+        auto = "AutoModelForObjectDetection"
     print(f"exported: {path}  (load it with {auto}.from_pretrained('{path}'))")

@@ -24,6 +24,7 @@ BUILT_SECTIONS = ("data", "model", "finetune", "module", "optimizer", "scheduler
 #: scheduler and finetune groups (a test keeps the two in step), as exact names, never as packages.
 ALLOWED_TARGETS = frozenset({
     "lmforge.data.classification.ClassificationDataModule",
+    "lmforge.data.coco.CocoDetectionDataModule",
     "lmforge.data.sft.SFTDataModule",
     "lmforge.data.text.TextDataModule",
     "lmforge.data.vision.DigitsDataModule",
@@ -35,10 +36,12 @@ ALLOWED_TARGETS = frozenset({
     "lmforge.models.causal_lm.llama",
     "lmforge.models.causal_lm.modern",
     "lmforge.models.causal_lm.pretrained",
+    "lmforge.models.detr.detr",
     "lmforge.models.mlp.MLP",
     "lmforge.models.sequence_classifier.sequence_classifier",
     "lmforge.modules.causal_lm.CausalLMModule",
     "lmforge.modules.classifier.ClassifierModule",
+    "lmforge.modules.detector.DetectorModule",
     "lmforge.modules.sequence_classifier.SequenceClassifierModule",
     "lmforge.modules.sft.SFTModule",
     "torch.optim.Adam",

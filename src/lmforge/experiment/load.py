@@ -234,11 +234,12 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
 
 
 def module_kind(config: dict) -> Optional[str]:
-    """"language" or "classifier" for a run of those LightningModules (subclasses too), "other" for any
-    other, None when the config names none."""
+    """"language", "classifier" or "detector" for a run of those LightningModules (subclasses too), "other"
+    for any other, None when the config names none."""
     from hydra.utils import get_object
 
     from lmforge.modules.causal_lm import CausalLMModule
+    from lmforge.modules.detector import DetectorModule
     from lmforge.modules.sequence_classifier import SequenceClassifierModule
 
     target = (config.get("module") or {}).get("_target_")
@@ -250,6 +251,8 @@ def module_kind(config: dict) -> Optional[str]:
         return "other"
     if isinstance(cls, type) and issubclass(cls, CausalLMModule):
         return "language"
+    if isinstance(cls, type) and issubclass(cls, DetectorModule):
+        return "detector"
     return "classifier" if isinstance(cls, type) and issubclass(cls, SequenceClassifierModule) else "other"
 
 
@@ -279,8 +282,9 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
             raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
     config = saved_run_config(source, cache_dir)
     kind = module_kind(config)
-    if kind == "classifier" and causal:
-        raise UserError(f"{path} is a sequence classifier; generate needs a causal LM")
+    if kind in ("classifier", "detector") and causal:
+        raise UserError(f"{path} is a {'sequence classifier' if kind == 'classifier' else 'detector'}; "
+                        "generate needs a causal LM")
     if kind == "other":
         module = str(config["module"]["_target_"]).rsplit(".", 1)[-1]
         model_name = str((config.get("model") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
@@ -295,6 +299,10 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
     state = {plain_key(k[len("model."):]): v
              for k, v in read_checkpoint(ckpt_path)["state_dict"].items() if k.startswith("model.")}
     _load_weights(model, state, ckpt_path)
+    if kind == "detector":  # its image processor, as the data prepared images, in the tokenizer's place
+        from lmforge.models.detr import detr_image_processor
+
+        return model.eval(), detr_image_processor(int(config["data"]["image_size"])), config
     return model.eval(), run_tokenizer(ckpt_path), config
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from lmforge.atomic import publish_dir
 from lmforge.errors import UserError
 from lmforge.models.contract import ConvertsForExport, Exportable, RefusesExport, unwrap
-from lmforge.tokenizers.contract import SPECIAL_IDS, special_ids
+from lmforge.tokenizers.contract import SPECIAL_IDS, Tokenizer, special_ids
 
 MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
 
@@ -66,7 +66,8 @@ def check_export_dir(export_dir: str | Path) -> Path:
 
 def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
               generation: Optional[dict[str, Any]] = None) -> Path:
-    """Save `model` (+ `tokenizer`, generation defaults) to `export_dir` and return its path.
+    """Save `model` (+ `tokenizer`, or a detector's image processor; generation defaults) to `export_dir`
+    and return its path.
 
     Files are written into a temporary directory beside `export_dir` and renamed into place
     (`lmforge.atomic.publish_dir`), so a crash never leaves half an export. A non-empty `export_dir`
@@ -76,7 +77,8 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     export_dir = check_export_dir(export_dir)
     model = plain_model(model)
     config = model.config
-    for name, value in special_ids(tokenizer).items():
+    ids = special_ids(tokenizer) if isinstance(tokenizer, Tokenizer) else {}  # an image processor has none
+    for name, value in ids.items():
         # every transformers config has the three ids (None when unset): a declared part of PretrainedConfig
         if value is not None and getattr(config, name) is None:
             setattr(config, name, value)
