@@ -4,6 +4,7 @@ class head when the label set differs), and the image processor that an export s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +37,10 @@ def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[l
     if path is not None:
         if not (Path(path).expanduser() / "config.json").is_file():
             raise UserError(f"model.path: {path} is not a Hugging Face model directory (no config.json)")
+        kind = json.loads((Path(path).expanduser() / "config.json").read_text()).get("model_type")
+        if kind != "detr":
+            raise UserError(f"model.path: {path} holds a {kind} model, not DETR (model=detr_tiny starts from a "
+                            "DETR directory, e.g. an exported detection run)")
         try:
             return DetrForObjectDetection.from_pretrained(str(Path(path).expanduser()), trust_remote_code=False,
                                                           ignore_mismatched_sizes=True, **names)
