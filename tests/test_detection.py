@@ -223,3 +223,17 @@ def test_a_bad_instances_file_is_one_line_naming_file_and_key(tmp_path: Path, br
     line = one_line_error(cli("train", "experiment=coco_detect", f"data.annotations={instances}",
                               f"paths.cache_dir={tmp_path / 'c'}", cwd=tmp_path))
     assert str(instances) in line and named in line
+
+
+def test_a_resumed_detection_run_ends_bitwise_equal_to_the_uninterrupted_one(tmp_path: Path):
+    """Resumed mid-epoch from its step-3 checkpoint, the run sees the same images in the same order: the
+    weights at step 6 are those of the run that never stopped."""
+    args = ["experiment=coco_detect", *TINY, "trainer.max_steps=6", "checkpoint.every_n_steps=3", "test=false",
+            f"paths.cache_dir={tmp_path / 'cache'}"]
+    ok(cli("train", *args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path))
+    ok(cli("train", *args, f"ckpt_path={tmp_path / 'whole' / 'checkpoints' / 'step-0000003.ckpt'}",
+           f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path))
+    whole, resumed = (torch.load(tmp_path / run / "checkpoints" / "step-0000006.ckpt", map_location="cpu",
+                                 weights_only=True)["state_dict"] for run in ("whole", "resumed"))
+    assert whole.keys() == resumed.keys()
+    assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
