@@ -237,3 +237,26 @@ def test_a_resumed_detection_run_ends_bitwise_equal_to_the_uninterrupted_one(tmp
                                  weights_only=True)["state_dict"] for run in ("whole", "resumed"))
     assert whole.keys() == resumed.keys()
     assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
+
+
+def test_fine_tuning_a_detection_run_on_another_label_set(detect, tmp_path: Path):
+    """init_from=<detection run> on files with two categories of other ids: the backbone and transformer
+    come from the run, the class head is new, and the run's detections name the new file's ids."""
+    instances = write_instances(tmp_path / "own", 12)
+    data = json.loads(instances.read_text())
+    data["categories"] = [{"id": 20, "name": "box"}, {"id": 30, "name": "round"}]
+    for annotation in data["annotations"]:
+        annotation["category_id"] = 20 if annotation["category_id"] == 1 else 30
+    instances.write_text(json.dumps(data))
+    run = tmp_path / "run"
+    ok(cli("train", "experiment=coco_detect", *TINY, f"init_from={detect['run']}", f"data.annotations={instances}",
+           f"data.images={tmp_path / 'own' / 'images'}",
+           "data.val_fraction=0.25", "trainer.max_steps=2", f"paths.cache_dir={tmp_path / 'cache'}",
+           f"hydra.run.dir={run}", cwd=tmp_path))
+    config = json.loads((run / "run.json").read_text())
+    assert config["parent"]["init_from"] == str(detect["run"])
+    assert {d["category_id"] for d in json.loads((run / "detections.json").read_text())} <= {20, 30}
+    parent = torch.load(detect["run"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    child = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert child["state_dict"]["model.class_labels_classifier.weight"].shape[0] == 3  # 2 classes + no-object
+    assert parent["state_dict"]["model.class_labels_classifier.weight"].shape[0] == 4

@@ -97,6 +97,8 @@ def check_safetensors(model_dir: Path) -> None:
 
 
 def pretrained_tokenizer(init_from: str, model_dir: Path):
+    if (model_dir / "preprocessor_config.json").is_file() and not (model_dir / "tokenizer_config.json").is_file():
+        return None  # an image model (a detector): its image processor prepares the input, no tokenizer
     try:
         tokenizer = load_tokenizer(model_dir)
     except UserError as exc:
