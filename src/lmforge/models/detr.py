@@ -60,7 +60,32 @@ def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[l
                         auxiliary_loss=auxiliary_loss, eos_coefficient=eos_coefficient, **names)
     model = DetrForObjectDetection(config)
     model.model.unfreeze_backbone()  # DETR freezes a pretrained backbone's first stage; this one learns from zero
+    learned_batch_norm(model.model.backbone)
     return model
+
+
+class LearnedBatchNorm(nn.BatchNorm2d):
+    """A batch norm with the frozen one's weights only: no batch counter (unused with a momentum), so its
+    state is what the stock class loads, whatever the state dict's version says."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.num_batches_tracked = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
+        # version 2: the counter is not made up for a state dict without version metadata
+        super()._load_from_state_dict(state_dict, prefix, {**local_metadata, "version": 2}, *args)
+
+
+def learned_batch_norm(module: nn.Module) -> None:
+    """Give a backbone learning from zero real batch norm in place of DETR's frozen one (fixed statistics,
+    made for pretrained weights). In eval mode a batch norm computes what the frozen one does with the same
+    weight, bias and running statistics, so the saved weights load into the stock class unchanged."""
+    for name, child in module.named_children():
+        if type(child).__name__ == "DetrFrozenBatchNorm2d":
+            setattr(module, name, LearnedBatchNorm(child.weight.shape[0]))
+        else:
+            learned_batch_norm(child)
 
 
 def detr_image_processor(image_size: int) -> Any:
