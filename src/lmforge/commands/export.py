@@ -30,4 +30,6 @@ def main(cfg: DictConfig) -> None:
     task = json.loads((path / MARKER).read_text())["class"].partition("For")[2]
     auto = f"AutoModelFor{task}" if task in ("SequenceClassification", "ImageClassification") \
         else "AutoModelForCausalLM"
+    if "ObjectDetection" in type(model).__name__:
+        auto = "AutoModelForObjectDetection"
     print(f"exported: {path}  (load it with {auto}.from_pretrained('{path}'))")

@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-PATH_KEY = re.compile(r"(^|_)(file|dir|path|paths|root)$")
+PATH_KEY = re.compile(r"(^|_)(file|dir|path|paths|root|annotations|images)$")
 
 
 def absolute_paths(node: Any, base: str | Path) -> Any:
-    """A copy of `node` where the values of path-like keys (`*_file`, `*_dir`, `path`, `paths`, `root`)
+    """A copy of `node` where the values of path-like keys (`*_file`, `*_dir`, `path`, `paths`, `root`,
+    `*annotations`, `*images`: COCO files and image folders)
     that are relative paths are joined to `base` (hub names, `hf:`/`pkg:` sources and globs that match
     nothing under `base` stay as they are)."""
     if not isinstance(node, dict):

@@ -24,6 +24,7 @@ BUILT_SECTIONS = ("data", "model", "finetune", "module", "optimizer", "scheduler
 #: scheduler and finetune groups (a test keeps the two in step), as exact names, never as packages.
 ALLOWED_TARGETS = frozenset({
     "lmforge.data.classification.ClassificationDataModule",
+    "lmforge.data.coco.CocoDetectionDataModule",
     "lmforge.data.sft.SFTDataModule",
     "lmforge.data.text.TextDataModule",
     "lmforge.data.vision.DigitsDataModule",
@@ -36,6 +37,7 @@ ALLOWED_TARGETS = frozenset({
     "lmforge.models.causal_lm.llama",
     "lmforge.models.causal_lm.modern",
     "lmforge.models.causal_lm.pretrained",
+    "lmforge.models.detr.detr",
     "lmforge.models.mlp.MLP",
     "lmforge.models.sequence_classifier.sequence_classifier",
     "lmforge.models.image_classifier.resnet_small",
@@ -43,6 +45,7 @@ ALLOWED_TARGETS = frozenset({
     "lmforge.models.image_classifier.vit_tiny",
     "lmforge.modules.causal_lm.CausalLMModule",
     "lmforge.modules.classifier.ClassifierModule",
+    "lmforge.modules.detector.DetectorModule",
     "lmforge.modules.sequence_classifier.SequenceClassifierModule",
     "lmforge.modules.sft.SFTModule",
     "lmforge.modules.image_classifier.ImageClassifierModule",

@@ -264,11 +264,12 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
 
 
 def module_kind(config: dict) -> Optional[str]:
-    """"language" or "classifier" for a run of those LightningModules (subclasses too), "other" for any
-    other, None when the config names none."""
+    """"language", "classifier" or "detector" for a run of those LightningModules (subclasses too), "other"
+    for any other, None when the config names none."""
     from hydra.utils import get_object
 
     from lmforge.modules.causal_lm import CausalLMModule
+    from lmforge.modules.detector import DetectorModule
     from lmforge.modules.image_classifier import ImageClassifierModule
     from lmforge.modules.sequence_classifier import SequenceClassifierModule
 
@@ -281,14 +282,16 @@ def module_kind(config: dict) -> Optional[str]:
         return "other"
     if isinstance(cls, type) and issubclass(cls, CausalLMModule):
         return "language"
+    if isinstance(cls, type) and issubclass(cls, DetectorModule):
+        return "detector"
     classifiers = (SequenceClassifierModule, ImageClassifierModule)
     return "classifier" if isinstance(cls, type) and issubclass(cls, classifiers) else "other"
 
 
 def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str | Path] = None,
                role: str = "generate and export") -> tuple[nn.Module, Any, dict]:
-    """(model in eval mode, its processor: the tokenizer or image processor, run config) of a run, a .ckpt, or a Hugging Face directory
-    (config {}): for generate (`causal`: a causal LM only), export and init_from (`role`, named in the
+    """(model in eval mode, its processor: the tokenizer or image processor, run config) of a run, a .ckpt,
+    or a Hugging Face directory (config {}): for generate (`causal`: a causal LM only), export and init_from (`role`, named in the
     error for a run of another kind), without building the data."""
     import json
 
@@ -311,8 +314,9 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
             raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
     config = saved_run_config(source, cache_dir)
     kind = module_kind(config)
-    if kind == "classifier" and causal:
-        raise UserError(f"{path} is a sequence classifier; generate needs a causal LM")
+    if kind in ("classifier", "detector") and causal:
+        raise UserError(f"{path} is a {'sequence classifier' if kind == 'classifier' else 'detector'}; "
+                        "generate needs a causal LM")
     if kind == "other":
         module = str(config["module"]["_target_"]).rsplit(".", 1)[-1]
         model_name = str((config.get("model") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
