@@ -26,4 +26,8 @@ def main(cfg: DictConfig) -> None:
     path = export_hf(model, tokenizer, config["export_dir"])
     auto = "AutoModelForSequenceClassification" if "SequenceClassification" in type(model).__name__ \
         else "AutoModelForCausalLM"
+    if type(model).__name__.endswith("ForCTC"):
+        auto = "AutoModelForCTC"
+    elif model.config.model_type.startswith("wav2vec2") and "SequenceClassification" in type(model).__name__:
+        auto = "AutoModelForAudioClassification"
     print(f"exported: {path}  (load it with {auto}.from_pretrained('{path}'))")

@@ -25,6 +25,9 @@ class DataModule(L.LightningDataModule):
     #: True when the data tokenizes with the model's own tokenizer (fine-tuning data): the builders
     #: then call `set_tokenizer` with the tokenizer of `init_from`.
     takes_model_tokenizer: bool = False
+    #: True when the data builds its tokenizer from its training split (a CTC vocabulary): a rebuilt run
+    #: then hands it the tokenizer saved with the run (`set_tokenizer`), so ids stay those the model learned.
+    keeps_run_tokenizer: bool = False
     #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
     run_seed: int = 0
 

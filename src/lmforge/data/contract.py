@@ -19,6 +19,7 @@ DIMS = {
     "num_classes": "classes of the labels (plain classifiers)",
     "num_labels": "labels of a text classifier",
     "labels": "the label names, in id order",
+    "sampling_rate": "audio samples per second (speech data, resampled to it)",
 }
 
 

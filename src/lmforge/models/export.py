@@ -12,7 +12,7 @@ from torch import nn
 from lmforge.atomic import publish_dir
 from lmforge.errors import UserError
 from lmforge.models.contract import ConvertsForExport, Exportable, RefusesExport, unwrap
-from lmforge.tokenizers.contract import SPECIAL_IDS, special_ids
+from lmforge.tokenizers.contract import SPECIAL_IDS, Tokenizer, special_ids
 
 MARKER = "lmforge_export.json"  # marks a directory we wrote, so a re-export may replace it
 
@@ -76,7 +76,8 @@ def export_hf(model: nn.Module, tokenizer: Any, export_dir: str | Path,
     export_dir = check_export_dir(export_dir)
     model = plain_model(model)
     config = model.config
-    for name, value in special_ids(tokenizer).items():
+    # a speech model's processor (feature extractor, CTC tokenizer) has no special ids to carry over
+    for name, value in (special_ids(tokenizer) if isinstance(tokenizer, Tokenizer) else {}).items():
         # every transformers config has the three ids (None when unset): a declared part of PretrainedConfig
         if value is not None and getattr(config, name) is None:
             setattr(config, name, value)
