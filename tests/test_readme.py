@@ -26,6 +26,8 @@ FAST = {
                   "trainer.limit_test_batches=2", "data.download=false"],
     "finetune": ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
                  "trainer.limit_test_batches=2", "data.max_length=32"],
+    "speech": ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+               "data.sampling_rate=8000", "data.max_seconds=1.0", "data.batch_size=8"],
     "text": ["trainer.max_steps=4", "trainer.max_time=null", "trainer.val_check_interval=2",
              "trainer.limit_val_batches=2", "data.val_windows=4", "model.block_size=64", "data.batch_size=4",
              "tokenizer.vocab_size=300", "checkpoint.every_n_steps=2"],
@@ -54,6 +56,8 @@ def fast_overrides(words: list[str]) -> list[str]:
         return []
     experiment = next((w.split("=", 1)[1] for w in words if w.startswith("experiment=")), "pretrain_tiny")
     kind = "mnist_mlp" if experiment == "mnist_mlp" else "finetune" if experiment.startswith("finetune") else "text"
+    if experiment in ("audio_classify", "speech_ctc"):
+        kind = "speech"
     extra = list(FAST[kind])
     if kind == "text" and not any(w.startswith("data.paths=") for w in words):
         extra.append("data.paths=[corpus/]")  # the default corpus is the whole stdlib: minutes to pack
