@@ -221,10 +221,13 @@ class AudioFolderDataModule(DataModule):
         if not train:
             return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                               persistent_workers=self.num_workers > 0, collate_fn=Collate(self.sampling_rate))
-        sampler = DrawingSampler(len(dataset), seed=self.run_seed, shuffle=True, batch_size=self.batch_size,
-                                 trainer=self.trainer)
+        sampler = self.train_sampler(len(dataset), self.batch_size)
         return PositionedLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                                 persistent_workers=self.num_workers > 0, collate_fn=Collate(self.sampling_rate))
+
+    def train_sampler(self, n: int, batch_size: int) -> DrawingSampler:
+        """The base's resumable order, each index with its draw (where a long clip is cut)."""
+        return DrawingSampler(n, seed=self.run_seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -1,12 +1,13 @@
 """Speech recognition with a CTC head: the model's CTC loss, greedy decoding (the most likely symbol of each
 frame, repeats merged, blanks dropped: what the `automatic-speech-recognition` pipeline does), word and
 character error rates (torchmetrics) on val/test, and `predictions.csv` (path, reference, hypothesis, wer
-of each clip) at the end of a run."""
+of each clip) at the end of a run; a few reference/hypothesis pairs of each validation in the run's log."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -21,6 +22,9 @@ from lmforge.errors import UserError
 from lmforge.modules.base import TaskModule
 
 IGNORE = -100  # padding of the label ids
+SHOWN_PAIRS = 3  # reference/hypothesis pairs of each validation written to the run's log
+
+log = logging.getLogger(__name__)
 
 
 def frame_lengths(config: Any, samples: torch.Tensor) -> torch.Tensor:
@@ -90,7 +94,10 @@ class CTCModule(TaskModule):
         return pairs
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        pairs = self._evaluate(batch, "val")
+        if batch_idx == 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            shown = "; ".join(f"{ref!r} -> {hyp!r}" for ref, hyp in pairs[:SHOWN_PAIRS])
+            log.info("step %d, val reference -> hypothesis: %s", self.trainer.global_step, shown)
 
     def on_test_epoch_start(self) -> None:
         self._pairs = []
