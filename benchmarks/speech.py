@@ -13,6 +13,7 @@ of steps `--skip`+1..`--steps` over the time from the end of step `--skip` to th
 
     python benchmarks/speech.py                     # 3 rounds of 30 steps each side
     python benchmarks/speech.py --rounds 5 --steps 40 --rate 8000
+    python benchmarks/speech.py callbacks=minimal +trainer.enable_progress_bar=false    # a lean lmforge
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def rate(stamps: list[tuple[float, float]], skip: int) -> float:
     return sum(seconds for _, seconds in rest) / (rest[-1][0] - t0)
 
 
-def lmforge_side(cache: Path, steps: int, sampling_rate: int, out: Path) -> list[tuple[float, float]]:
+def lmforge_side(cache: Path, steps: int, sampling_rate: int, out: Path, extra: list[str]) -> list[tuple[float, float]]:
     import speech  # this file as the module the callback lives in (not __main__)
 
     import lmforge
@@ -54,7 +55,7 @@ def lmforge_side(cache: Path, steps: int, sampling_rate: int, out: Path) -> list
     config = lmforge.compose("train", [
         "experiment=audio_classify", f"paths.cache_dir={cache}", f"data.sampling_rate={sampling_rate}",
         f"trainer.max_steps={steps}", "test=false", "print_config=false", "logger=csv",
-        "trainer.limit_val_batches=1", "+callbacks.audio_clock._target_=speech.AudioClock"])
+        "trainer.limit_val_batches=1", "+callbacks.audio_clock._target_=speech.AudioClock", *extra])
     lmforge.run_train(config, run_dir=out)
     return list(speech.STAMPS)
 
@@ -97,13 +98,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--skip", type=int, default=5, help="warm-up steps left out of each rate")
     parser.add_argument("--rate", type=int, default=16000, help="data.sampling_rate")
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides for the lmforge side")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # `speech.AudioClock` for the lmforge side
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "cache"
         ours, plain = [], []
         for round_ in range(args.rounds):
-            ours.append(rate(lmforge_side(cache, args.steps, args.rate, Path(folder) / f"run{round_}"), args.skip))
+            ours.append(rate(lmforge_side(cache, args.steps, args.rate, Path(folder) / f"run{round_}",
+                                          args.overrides), args.skip))
             plain.append(rate(plain_side(cache, args.steps, args.rate), args.skip))
             print(f"round {round_ + 1}: lmforge {ours[-1]:.1f} s/s, plain loop {plain[-1]:.1f} s/s", flush=True)
     a, b = statistics.median(ours), statistics.median(plain)
