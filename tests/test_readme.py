@@ -32,6 +32,8 @@ FAST = {
     "detection": ["trainer.max_epochs=1", "trainer.max_time=null", "trainer.limit_train_batches=2",
                   "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.generated_images=40",
                   "data.image_size=64"],
+    "speech": ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+               "data.sampling_rate=8000", "data.max_seconds=1.0", "data.batch_size=8"],
     "text": ["trainer.max_steps=4", "trainer.max_time=null", "trainer.val_check_interval=2",
              "trainer.limit_val_batches=2", "data.val_windows=4", "model.block_size=64", "data.batch_size=4",
              "tokenizer.vocab_size=300", "checkpoint.every_n_steps=2"],
@@ -61,6 +63,8 @@ def fast_overrides(words: list[str]) -> list[str]:
     experiment = next((w.split("=", 1)[1] for w in words if w.startswith("experiment=")), "pretrain_tiny")
     kind = "mnist_mlp" if experiment == "mnist_mlp" else "finetune" if experiment.startswith("finetune") else \
         "image" if experiment.startswith("image_") else "detection" if experiment == "coco_detect" else "text"
+    if experiment in ("audio_classify", "speech_ctc"):
+        kind = "speech"
     extra = list(FAST[kind])
     if kind == "text" and not any(w.startswith(("data.paths=", "+data.sources.")) for w in words):
         extra.append("data.paths=[corpus/]")  # the default corpus is the whole stdlib: minutes to pack

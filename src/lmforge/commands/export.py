@@ -28,8 +28,8 @@ def main(cfg: DictConfig) -> None:
     path = export_hf(model, processor, config["export_dir"])
     # the class written (LoRA merged): GPT2ForSequenceClassification, ResNetForImageClassification, ...
     task = json.loads((path / MARKER).read_text())["class"].partition("For")[2]
-    auto = f"AutoModelFor{task}" if task in ("SequenceClassification", "ImageClassification") \
-        else "AutoModelForCausalLM"
-    if "ObjectDetection" in type(model).__name__:
-        auto = "AutoModelForObjectDetection"
+    if task == "SequenceClassification" and model.config.model_type.startswith("wav2vec2"):
+        task = "AudioClassification"  # the same class name, an audio model's Auto class
+    auto = f"AutoModelFor{task}" if task in ("SequenceClassification", "ImageClassification", "ObjectDetection",
+                                             "AudioClassification", "CTC") else "AutoModelForCausalLM"
     print(f"exported: {path}  (load it with {auto}.from_pretrained('{path}'))")

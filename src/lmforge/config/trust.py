@@ -23,6 +23,7 @@ BUILT_SECTIONS = ("data", "model", "finetune", "module", "optimizer", "scheduler
 #: Every target a saved config may name: those of conf/'s data, tokenizer, model, module, optimizer,
 #: scheduler and finetune groups (a test keeps the two in step), as exact names, never as packages.
 ALLOWED_TARGETS = frozenset({
+    "lmforge.data.audio_folder.AudioFolderDataModule",
     "lmforge.data.classification.ClassificationDataModule",
     "lmforge.data.coco.CocoDetectionDataModule",
     "lmforge.data.sft.SFTDataModule",
@@ -33,6 +34,7 @@ ALLOWED_TARGETS = frozenset({
     "lmforge.tokenizers.BPE",
     "lmforge.tokenizers.Bytes",
     "lmforge.tokenizers.Pretrained",
+    "lmforge.models.audio.wav2vec2",
     "lmforge.models.causal_lm.gpt2",
     "lmforge.models.causal_lm.llama",
     "lmforge.models.causal_lm.modern",
@@ -43,7 +45,9 @@ ALLOWED_TARGETS = frozenset({
     "lmforge.models.image_classifier.resnet_small",
     "lmforge.models.image_classifier.convnext_tiny",
     "lmforge.models.image_classifier.vit_tiny",
+    "lmforge.modules.audio_classifier.AudioClassifierModule",
     "lmforge.modules.causal_lm.CausalLMModule",
+    "lmforge.modules.ctc_asr.CTCModule",
     "lmforge.modules.classifier.ClassifierModule",
     "lmforge.modules.detector.DetectorModule",
     "lmforge.modules.sequence_classifier.SequenceClassifierModule",

@@ -34,6 +34,9 @@ class DataModule(L.LightningDataModule):
     #: True when the data normalises as the fine-tuned model's own processor says: the builders then call
     #: `set_processor` with the processor of `init_from` (when it has one).
     takes_model_processor: bool = False
+    #: True when the data builds its tokenizer from its training split (a CTC vocabulary): a rebuilt run
+    #: then hands it the tokenizer saved with the run (`set_tokenizer`), so ids stay those the model learned.
+    keeps_run_tokenizer: bool = False
     #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
     run_seed: int = 0
 

@@ -20,6 +20,7 @@ DIMS = {
     "num_labels": "labels of a text classifier",
     "labels": "the label names, in id order",
     "image_size": "height and width of the (square) images a vision model reads",
+    "sampling_rate": "audio samples per second (speech data, resampled to it)",
 }
 
 

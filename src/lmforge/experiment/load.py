@@ -124,6 +124,8 @@ def check_safetensors(model_dir: Path) -> None:
 
 
 def pretrained_tokenizer(init_from: str, model_dir: Path):
+    if is_audio_dir(model_dir):
+        return None  # a speech model's data builds its own vocabulary (CTC) or needs none (classification)
     try:
         tokenizer = load_tokenizer(model_dir)
     except UserError as exc:
@@ -131,6 +133,19 @@ def pretrained_tokenizer(init_from: str, model_dir: Path):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def is_audio_dir(model_dir: Path) -> bool:
+    """Whether a model directory holds a speech model (its feature extractor says so)."""
+    import json
+
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        try:
+            if "Wav2Vec2FeatureExtractor" in json.dumps(json.loads((model_dir / name).read_text(encoding="utf-8"))):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def export_run(ckpt: Path, cache_dir: Path) -> Path:
@@ -257,6 +272,8 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
     ckpt = read_checkpoint(ckpt_path)
     tokenizer = run_tokenizer(ckpt_path, required=False)
     datamodule = build_datamodule(config, tokenizer=tokenizer, processor=run_processor(ckpt_path))
+    if tokenizer is not None and datamodule.keeps_run_tokenizer:
+        datamodule.set_tokenizer(tokenizer)  # the vocabulary the model learned, not one built anew
     module, config = build_module(config, datamodule)
     _load_weights(module, ckpt["state_dict"], ckpt_path)
     module.eval()
@@ -264,11 +281,13 @@ def load_run(path: str | Path, overrides: Optional[dict] = None, checkpoint: Opt
 
 
 def module_kind(config: dict) -> Optional[str]:
-    """"language", "classifier" or "detector" for a run of those LightningModules (subclasses too), "other"
-    for any other, None when the config names none."""
+    """"language", "classifier", "detector" or "speech" for a run of those LightningModules (subclasses too),
+    "other" for any other, None when the config names none."""
     from hydra.utils import get_object
 
+    from lmforge.modules.audio_classifier import AudioClassifierModule
     from lmforge.modules.causal_lm import CausalLMModule
+    from lmforge.modules.ctc_asr import CTCModule
     from lmforge.modules.detector import DetectorModule
     from lmforge.modules.image_classifier import ImageClassifierModule
     from lmforge.modules.sequence_classifier import SequenceClassifierModule
@@ -284,6 +303,8 @@ def module_kind(config: dict) -> Optional[str]:
         return "language"
     if isinstance(cls, type) and issubclass(cls, DetectorModule):
         return "detector"
+    if isinstance(cls, type) and issubclass(cls, (AudioClassifierModule, CTCModule)):
+        return "speech"
     classifiers = (SequenceClassifierModule, ImageClassifierModule)
     return "classifier" if isinstance(cls, type) and issubclass(cls, classifiers) else "other"
 
@@ -314,9 +335,9 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
             raise UserError(f"{path}: not a loadable causal LM directory ({str(exc).splitlines()[0]})") from exc
     config = saved_run_config(source, cache_dir)
     kind = module_kind(config)
-    if kind in ("classifier", "detector") and causal:
-        raise UserError(f"{path} is a {'sequence classifier' if kind == 'classifier' else 'detector'}; "
-                        "generate needs a causal LM")
+    if kind in ("classifier", "detector", "speech") and causal:
+        what = {"classifier": "classifier", "detector": "detector", "speech": "speech model"}[kind]
+        raise UserError(f"{path} is a {what}; generate needs a causal LM")
     if kind == "other":
         module = str(config["module"]["_target_"]).rsplit(".", 1)[-1]
         model_name = str((config.get("model") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
@@ -331,6 +352,10 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
     state = {plain_key(k[len("model."):]): v
              for k, v in read_checkpoint(ckpt_path)["state_dict"].items() if k.startswith("model.")}
     _load_weights(model, state, ckpt_path)
+    if kind == "speech":  # its feature extractor (and CTC tokenizer) in the tokenizer's place
+        from lmforge.models.audio import processor
+
+        return model.eval(), processor(model, run_tokenizer(ckpt_path, required=False)), config
     processor = run_processor(ckpt_path)
     return model.eval(), processor if processor is not None else run_tokenizer(ckpt_path), config
 
