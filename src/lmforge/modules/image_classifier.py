@@ -4,8 +4,6 @@ the end of a run or an `lmforge eval` (`predictions.csv`: path, label, predictio
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 
@@ -15,12 +13,12 @@ from pydantic import Field
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lmforge.atomic import write_text
 from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 from lmforge.models.contract import config_size
 from lmforge.modules.base import TaskModule
 from lmforge.modules.class_metrics import ClassReport, PerClassMetrics
+from lmforge.modules.predictions import in_loader_order, write_predictions
 from lmforge.optim.contract import default_weight_decay
 
 Alpha = Annotated[float, Field(ge=0)]
@@ -117,10 +115,7 @@ class ImageClassifierModule(TaskModule):
         """Gather the probabilities of all ranks back into loader order (rank r held items r, r+W, ...)."""
         local = torch.cat(self._probs) if self._probs else torch.zeros(0, self.num_classes)
         self._probs = []
-        if self.trainer.world_size > 1:
-            gathered = self.all_gather(local.to(self.device)).cpu()  # [W, n, C]
-            local = gathered.transpose(0, 1).reshape(-1, self.num_classes)
-        self.test_probs = local
+        self.test_probs = in_loader_order(self, local)
         self.class_report = self.test_classes.finish(self.trainer)
 
     def test_metrics(self) -> dict[str, float]:
@@ -136,14 +131,8 @@ class ImageClassifierModule(TaskModule):
             return None
         if self.class_report is not None:
             self.class_report.write(run_dir)
-        paths, gold, names = datamodule.test_paths, datamodule.test_labels, datamodule.labels
-        best, predicted = self.test_probs[: len(paths)].max(-1)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "label", "prediction", "probability"])
-        for path, label, p, i in zip(paths, gold, best.tolist(), predicted.tolist()):
-            writer.writerow([path, label, names[i], f"{p:.6f}"])
-        return write_text(Path(run_dir) / "predictions.csv", out.getvalue())
+        return write_predictions(run_dir, ("path", "label", "prediction", "probability"), datamodule.test_paths,
+                                 datamodule.test_labels, datamodule.labels, self.test_probs)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Weight matrices and convolution kernels decay; biases and norms (1-D) do not."""

@@ -4,8 +4,6 @@ test metrics, and the test predictions and confusion matrix written at the end o
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -14,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lmforge.atomic import write_text
 from lmforge.data.contract import FromData
 from lmforge.errors import UserError
 from lmforge.finetune.methods import is_head
 from lmforge.models.contract import config_size
 from lmforge.modules.base import TaskModule
 from lmforge.modules.class_metrics import ClassReport, PerClassMetrics
+from lmforge.modules.predictions import in_loader_order, write_predictions
 from lmforge.optim.contract import default_weight_decay
 
 
@@ -56,8 +54,19 @@ class SequenceClassifierModule(TaskModule):
         """Logits [B, num_labels]."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
+    #: predictions.csv's columns: what names the example, its label, the prediction and its probability
+    prediction_columns = ("text", "label", "predicted", "probability")
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits [B, num_labels] of a batch."""
+        return self(batch["input_ids"], batch.get("attention_mask"))
+
+    def test_examples(self, datamodule: Any) -> tuple[list, list]:
+        """What predictions.csv names each test example by (its text), and its label."""
+        return datamodule.test_texts, datamodule.test_labels
+
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input_ids"], batch.get("attention_mask")).float()
+        logits = self.logits(batch).float()
         labels = batch["labels"]
         loss = F.cross_entropy(logits, labels)
         on_step = stage == "train"
@@ -87,39 +96,28 @@ class SequenceClassifierModule(TaskModule):
         self._probs.append(logits.softmax(-1).detach().cpu())
 
     def on_test_epoch_end(self) -> None:
-        """Gather the probabilities of all ranks back into loader order (DistributedSampler deals
-        rank r the items r, r+W, r+2W, ...; the padding repeats at the end is trimmed later)."""
         local = torch.cat(self._probs) if self._probs else torch.zeros(0, self.num_labels)
         self._probs = []
-        if self.trainer.world_size > 1:
-            gathered = self.all_gather(local.to(self.device)).cpu()  # [W, n, C]
-            local = gathered.transpose(0, 1).reshape(-1, self.num_labels)
-        self.test_probs = local
+        self.test_probs = in_loader_order(self, local)
         self.class_report = self.test_classes.finish(self.trainer)
 
     def test_metrics(self) -> dict[str, float]:
         return self.class_report.metrics() if self.class_report else {}
 
     def predict_step(self, batch, batch_idx):
-        return self(batch["input_ids"], batch.get("attention_mask")).softmax(-1)
+        return self.logits(batch).softmax(-1)
 
     def on_run_end(self, run_dir: Path, datamodule: Any) -> Optional[Path]:
-        """Write `predictions.csv` (text, label, predicted, probability of the prediction) for the test
-        split, or its first rows when the test was limited (limit_test_batches, debug=fdr), and
-        `confusion_matrix.json`; returns the predictions' path (None when no test ran)."""
+        """Write `predictions.csv` (`prediction_columns`) for the test split, or its first rows when the test
+        was limited (limit_test_batches, debug=fdr), and `confusion_matrix.json`; returns the predictions'
+        path (None when no test ran)."""
         if self.test_probs is None:
             return None
         if self.class_report is not None:
             self.class_report.write(run_dir)
-        texts, gold, names = datamodule.test_texts, datamodule.test_labels, datamodule.labels
-        probs = self.test_probs[: len(texts)]
-        best, predicted = probs.max(-1)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["text", "label", "predicted", "probability"])
-        for text, label, p, i in zip(texts, gold, best.tolist(), predicted.tolist()):
-            writer.writerow([text, label, names[i], f"{p:.6f}"])
-        return write_text(Path(run_dir) / "predictions.csv", out.getvalue())
+        examples, gold = self.test_examples(datamodule)
+        return write_predictions(run_dir, self.prediction_columns, examples, gold, datamodule.labels,
+                                 self.test_probs)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Head and body parameters, each split into decayed matrices and undecayed biases/norms (1-D);
