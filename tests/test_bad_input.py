@@ -218,7 +218,7 @@ CASES = [
     (["generate", "ckpt_path={run}", "data.paths=[x]"], "unknown config key 'data.paths'"),
     (["generate", "ckpt_path={run}"], "not a language model run (module ClassifierModule, model MLP)"),
     (["export", "ckpt_path={run}", "export_dir={bad}/out"], "not a language model run (module ClassifierModule"),
-    (["generate", "ckpt_path={bad}/lm_classifier"], "lm_classifier is a classifier; generate needs a causal LM"),
+    (["generate", "ckpt_path={bad}/lm_classifier"], "lm_classifier is a sequence classifier; generate needs a causal LM"),
     (["generate", "ckpt_path={bad}/lm_badtok"], "lm_badtok/tokenizer.json: not a readable JSON file"),
     (["export", "ckpt_path={bad}/lm_truncw", "export_dir={bad}/out"], "lm_truncw/model.safetensors: not a readable"),
     (["export", "ckpt_path={run}", "export_dir={bad}/foreign_export"], "is not a previous lmforge export"),
