@@ -346,3 +346,12 @@ def test_an_export_is_replaced_only_while_it_holds_nothing_else(tiny_hf_lm: Path
 
 def test_the_table_is_at_least_sixty_cases():
     assert len(CASES) >= 60
+
+
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra_to_install():
+    from lmforge.errors import UserError
+    from lmforge.extras import require
+
+    with pytest.raises(UserError, match=r"^lmforge prepare needs no_such_lib: pip install 'lmforge\[web\]'$"):
+        require("no_such_lib.sub", "web", "lmforge prepare")
+    assert require("json", "web", "reading JSON").dumps([1]) == "[1]"  # an installed one is just imported

@@ -44,10 +44,10 @@ def coco_classes(backend: str) -> tuple[Any, Any]:
         from faster_coco_eval import COCO, COCOeval_faster
 
         return COCO, COCOeval_faster
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from lmforge.extras import require
 
-    return COCO, COCOeval
+    return (require("pycocotools.coco", "vision", "COCO mAP").COCO,
+            require("pycocotools.cocoeval", "vision", "COCO mAP").COCOeval)
 
 
 class CocoMeanAveragePrecision(Metric):
