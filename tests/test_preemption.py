@@ -95,6 +95,9 @@ def test_a_run_preempted_mid_epoch_with_the_default_callbacks_resumes_the_rest_o
     assert 0 < stopped_at < per_epoch  # the signal came inside the first epoch
     assert json.loads((run / "run.json").read_text())["global_step"] == 3 * per_epoch
     assert sorted(int(row["step"]) for row in rows) == list(range(3 * per_epoch))  # each step trained once
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        validated = [int(row["epoch"]) for row in csv.DictReader(f) if row.get("val/loss")]
+    assert validated == [0, 1, 2]  # each epoch validated once: the cut one when it really ended
     reference = tmp_path / "reference"  # the same run, never stopped: the same weights, bit for bit
     ok(lmforge("train", *args[:-1], f"hydra.run.dir={reference}", cwd=tmp_path))
     weights = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, reference)]

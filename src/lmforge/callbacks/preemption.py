@@ -55,9 +55,11 @@ class Preemption(L.Callback):
         self.status = STATUS[signal.Signals(received)]
         self.checkpoint.save_at_step_end(trainer, batch_idx)  # at the epoch's end if this batch ends it
         trainer.should_stop = True
-        # Lightning ends the stopped epoch as if it had run through (epoch-end validation and checkpoints):
-        # a checkpoint saved then, at this same step, would say the epoch is done and win resume=auto's
-        # tie on step, skipping the rest of the epoch. Every ModelCheckpoint takes this step as saved.
+        # Lightning ends a stopped epoch as if it had run through: it validates at once and saves epoch-end
+        # checkpoints. Those would say the epoch is done (a tie on step that resume=auto could take,
+        # skipping the rest of the epoch) and log a validation the resumed run repeats when the epoch
+        # really ends. So: no more validation in this run, and every ModelCheckpoint takes this step as saved.
+        trainer.limit_val_batches = 0
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint):
                 lightning_compat.set_last_saved(callback, trainer.global_step,
