@@ -156,6 +156,30 @@ def test_hydra_runs_an_app_with_parsed_arguments_and_lets_its_error_through(tmp_
     assert hydra_compat.pass_errors_through() is False  # set by lmforge, not asked for by the user
 
 
+def test_hydra_composes_a_run_once_and_still_takes_a_mode_from_the_command_line(tmp_path, monkeypatch):
+    from hydra._internal.hydra import Hydra
+
+    (tmp_path / "app.yaml").write_text("x: 1\n")
+    composed = []
+    compose = Hydra.compose_config
+    monkeypatch.setattr(Hydra, "compose_config", lambda self, *a, **k: composed.append(1) or compose(self, *a, **k))
+    parser = hydra_compat.args_parser()
+    quiet = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    modes = []
+
+    def app(cfg):
+        from hydra.core.hydra_config import HydraConfig
+        modes.append(HydraConfig.get().mode.name)
+
+    hydra_compat.run_hydra(parser.parse_args([f"hydra.run.dir={tmp_path / 'run'}", *quiet]), parser, app,
+                           str(tmp_path), "app")
+    assert composed == [1] and modes == ["RUN"]
+    hydra_compat.run_hydra(parser.parse_args([f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
+                                              "x=1,2", *quiet]), parser, app, str(tmp_path), "app")
+    assert modes == ["RUN", "MULTIRUN", "MULTIRUN"]
+    assert Hydra.get_mode.__qualname__ == "Hydra.get_mode"  # Hydra's own method again
+
+
 def test_hydra_full_traceback_asked_for_by_the_user(monkeypatch):
     monkeypatch.setenv(hydra_compat.FULL_ERROR, "1")
     monkeypatch.delenv("_LMFORGE_SET_HYDRA_FULL_ERROR", raising=False)

@@ -68,6 +68,8 @@ def fast_overrides(words: list[str]) -> list[str]:
     extra = list(FAST[kind])
     if kind == "text" and not any(w.startswith(("data.paths=", "+data.sources.")) for w in words):
         extra.append("data.paths=[corpus/]")  # the default corpus is the whole stdlib: minutes to pack
+    if "callbacks=harness" in words:
+        extra.append("callbacks.harness.limit=5")
     if any(w.startswith("hparams_search=") for w in words):
         extra.append("hydra.sweeper.n_trials=2")
     if experiment == "pretrain_gpt2_124m":

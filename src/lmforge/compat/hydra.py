@@ -27,8 +27,28 @@ def run_hydra(args: Any, args_parser: Any, task_function: Callable, config_path:
     """Run `task_function` as a Hydra app with arguments already parsed (`hydra.main` parses sys.argv)."""
     from hydra._internal.utils import _run_hydra
 
-    _run_hydra(args=args, args_parser=args_parser, task_function=task_function, config_path=config_path,
-               config_name=config_name)
+    with _mode_from_command_line(args):
+        _run_hydra(args=args, args_parser=args_parser, task_function=task_function, config_path=config_path,
+                   config_name=config_name)
+
+
+@contextlib.contextmanager
+def _mode_from_command_line(args: Any) -> Iterator[None]:
+    """Hydra composes the whole config once only to read `hydra.mode` (a third of a short run's start-up),
+    then again to run. lmforge's presets never set `hydra.mode`, so unless the command line does (or
+    brings config directories of its own), the mode is `-m` or not, as Hydra decides when none is set."""
+    from hydra._internal.hydra import Hydra
+
+    overrides = " ".join(args.overrides)
+    if args.config_dir is not None or "hydra.mode" in overrides or "searchpath" in overrides:
+        yield
+        return
+    own = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Hydra.get_mode = own  # type: ignore[method-assign]
 
 
 def pass_errors_through() -> bool:

@@ -27,7 +27,7 @@ from lmforge.data.audio_files import BadAudio, decode, feature_extractor
 from lmforge.data.audio_manifest import SPLITS, Entry, assign_splits, read_entries
 from lmforge.data.base import DataModule
 from lmforge.data.classification import sort_labels
-from lmforge.data.sampler import PositionedLoader, ResumableSampler
+from lmforge.data.sampler import ResumableSampler
 from lmforge.data.transcripts import characters, ctc_tokenizer, normalise
 from lmforge.errors import UserError
 from lmforge.seeding import mix
@@ -218,12 +218,7 @@ class AudioFolderDataModule(DataModule):
         entries, kind = self._load()
         cut = round(self.max_seconds * self.sampling_rate) if self.max_seconds and kind == "label" else None
         dataset = Clips(self._audio[split], self._targets(split), cut)
-        if not train:
-            return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                              persistent_workers=self.num_workers > 0, collate_fn=Collate(self.sampling_rate))
-        sampler = self.train_sampler(len(dataset), self.batch_size)
-        return PositionedLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                                persistent_workers=self.num_workers > 0, collate_fn=Collate(self.sampling_rate))
+        return self.loader(dataset, train=train, collate_fn=Collate(self.sampling_rate))
 
     def train_sampler(self, n: int, batch_size: int) -> DrawingSampler:
         """The base's resumable order, each index with its draw (where a long clip is cut)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning as L
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lmforge.data.sampler import ResumableSampler
+from lmforge.data.sampler import PositionedLoader, ResumableSampler
 from lmforge.errors import UserError
 
 
@@ -39,6 +40,9 @@ class DataModule(L.LightningDataModule):
     keeps_run_tokenizer: bool = False
     #: The run's seed (set by the builders; not `data.seed`, a data module's own): the order follows it.
     run_seed: int = 0
+    #: Examples per batch and loader worker processes (every data module's `data.batch_size`, `data.num_workers`).
+    batch_size: int
+    num_workers: int = 0
 
     @property
     def dims(self) -> dict[str, Any]:
@@ -82,3 +86,15 @@ class DataModule(L.LightningDataModule):
         """The training order of `n` examples: shuffled by the run's seed (`run_seed`, which
         the builders set) and the epoch, continued mid-epoch when the run resumes."""
         return ResumableSampler(n, seed=self.run_seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)
+
+    def loader(self, dataset: Dataset, train: bool = False, sampler: Optional[Sampler] = None,
+               **options: Any) -> DataLoader:
+        """Batches of `batch_size` from `dataset` with `num_workers` workers: for training in the order of
+        `sampler` (by default `train_sampler`'s) through a PositionedLoader, whose position checkpoints keep;
+        else in order. `options`: the rest of DataLoader's arguments (collate_fn, ...)."""
+        options.update(batch_size=self.batch_size, num_workers=self.num_workers,
+                       persistent_workers=self.num_workers > 0)
+        if not train:
+            return DataLoader(dataset, **options)
+        sampler = sampler if sampler is not None else self.train_sampler(len(dataset), self.batch_size)  # type: ignore[arg-type]
+        return PositionedLoader(dataset, sampler=sampler, **options)

@@ -26,7 +26,6 @@ from lmforge.atomic import publish_dir, write_json
 from lmforge.config.schema import NonNegative, Positive
 from lmforge.data.base import DataModule
 from lmforge.data.coco_annotations import CocoImage, Instances, LabelMap, read_instances
-from lmforge.data.sampler import PositionedLoader
 from lmforge.data.splits import split
 from lmforge.errors import UserError
 
@@ -220,11 +219,7 @@ class CocoDetectionDataModule(DataModule):
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         self.prepare_data()
-        dataset = self.sets[stage]
-        sampler = self.train_sampler(len(dataset), self.batch_size) if shuffle else None
-        loader = PositionedLoader if shuffle else DataLoader  # training: its position checkpointed
-        return loader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
-                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return self.loader(self.sets[stage], train=shuffle, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -21,7 +21,7 @@ from lmforge.data.base import DataModule
 from lmforge.data.classification import sort_labels
 from lmforge.data.digit_images import TASKS, generated_digits
 from lmforge.data.image_files import IMAGE_SUFFIXES, BadImage, open_rgb
-from lmforge.data.sampler import PositionedLoader, ResumableSampler
+from lmforge.data.sampler import ResumableSampler
 from lmforge.data.splits import split
 from lmforge.data.tables import LINE, SUPPORTED, read_rows, require_columns
 from lmforge.errors import UserError
@@ -278,14 +278,11 @@ class ImageFolderDataModule(DataModule):
 
     def _loader(self, name: str, train: bool = False) -> DataLoader:
         self.setup()
-        dataset = self._sets[name]
-        if not train:
-            return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                              persistent_workers=self.num_workers > 0)
-        sampler = EpochTaggedSampler(len(dataset), seed=self.run_seed, shuffle=True, batch_size=self.batch_size,
-                                     trainer=self.trainer)
-        return PositionedLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                                persistent_workers=self.num_workers > 0)
+        return self.loader(self._sets[name], train=train)
+
+    def train_sampler(self, n: int, batch_size: int) -> EpochTaggedSampler:
+        """The base's resumable order, each index tagged with its epoch (the augmentation draws from it)."""
+        return EpochTaggedSampler(n, seed=self.run_seed, shuffle=True, batch_size=batch_size, trainer=self.trainer)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -24,7 +24,6 @@ from lmforge.data.corpus import Corpus, check_decode_policy, stdlib_files
 from lmforge.data.mixture import Mixture
 from lmforge.data.packing import exclusive, load_packed, pack_corpus
 from lmforge.data.prepared import resolve_corpus
-from lmforge.data.sampler import PositionedLoader
 from lmforge.data.windows import FixedWindows, Packed, as_samples, gather
 from lmforge.errors import UserError
 from lmforge.seeding import sample_seeds
@@ -251,13 +250,6 @@ class TextDataModule(DataModule):
             return 0
         return int(t.global_step) * self.batch_size * int(t.accumulate_grad_batches) * int(t.world_size)
 
-    def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
-        loader = PositionedLoader if sampler is not None else DataLoader  # training: its position checkpointed
-        return loader(
-            dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-        )
-
     def train_dataloader(self) -> DataLoader:
         """An endless-in-principle stream; one "epoch" covers about the train tokens once.
 
@@ -269,7 +261,7 @@ class TextDataModule(DataModule):
         per_step = self.batch_size * int(accumulate)
         steps = max(1, math.ceil(self.train_tokens / self.block_size / int(world) / per_step))
         sampler = StreamSampler(self._stream_start, steps * per_step, int(rank), int(world))
-        return self._loader(self.train_dataset, sampler)
+        return self.loader(self.train_dataset, train=True, sampler=sampler, pin_memory=torch.cuda.is_available())
 
     def val_dataset(self) -> FixedWindows:
         """The fixed validation windows (of data.val_paths when given; of every source of a mixture)."""
@@ -283,7 +275,7 @@ class TextDataModule(DataModule):
         return FixedWindows(self._val, self.block_size, self.val_windows, eos_id=self.eos_id)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset())
+        return self.loader(self.val_dataset(), pin_memory=torch.cuda.is_available())
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from lmforge.data.base import DataModule
-from lmforge.data.sampler import PositionedLoader
 from lmforge.data.tables import check_table
 from lmforge.errors import UserError
 from lmforge.tokenizers.contract import Tokenizer, check_tokenizer, pad_id
@@ -81,11 +80,7 @@ class TokenizedDataModule(DataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if self._encoded is None:
             self.setup()
-        examples = self._encoded[name]
-        sampler = self.train_sampler(len(examples), self.batch_size) if shuffle else None
-        loader = PositionedLoader if sampler is not None else DataLoader  # training: its position checkpointed
-        return loader(examples, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                      persistent_workers=self.num_workers > 0, collate_fn=PadCollate(pad_token_id(self.tokenizer)))
+        return self.loader(self._encoded[name], train=shuffle, collate_fn=PadCollate(pad_token_id(self.tokenizer)))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

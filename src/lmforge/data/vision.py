@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from lmforge.atomic import write_bytes
 from lmforge.config.schema import NonNegative, Positive
 from lmforge.data.base import DataModule
-from lmforge.data.sampler import PositionedLoader
 from lmforge.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -66,10 +65,7 @@ class ArrayDataModule(DataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         x, y = self.splits[split]
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
-        sampler = self.train_sampler(len(dataset), self.batch_size) if shuffle else None
-        loader = PositionedLoader if sampler is not None else DataLoader  # training: its position checkpointed
-        return loader(dataset, batch_size=self.batch_size, sampler=sampler,
-                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return self.loader(dataset, train=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
