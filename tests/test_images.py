@@ -197,6 +197,26 @@ def test_an_image_run_stopped_by_sigterm_resumes_to_the_same_weights(trained: Pa
     assert len(csv_metric(stopped, "train/loss")) == 80  # 20 epochs of 4 batches (60 images), each step once
 
 
+def test_each_validation_shows_images_with_label_and_prediction_in_tensorboard_and_wandb(work: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = work / "shown"
+    ok(cli("train", *TINY, f"data.path={work / 'colours'}", "trainer.max_epochs=2", "logger=many",
+           f"hydra.run.dir={run}", f"paths.cache_dir={work / 'cache'}", cwd=work))
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    images = events.Images("val/examples")
+    assert [image.step for image in images] == [s.step for s in events.Scalars("val/acc")] and len(images) == 2
+    captions = events.Tensors("val/examples/text_summary")[-1].tensor_proto.string_val[0].decode()
+    shown = [row.split(" | ")[1].strip("| ") for row in captions.splitlines()[2:]]
+    assert 4 <= len(shown) <= 8 and all(label in COLOURS and predicted in COLOURS  # the first batch's, up to 8
+                                        for label, predicted in (caption.split(" -> ") for caption in shown))
+    assert (images[-1].width, images[-1].height) == (16 * len(shown), 16)  # in a row, each as the model saw it
+    wandb_images = list((run / "wandb").glob("offline-run-*/files/media/images/val/examples_*.png"))
+    assert len(wandb_images) == 2 * len(shown)
+    assert Image.open(wandb_images[0]).size == (16, 16)
+
+
 def test_eval_on_other_files_keeps_the_runs_classes(trained: Path, work: Path):
     two = colour_folder(work / "two_colours", per_class=10, seed=5)
     for extra in two.iterdir():

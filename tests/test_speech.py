@@ -62,7 +62,7 @@ def ctc_run(digits) -> dict[str, Path]:
     """A CTC run of 12 steps, the same model untrained (train=false), an eval and an export of the first."""
     root = digits["root"]
     args = ["experiment=speech_ctc", f"data.path={digits['manifest']}", *FAST]
-    ok(cli("train", *args, "trainer.max_steps=12", f"hydra.run.dir={root / 'ctc'}", cwd=root))
+    ok(cli("train", *args, "trainer.max_steps=12", "logger=tensorboard", f"hydra.run.dir={root / 'ctc'}", cwd=root))
     ok(cli("train", *args, "train=false", f"hydra.run.dir={root / 'untrained'}", cwd=root))
     ok(cli("eval", f"ckpt_path={root / 'ctc'}", f"hydra.run.dir={root / 'ctc_eval'}", cwd=root))
     ok(cli("export", f"ckpt_path={root / 'ctc'}", f"export_dir={root / 'asr'}", cwd=root))
@@ -174,6 +174,19 @@ def test_eval_writes_per_clip_predictions_as_the_run_did(ctc_run):
     assert list(evaluated[0]) == ["path", "reference", "hypothesis", "wer"]
     assert evaluated == rows(ctc_run["run"] / "predictions.csv")
     assert metrics(ctc_run["eval"])["test/cer"] == pytest.approx(metrics(ctc_run["run"])["test/cer"])
+
+
+def test_each_validation_shows_reference_hypothesis_pairs_in_tensorboard(ctc_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(ctc_run["run"] / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    shown = events.Tensors("val/examples/text_summary")
+    assert len(shown) == len(events.Scalars("val/cer")) >= 1  # one table per validation
+    table = shown[-1].tensor_proto.string_val[0].decode()
+    assert table.startswith("| reference | hypothesis |") and len(table.splitlines()) == 2 + 3
+    references = {row.split(" | ")[0].strip("| ") for row in table.splitlines()[2:]}
+    assert references <= set(WORDS)
 
 
 def test_the_asr_pipeline_transcribes_the_export_as_eval_did(ctc_run):

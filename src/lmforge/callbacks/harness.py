@@ -13,6 +13,7 @@ from pydantic import Field
 from lmforge.data.base import DataModule
 from lmforge.distributed import whole_parameters
 from lmforge.errors import UserError
+from lmforge.loggers.cadence import logger_step
 from lmforge.modules.base import task_model
 
 
@@ -76,9 +77,8 @@ class HarnessScores(L.Callback):
         if results is None or not trainer.is_global_zero:
             return None
         metrics = {key: value for key, value in harness.metrics(results).items() if not key.endswith("_stderr")}
-        # Lightning writes what optimizer step N logs (its training row, the validation after it) at step N - 1.
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=max(0, step - 1))
+            logger.log_metrics(metrics, step=logger_step(trainer))
         # the latest scores end in the run's metrics.json (and can be a sweep's optimized_metric)
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         self.scores.append((step, metrics))

@@ -12,6 +12,12 @@ def written_step(trainer: L.Trainer, step: int) -> bool:
     return step % max(1, trainer.log_every_n_steps) == 0 or step == trainer.max_steps or bool(trainer.fast_dev_run)
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step a logger files what is logged now under: Lightning writes what optimizer step N logs (its
+    training row, the validation after it) at step N - 1, and what a callback logs must line up with it."""
+    return max(0, trainer.global_step - 1)
+
+
 class OncePerWrittenStep:
     """True the first time it is asked at a written step, False otherwise: a callback's end-of-batch hook
     runs once per batch, several per optimizer step under gradient accumulation, but logs once a step."""

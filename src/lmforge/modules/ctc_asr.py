@@ -1,7 +1,8 @@
 """Speech recognition with a CTC head: the model's CTC loss, greedy decoding (the most likely symbol of each
 frame, repeats merged, blanks dropped: what the `automatic-speech-recognition` pipeline does), word and
 character error rates (torchmetrics) on val/test, and `predictions.csv` (path, reference, hypothesis, wer
-of each clip) at the end of a run; a few reference/hypothesis pairs of each validation in the run's log."""
+of each clip) at the end of a run; a few reference/hypothesis pairs of each validation in the run's log,
+W&B and TensorBoard."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from lmforge.atomic import write_text
 from lmforge.data.base import DataModule
 from lmforge.errors import UserError
+from lmforge.loggers.examples import log_table, should_show
 from lmforge.modules.base import TaskModule
 
 IGNORE = -100  # padding of the label ids
-SHOWN_PAIRS = 3  # reference/hypothesis pairs of each validation written to the run's log
+SHOWN_PAIRS = 3  # reference/hypothesis pairs of each validation: in the run's log, W&B and TensorBoard
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,10 @@ class CTCModule(TaskModule):
 
     def validation_step(self, batch, batch_idx):
         pairs = self._evaluate(batch, "val")
-        if batch_idx == 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        if should_show(self.trainer, batch_idx):
             shown = "; ".join(f"{ref!r} -> {hyp!r}" for ref, hyp in pairs[:SHOWN_PAIRS])
             log.info("step %d, val reference -> hypothesis: %s", self.trainer.global_step, shown)
+            log_table(self.trainer, "val/examples", ("reference", "hypothesis"), pairs[:SHOWN_PAIRS])
 
     def on_test_epoch_start(self) -> None:
         self._pairs = []

@@ -1,6 +1,7 @@
 """Image classification: cross-entropy (label smoothing; mixup and cutmix as options), top-1 and top-5
 accuracy, macro F1, per-class test metrics, and the test predictions and confusion matrix written at
-the end of a run or an `lmforge eval` (`predictions.csv`: path, label, prediction, probability)."""
+the end of a run or an `lmforge eval` (`predictions.csv`: path, label, prediction, probability); a few
+validation images with their label and prediction in W&B and TensorBoard."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pydantic import Field
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lmforge.data.base import DataModule
 from lmforge.data.contract import FromData
 from lmforge.errors import UserError
+from lmforge.loggers.examples import log_images, should_show
 from lmforge.models.contract import config_size
 from lmforge.modules.base import TaskModule
 from lmforge.modules.class_metrics import ClassReport, PerClassMetrics
@@ -22,6 +25,7 @@ from lmforge.modules.predictions import in_loader_order, write_predictions
 from lmforge.optim.contract import default_weight_decay
 
 Alpha = Annotated[float, Field(ge=0)]
+SHOWN_IMAGES = 8  # validation images logged (W&B, TensorBoard) with their label and prediction
 
 
 class ImageClassifierModule(TaskModule):
@@ -101,7 +105,18 @@ class ImageClassifierModule(TaskModule):
         return logits
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        logits = self._evaluate(batch, "val")
+        if should_show(self.trainer, batch_idx):
+            names = self.class_names()
+            shown = zip(batch["labels"][:SHOWN_IMAGES].tolist(), logits[:SHOWN_IMAGES].argmax(-1).tolist())
+            log_images(self.trainer, "val/examples", batch["pixel_values"][:SHOWN_IMAGES],
+                       [f"{names[label]} -> {names[predicted]}" for label, predicted in shown])
+
+    def class_names(self) -> list[str]:
+        """The data's class names in index order (the indices as text where the data has none)."""
+        datamodule = self.trainer.datamodule
+        names = datamodule.class_names if isinstance(datamodule, DataModule) else None
+        return names or [str(i) for i in range(self.num_classes)]
 
     def on_test_epoch_start(self) -> None:
         self._probs = []
