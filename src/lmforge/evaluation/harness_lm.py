@@ -101,6 +101,7 @@ class LMForgeLM(TemplateLM):
 
     @property
     def tokenizer_name(self) -> str:
+        # getattr: a Hugging Face tokenizer has name_or_path, lmforge's own byte/BPE wrappers may not
         return getattr(self.tokenizer, "name_or_path", "lmforge").replace("/", "__")
 
     def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, left_truncate_len=None,

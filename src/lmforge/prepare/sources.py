@@ -93,6 +93,7 @@ class HtmlRecords(WarcReader):
                 with self.track_time():
                     document = self._document(record, where, ri)
                     record.raw_stream.read()  # the rest of a record left unread
+                    # getattr: warcio's LimitReader counts the bytes still owed; other streams have no limit
                     if getattr(record.raw_stream, "limit", 0) > 0:
                         raise UserError(f"{where}: record {ri} is cut short: the archive is truncated")
                 if document is not None:
