@@ -118,6 +118,34 @@ def test_a_bad_image_is_named_in_one_line_or_counted_and_skipped(trained: Path, 
     assert "skipped 1 of 25 image files" in log and "broken.png" in log
 
 
+def test_randaugment_draws_from_seed_epoch_and_index_and_a_run_trains_with_it(trained: Path, work: Path):
+    from lmforge.data.image_folder import ImageFolderDataModule
+    from lmforge.data.rand_augment import OPERATIONS
+
+    def train_images(ops: int, seed: int = 0) -> torch.Tensor:
+        data = ImageFolderDataModule(path=str(work / "colours"), image_size=16, crop_scale=(1.0, 1.0), hflip=0.0,
+                                     randaugment_ops=ops, randaugment_magnitude=15, cache_dir=str(work / "cache"))
+        data.run_seed = seed
+        data.setup()
+        dataset = data._sets["train"]
+        return torch.stack([dataset[tagged]["pixel_values"] for tagged in (0, 1, len(dataset) + 1)])
+
+    plain, augmented = train_images(0), train_images(2)
+    assert torch.equal(augmented, train_images(2))  # a function of (seed, epoch, index): resume sees the same
+    assert not torch.equal(augmented[0], plain[0]) and not torch.equal(augmented[1], augmented[2])  # epoch 0 vs 1
+    assert not torch.equal(augmented, train_images(2, seed=1))
+    image = Image.open(next((work / "colours" / "red").glob("*.png"))).convert("RGB")
+    for name, (operation, _) in OPERATIONS.items():  # each operation (but identity) changes an image
+        changed = np.asarray(operation(image, 1.0))
+        assert changed.shape == (20, 20, 3) and (name == "identity") == np.array_equal(changed, np.asarray(image)), name
+
+    args = [*TINY, f"data.path={work / 'colours'}", "trainer.max_steps=3", f"paths.cache_dir={work / 'cache'}"]
+    line = one_line_error(cli("train", *args, "data.randaugment_magnitude=31", cwd=work))
+    assert "data.randaugment_magnitude" in line
+    ok(cli("train", *args, "data.randaugment_ops=2", f"hydra.run.dir={work / 'randaugment'}", cwd=work))
+    assert metrics(work / "randaugment")["test/acc"] >= 0
+
+
 def test_fine_tuning_from_the_run_takes_its_weights_and_normalisation_with_a_new_head(trained: Path, work: Path):
     shapes = shape_folder(work / "shapes")
     child = work / "child"

@@ -21,6 +21,7 @@ from lmforge.data.base import DataModule
 from lmforge.data.classification import sort_labels
 from lmforge.data.digit_images import TASKS, generated_digits
 from lmforge.data.image_files import IMAGE_SUFFIXES, BadImage, open_rgb
+from lmforge.data.rand_augment import Magnitude
 from lmforge.data.sampler import ResumableSampler
 from lmforge.data.splits import split
 from lmforge.data.tables import LINE, SUPPORTED, read_rows, require_columns
@@ -93,7 +94,8 @@ class ImageFolderDataModule(DataModule):
     def __init__(self, path: Optional[str] = None, image_size: Positive = 32, batch_size: Positive = 64,
                  num_workers: NonNegative = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
                  split_seed: int = 0, on_bad_image: Literal["error", "skip"] = "error", augment: bool = True,
-                 crop_scale: tuple[float, float] = (0.35, 1.0), hflip: float = 0.5, in_memory: bool = True,
+                 crop_scale: tuple[float, float] = (0.35, 1.0), hflip: float = 0.5, randaugment_ops: NonNegative = 0,
+                 randaugment_magnitude: Magnitude = 9, in_memory: bool = True,
                  path_column: str = "path", label_column: str = "label", split_column: str = "split",
                  generated: Literal["digits", "parity"] = "digits", classes: Optional[list[str]] = None,
                  cache_dir: str = ".cache") -> None:
@@ -102,7 +104,8 @@ class ImageFolderDataModule(DataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.on_bad_image, self.in_memory = on_bad_image, in_memory
-        self.augment = transforms.Augment(tuple(crop_scale), hflip) if augment else None
+        self.augment = transforms.Augment(tuple(crop_scale), hflip, randaugment_ops, randaugment_magnitude) \
+            if augment else None
         self.columns = {"path": path_column, "label": label_column, "split": split_column}
         self.generated, self.cache_dir = generated, cache_dir
         self.classes = [str(c) for c in classes] if classes else None

@@ -1,7 +1,7 @@
 """What happens to an image between its file and the model: resized once to a square of `image_size`
 (as the exported image processor does), then, for training only, a random resized crop and a
-horizontal flip drawn from a generator seeded by (seed, epoch, index): a sample's augmentation is
-the same in any worker and after a resume. Normalised by per-channel mean and standard deviation."""
+horizontal flip (and RandAugment, as an option) drawn from a generator seeded by (seed, epoch, index): a
+sample's augmentation is the same in any worker and after a resume. Normalised by per-channel mean and standard deviation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Optional
 import numpy as np
 import torch
 from PIL import Image
+
+from lmforge.data.rand_augment import rand_augment
 
 #: The processor exported beside the model: resize to a square, rescale to [0, 1], normalise.
 PROCESSOR_CLASS = "ViTImageProcessorPil"
@@ -24,10 +26,13 @@ def square(image: Image.Image, size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Augment:
     """Training augmentation: a crop of `crop_scale` of the area (aspect ratio 3/4 to 4/3) resized back
-    to the full size, then a horizontal flip with probability `hflip`."""
+    to the full size, a horizontal flip with probability `hflip`, then `randaugment_ops` RandAugment
+    operations at `randaugment_magnitude` (none when 0)."""
 
     crop_scale: tuple[float, float] = (0.35, 1.0)
     hflip: float = 0.5
+    randaugment_ops: int = 0
+    randaugment_magnitude: float = 9
 
     def __call__(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         size = pixels.shape[0]
@@ -35,6 +40,8 @@ class Augment:
             pixels = self.random_resized_crop(pixels, rng, size)
         if self.hflip > 0 and rng.random() < self.hflip:
             pixels = pixels[:, ::-1]
+        if self.randaugment_ops > 0:
+            pixels = rand_augment(pixels, self.randaugment_ops, self.randaugment_magnitude, rng)
         return pixels
 
     def random_resized_crop(self, pixels: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
