@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import cli, csv_metric, metrics, ok, one_line_error
+from conftest import cli, csv_metric, lmforge, metrics, ok, one_line_error
 from test_preemption import start, wait_for_training
 from test_resume import weights
 
@@ -243,6 +243,20 @@ def test_each_validation_shows_images_with_label_and_prediction_in_tensorboard_a
     wandb_images = list((run / "wandb").glob("offline-run-*/files/media/images/val/examples_*.png"))
     assert len(wandb_images) == 2 * len(shown)
     assert Image.open(wandb_images[0]).size == (16, 16)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_tests_every_image_once_as_one_process_does(trained: Path, work: Path):
+    run, evaluated = work / "ddp", work / "ddp_eval"
+    ok(lmforge("train", *TINY, f"data.path={work / 'colours'}", "trainer=ddp_cpu", "trainer.max_epochs=2",
+               f"hydra.run.dir={run}", f"paths.cache_dir={work / 'cache'}", cwd=work))
+    assert json.loads((run / "run.json").read_text())["global_step"] == 2 * 2  # 60 train images: 30 a rank, 2 batches
+    ok(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={evaluated}", cwd=work))  # one process, the same weights
+    by_ranks, alone = predictions(run / "predictions.csv"), predictions(evaluated / "predictions.csv")
+    assert [(r["path"], r["prediction"]) for r in by_ranks] == [(r["path"], r["prediction"]) for r in alone]
+    assert len(by_ranks) == len(set(r["path"] for r in by_ranks)) == 6  # each test image once, in order
+    assert [float(r["probability"]) for r in by_ranks] == pytest.approx([float(r["probability"]) for r in alone],
+                                                                         abs=1e-5)
 
 
 def test_eval_on_other_files_keeps_the_runs_classes(trained: Path, work: Path):
