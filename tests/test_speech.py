@@ -189,6 +189,18 @@ def test_each_validation_shows_reference_hypothesis_pairs_in_tensorboard(ctc_run
     assert references <= set(WORDS)
 
 
+@pytest.mark.slow
+def test_ctc_under_ddp_on_two_cpu_processes_transcribes_each_test_clip_once_as_one_process_does(digits):
+    root = digits["root"]
+    run, evaluated = root / "ctc_ddp", root / "ctc_ddp_eval"
+    ok(lmforge("train", "experiment=speech_ctc", f"data.path={digits['manifest']}", *FAST, "trainer=ddp_cpu",
+               "trainer.max_steps=4", f"hydra.run.dir={run}", cwd=root))
+    ok(cli("eval", f"ckpt_path={run}", f"hydra.run.dir={evaluated}", cwd=root))  # one process, the same weights
+    by_ranks, alone = rows(run / "predictions.csv"), rows(evaluated / "predictions.csv")
+    assert by_ranks == alone and len({r["path"] for r in by_ranks}) == len(by_ranks) >= 4
+    assert metrics(run)["test/cer"] == pytest.approx(metrics(evaluated)["test/cer"])
+
+
 def test_the_asr_pipeline_transcribes_the_export_as_eval_did(ctc_run):
     from transformers import pipeline
 
