@@ -13,7 +13,8 @@ lowers the loss, model and optimizer state saved to OUT_DIR/ckpt.pt (in the time
 
 Speed is measured by benchmarks/_clock.py, the clock that times lmforge's side too: a stamp at the end of
 each step, evaluation time left out; the rate is the tokens of steps 7..N over the time since the end of
-step 6 (printed, and written to --json with the final validation loss; --clock writes the stamps).
+step 6 (printed, and written to --json with the final validation loss and each validation's; --clock writes
+the stamps).
 
     python benchmarks/minimal_gpt.py --train train.bin --val val.bin --vocab-size 258 --iters 2000
 """
@@ -119,7 +120,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=0, help="MLP width (default 4 x n_embd)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="also stop (after a last validation) once the loop has run this long, evaluations included")
-    p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s, iters} here")
+    p.add_argument("--json", help="write {tokens_per_sec, val_loss, wall_s, iters, curve: [[step, val_loss]...]} here")
     p.add_argument("--clock", help="write the clock's stamps here (JSON: stamps, tokens)")
     p.add_argument("--out-dir", help="save ckpt.pt here when validation improves, as nanoGPT does")
     args = p.parse_args()
@@ -163,7 +164,7 @@ def main() -> None:
     clock = StepClock()
     if args.clock:
         clock.announce(args.clock)
-    loss_value, best_val = float("nan"), float("inf")
+    loss_value, best_val, curve = float("nan"), float("inf"), []
     loop_start = time.perf_counter()
     for it in range(args.iters):
         for group in optimizer.param_groups:
@@ -182,6 +183,7 @@ def main() -> None:
             clock.pause()
             last_val = val_loss()
             clock.resume()
+            curve.append([it + 1, last_val])
             if args.out_dir and last_val < best_val:
                 best_val = last_val
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter_num": it + 1,
@@ -192,7 +194,7 @@ def main() -> None:
     if args.clock:
         clock.save(args.clock)
     result = {"tokens_per_sec": clock.rate(WARMUP_STEPS), "val_loss": last_val,
-              "wall_s": time.perf_counter() - t_start, "iters": it + 1}
+              "wall_s": time.perf_counter() - t_start, "iters": it + 1, "curve": curve}
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
