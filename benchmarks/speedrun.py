@@ -138,8 +138,11 @@ def main() -> None:
         finite = [t for t in times if math.isfinite(t)]
         print(f"{side:12s} seconds to target: {spread(finite)}; reached in {len(finite)} of {len(times)} runs; "
               f"final bpb {spread([r['bpbs'][-1] for r in runs[side]], 4)}")
-    ratio = median(reached["lmforge"]) / median(reached["nanogpt-char"])
-    print(f"lmforge / nanoGPT, median seconds to target: {ratio:.2f}x (goal: 0.50x or less)")
+    mine, theirs = median(reached["lmforge"]), median(reached["nanogpt-char"])
+    if math.isfinite(mine) and math.isfinite(theirs):
+        print(f"lmforge / nanoGPT, median seconds to target: {mine / theirs:.2f}x (goal: 0.50x or less)")
+    else:
+        print("lmforge / nanoGPT: no ratio, a median run did not reach the target (run more seeds)")
     clean_up(tmp, args.keep)
 
 

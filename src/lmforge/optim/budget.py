@@ -31,6 +31,8 @@ class Budget:
     _recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS), init=False, repr=False,
                            compare=False)
     _spent: float = field(default=0.0, init=False, repr=False, compare=False)
+    _first_timed_step: Optional[int] = field(default=None, init=False, repr=False, compare=False)
+    _after_first_step: Optional[float] = field(default=None, init=False, repr=False, compare=False)
 
     def fraction(self, step: int) -> Optional[float]:
         """How much of the budget will be spent when optimizer step `step` (0-based) ends, in [0, 1]:
@@ -39,23 +41,38 @@ class Budget:
         schedule. None when the run has no end known in advance (a schedule then holds its peak).
         The time budget is counted short by two average steps or 2 % of it, whichever is more, so that
         a slow step or a pause near the end (a busy machine) still leaves the run at the schedule's floor.
-        The average step is the larger of the run's and the last few steps' (a run resumed on a slower
-        or busier machine). The fraction never goes back: a slow patch that passes moves the schedule
+        The average step is the larger of the run's (without a fresh run's first step, mostly set-up) and
+        the last few steps' (a run resumed on a slower or busier machine). The fraction never goes back: a slow patch that passes moves the schedule
         ahead, but the lr does not climb again."""
         parts = []
         if self.max_steps:
             parts.append((step + 1) / self.max_steps)
         if self.max_seconds and self.elapsed is not None and step:
             elapsed = self.elapsed()
-            average = max(elapsed / step, self._recent_step_time(step, elapsed))
-            margin = max(2 * average, SHORT_FRACTION * self.max_seconds)
-            parts.append((elapsed + average) / max(self.max_seconds - margin, 1e-9))
+            recent = self._recent_step_time(step, elapsed)
+            if self._first_timed_step is None:
+                self._first_timed_step = step
+            if step == 1 and self._first_timed_step == 1:  # a fresh run: its first step is set-up too
+                self._after_first_step = elapsed
+                parts.append(0.0)
+            else:
+                average = max(self._run_step_time(step, elapsed), recent)
+                margin = max(2 * average, SHORT_FRACTION * self.max_seconds)
+                parts.append((elapsed + average) / max(self.max_seconds - margin, 1e-9))
         elif self.max_seconds and self.elapsed is not None:
             parts.append(0.0)
         if not parts:
             return None
         self._spent = max(self._spent, min(1.0, max(parts)))
         return self._spent
+
+    def _run_step_time(self, step: int, elapsed: float) -> float:
+        """The run's average time per step; in a fresh run, without its first step, whose time is mostly
+        set-up (torch.compile's compilation, first batches): counted in, one compiled step of a minute's
+        budget read as the average would end the schedule at once."""
+        if self._after_first_step is None:  # resumed: the restored time over the steps so far
+            return elapsed / step
+        return (elapsed - self._after_first_step) / (step - 1)
 
     def _recent_step_time(self, step: int, elapsed: float) -> float:
         """The median time per step between the last few calls (0 until there are two)."""
