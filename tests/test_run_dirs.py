@@ -148,6 +148,17 @@ def test_a_finished_sweep_resumed_keeps_its_jobs_finished(tmp_path: Path):
     assert {job: files(sweep / job) for job in runs} == runs
 
 
+def test_each_job_of_a_sweep_keeps_its_w_and_b_files_in_its_own_directory_and_resumes(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    ok(cli("train", *QUICK, "logger=wandb", "-m", "model.activation=relu,tanh", f"hydra.sweep.dir={sweep}",
+           cwd=tmp_path))
+    for job in ("0", "1"):  # W&B's service lived on after job 0: job 1's debug-core.log linked into job 0
+        links = [path for path in (sweep / job).rglob("*") if path.is_symlink()]
+        assert links and all(path.resolve().is_relative_to(sweep / job) for path in links), links
+    ok(cli("train", *QUICK, "logger=wandb", "model.activation=tanh", f"hydra.run.dir={sweep / '1'}", "resume=auto",
+           "trainer.max_epochs=2", cwd=tmp_path))
+
+
 def test_a_changed_grid_is_refused_unless_its_jobs_are_replaced(tmp_path: Path):
     sweep = tmp_path / "sweep"
     ok(cli("train", *QUICK, "-m", "model.activation=relu,tanh", f"hydra.sweep.dir={sweep}", cwd=tmp_path))

@@ -88,8 +88,12 @@ def _redacted_argv() -> Iterator[None]:
 
 
 def finish_run() -> None:
-    """Close the W&B run of this job so that each job of a multirun is its own run."""
+    """Close the W&B run of this job so that each job of a multirun is its own run, and W&B's service
+    with it: the service is started once per process, its log in the first run's directory, and every
+    later run of the process (a sweep's next job) would link its `debug-core.log` there, out of its own
+    directory (which a resume then refuses)."""
     wandb = sys.modules.get("wandb")
     # getattr: a partly imported wandb has no run
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+        wandb.teardown()
