@@ -9,7 +9,8 @@ espeak-ng speaks, synthesised into a temp cache once). lmforge: `lmforge.run_tra
 every training step. Plain loop: the model from the same builder and seed, AdamW (lr 3e-3, weight decay
 0.01), the same linear warm-up, `clip_grad_norm_(1.0)`, batches cut to 2 s and put through the same
 feature extractor, shuffled by `torch.randperm`; it stamps the same way. The rate of each side: the audio
-of steps `--skip`+1..`--steps` over the time from the end of step `--skip` to the end of the last.
+of steps `--skip`+1..`--steps` over the time from the end of step `--skip` to the end of the last, lmforge's
+validations left out (the plain loop has none).
 
     python benchmarks/speech.py                     # 3 rounds of 30 steps each side
     python benchmarks/speech.py --rounds 5 --steps 40 --rate 8000
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 STAMPS: list[tuple[float, float]] = []  # (perf_counter, seconds of audio) at the end of each step
+PAUSES: list[tuple[float, float]] = []  # lmforge's validations (the plain loop has none): left out of its time
 
 
 def __getattr__(name: str):
@@ -37,13 +39,22 @@ def __getattr__(name: str):
                 rate = trainer.datamodule.sampling_rate
                 STAMPS.append((time.perf_counter(), float(batch["attention_mask"].sum()) / rate))
 
+            def on_validation_start(self, trainer, pl_module) -> None:
+                PAUSES.append((time.perf_counter(), float("inf")))
+
+            def on_validation_end(self, trainer, pl_module) -> None:
+                PAUSES[-1] = (PAUSES[-1][0], time.perf_counter())
+
         return AudioClock
     raise AttributeError(name)
 
 
-def rate(stamps: list[tuple[float, float]], skip: int) -> float:
+def rate(stamps: list[tuple[float, float]], skip: int, pauses: list[tuple[float, float]] = ()) -> float:
+    """Seconds of audio per second of steps skip+1..N, the `pauses` (validation) left out."""
+    from _clock import busy_time
+
     (t0, _), rest = stamps[skip - 1], stamps[skip:]
-    return sum(seconds for _, seconds in rest) / (rest[-1][0] - t0)
+    return sum(seconds for _, seconds in rest) / busy_time(t0, rest[-1][0], list(pauses))
 
 
 def lmforge_side(cache: Path, steps: int, sampling_rate: int, out: Path, extra: list[str]) -> list[tuple[float, float]]:
@@ -52,12 +63,13 @@ def lmforge_side(cache: Path, steps: int, sampling_rate: int, out: Path, extra: 
     import lmforge
 
     speech.STAMPS.clear()
+    speech.PAUSES.clear()
     config = lmforge.compose("train", [
         "experiment=audio_classify", f"paths.cache_dir={cache}", f"data.sampling_rate={sampling_rate}",
         f"trainer.max_steps={steps}", "test=false", "print_config=false", "logger=csv",
         "trainer.limit_val_batches=1", "+callbacks.audio_clock._target_=speech.AudioClock", *extra])
     lmforge.run_train(config, run_dir=out)
-    return list(speech.STAMPS)
+    return list(speech.STAMPS), list(speech.PAUSES)
 
 
 def plain_side(cache: Path, steps: int, sampling_rate: int) -> list[tuple[float, float]]:
@@ -105,8 +117,8 @@ def main() -> None:
         cache = Path(folder) / "cache"
         ours, plain = [], []
         for round_ in range(args.rounds):
-            ours.append(rate(lmforge_side(cache, args.steps, args.rate, Path(folder) / f"run{round_}",
-                                          args.overrides), args.skip))
+            stamps, pauses = lmforge_side(cache, args.steps, args.rate, Path(folder) / f"run{round_}", args.overrides)
+            ours.append(rate(stamps, args.skip, pauses))
             plain.append(rate(plain_side(cache, args.steps, args.rate), args.skip))
             print(f"round {round_ + 1}: lmforge {ours[-1]:.1f} s/s, plain loop {plain[-1]:.1f} s/s", flush=True)
     a, b = statistics.median(ours), statistics.median(plain)
