@@ -1,7 +1,8 @@
 """What happens to an image between its file and the model: resized once to a square of `image_size`
 (as the exported image processor does), then, for training only, a random resized crop and a
 horizontal flip (and RandAugment, as an option) drawn from a generator seeded by (seed, epoch, index): a
-sample's augmentation is the same in any worker and after a resume. Normalised by per-channel mean and standard deviation."""
+sample's augmentation is the same in any worker and after a resume. Normalised by per-channel mean and
+standard deviation."""
 
 from __future__ import annotations
 

@@ -40,13 +40,15 @@ OPERATIONS: dict[str, tuple[Callable[[Image.Image, float], Image.Image], bool]] 
 }
 
 
+NAMES = list(OPERATIONS)
+
+
 def rand_augment(pixels: np.ndarray, ops: int, magnitude: float, rng: np.random.Generator) -> np.ndarray:
     """`pixels` (uint8 [H, W, 3]) after `ops` operations drawn with `rng`, each at `magnitude` / 30."""
-    names = list(OPERATIONS)
     image = Image.fromarray(np.ascontiguousarray(pixels))
     strength = magnitude / MAX_MAGNITUDE
-    for choice in rng.integers(0, len(names), ops):
-        operation, signed = OPERATIONS[names[choice]]
+    for choice in rng.integers(0, len(NAMES), ops):
+        operation, signed = OPERATIONS[NAMES[choice]]
         sign = -1.0 if signed and rng.random() < 0.5 else 1.0
         image = operation(image, sign * strength)
     return np.asarray(image, dtype=np.uint8)

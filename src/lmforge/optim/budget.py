@@ -31,7 +31,6 @@ class Budget:
     _recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS), init=False, repr=False,
                            compare=False)
     _spent: float = field(default=0.0, init=False, repr=False, compare=False)
-    _first_timed_step: Optional[int] = field(default=None, init=False, repr=False, compare=False)
     _after_first_step: Optional[float] = field(default=None, init=False, repr=False, compare=False)
 
     def fraction(self, step: int) -> Optional[float]:
@@ -42,17 +41,17 @@ class Budget:
         The time budget is counted short by two average steps or 2 % of it, whichever is more, so that
         a slow step or a pause near the end (a busy machine) still leaves the run at the schedule's floor.
         The average step is the larger of the run's (without a fresh run's first step, mostly set-up) and
-        the last few steps' (a run resumed on a slower or busier machine). The fraction never goes back: a slow patch that passes moves the schedule
-        ahead, but the lr does not climb again."""
+        the last few steps' (a run resumed on a slower or busier machine). The fraction never goes back:
+        a slow patch that passes moves the schedule ahead, but the lr does not climb again."""
         parts = []
         if self.max_steps:
             parts.append((step + 1) / self.max_steps)
         if self.max_seconds and self.elapsed is not None and step:
             elapsed = self.elapsed()
+            # A fresh run's first step is set-up too (asked again at step 1: the same answer).
+            fresh_start = step == 1 and (self._last is None or self._after_first_step is not None)
             recent = self._recent_step_time(step, elapsed)
-            if self._first_timed_step is None:
-                self._first_timed_step = step
-            if step == 1 and self._first_timed_step == 1:  # a fresh run: its first step is set-up too
+            if fresh_start:
                 self._after_first_step = elapsed
                 parts.append(0.0)
             else:
