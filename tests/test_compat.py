@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import re
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -127,6 +128,20 @@ def test_lightning_launcher_logger_and_child_command_hooks(tmp_path):
     first = lightning_compat.logger_experiment(logger, lambda: made.append(1) or "writer")
     assert first == "writer" and lightning_compat.logger_experiment(logger, lambda: "other") == "writer"
     assert made == [1] and logger.experiment == "writer"
+
+
+def test_our_rich_progress_bar_stops_without_waiting_out_its_refresh_period(tmp_path):
+    from lmforge.callbacks.progress import RichProgressBar
+
+    data = DataLoader(TensorDataset(torch.randn(4, 2), torch.randn(4, 1)), batch_size=1)
+    # A refresh every 1000 s: Lightning's own thread would sleep that long before the bar's stop returns.
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+                        enable_model_summary=False, enable_checkpointing=False, accelerator="cpu",
+                        callbacks=[RichProgressBar(refresh_rate=0.001)], default_root_dir=tmp_path)
+    fit = threading.Thread(target=trainer.fit, args=(Tiny(), data, data), daemon=True)
+    fit.start()
+    fit.join(timeout=120)  # no clock is asserted: a bar that waits out its period never ends
+    assert not fit.is_alive() and trainer.global_step == 2
 
 
 @pytest.mark.parametrize("owner,method,caller", lightning_compat.OVERRIDDEN,
