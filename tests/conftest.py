@@ -15,9 +15,14 @@ import pytest
 import warm
 
 # Each xdist worker (and every process it starts) gets its share of the cores: two workers with two
-# torch threads each on two cores spend their time switching, not computing.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+# torch threads each on two cores spend their time switching, not computing (a step in-suite took up
+# to 15x its time alone). pytest's own process comes first (under xdist: the controller, whose
+# environment the workers inherit) and notes whether the user chose a thread count; if not, each
+# process sets its share.
+os.environ.setdefault("LMFORGE_TESTS_USER_THREADS", os.environ.get("OMP_NUM_THREADS", ""))
+if not os.environ["LMFORGE_TESTS_USER_THREADS"]:
+    _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 OFFLINE_ENV = {

