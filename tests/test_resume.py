@@ -279,3 +279,51 @@ def test_resuming_mid_epoch_the_data_position_is_restored_without_warning(tmp_pa
     resumed_at_step_7(tmp_path / "replayed", samples=0)
     replayed = weights(tmp_path / "replayed" / "checkpoints" / "step-0000014.ckpt")
     assert [k for k in straight if not torch.equal(straight[k], replayed[k])] != []
+
+
+def test_every_checkpoint_a_resume_could_take_has_its_steps_rows_on_disk(tmp_path: Path):
+    """A kill can come at any instant, the moment after a step's checkpoint is written included (Lightning
+    logs that step's metrics row later, after on_train_batch_end). At every batch's end, after the
+    checkpoint's hook, the newest checkpoint a resume would take must find each of its steps' rows in
+    metrics.csv: the rows of steps 0 .. N - 1 for global step N (see loggers/csv.py)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lmforge.callbacks.periodic_checkpoint import PeriodicCheckpoint
+    from lmforge.loggers.csv import HistoryCSVLogger
+    from lmforge.runs.checkpoints import checkpoint_files
+
+    class Line(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Instant(L.Callback):
+        """What a resume would find if the process died here."""
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, *args):
+            files = [f for f in checkpoint_files(tmp_path / "checkpoints") if f.name.startswith("step-")]
+            newest = max((int(f.stem.split("-")[1]) for f in files), default=0)
+            history = tmp_path / "csv" / "metrics.csv"
+            rows = {int(r["step"]) for r in csv.DictReader(open(history))} if history.is_file() else set()
+            self.seen.append((trainer.global_step, newest, set(range(newest)) <= rows))
+
+    periodic = PeriodicCheckpoint(str(tmp_path / "checkpoints"), every_n_steps=2, every_n_minutes=None)
+    data = DataLoader(TensorDataset(torch.randn(16, 2), torch.randn(16, 1)), batch_size=2)
+    instant = Instant()
+    L.Trainer(max_steps=7, log_every_n_steps=1, limit_val_batches=0, logger=HistoryCSVLogger(str(tmp_path)),
+              callbacks=[periodic, instant], enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False, accelerator="cpu").fit(Line(), data)
+    assert all(complete for *_, complete in instant.seen), instant.seen
+    assert [newest for _, newest, _ in instant.seen] == [0, 0, 2, 2, 4, 4, 6]  # each published a hook later
+    assert newest_step(tmp_path) == 6  # and the last one published at the end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +15,7 @@ from lmforge.loggers.cadence import written_step
 from lmforge.runs.checkpoints import checkpoint_files
 
 PREFIX = "step-"
+PENDING = ".pending"
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -33,10 +35,14 @@ class PeriodicCheckpoint(L.Callback):
         self._last_step = -1
         self._due: Optional[str] = None  # "validation end" / "epoch end": a save deferred to then
         self.saved: Optional[Path] = None  # the newest checkpoint this callback wrote
+        self._pending: Optional[Path] = None  # written, not yet under its name (see `save_at_step_end`)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_time = time.monotonic()
         self._last_step = trainer.global_step
+        if trainer.is_global_zero:  # left by a killed attempt: never published, never resumed from
+            for stale in self.dirpath.glob(f".{PREFIX}*{PENDING}"):
+                stale.unlink(missing_ok=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -60,24 +66,50 @@ class PeriodicCheckpoint(L.Callback):
         elif lightning_compat.validation_follows_batch(trainer):
             self._due = "validation end"
         else:
-            self.save(trainer)
+            # Lightning logs this step's metrics row after on_train_batch_end, so the state is written
+            # now and the file takes its name at the next hook, with the row on disk: a resume from it
+            # keeps every row (a kill in between resumes from the checkpoint before, as exactly).
+            self.save(trainer, publish=False)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._publish(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._publish(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._due == "validation end" and not trainer.sanity_checking:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._publish(trainer)
         if self._due:
             self.save(trainer)
 
-    def save(self, trainer: L.Trainer) -> Path:
-        """Save a checkpoint of the current step now (every rank must call it) and prune old ones."""
+    def save(self, trainer: L.Trainer, publish: bool = True) -> Path:
+        """Save a checkpoint of the current step now (every rank must call it) and prune old ones;
+        `publish=False`: under a hidden name until `_publish`."""
         path = self.dirpath / f"{PREFIX}{trainer.global_step:07d}.ckpt"
-        trainer.save_checkpoint(path)
-        self.saved, self._due = path, None
+        trainer.save_checkpoint(path if publish else path.with_name(f".{path.name}{PENDING}"))
+        self.saved, self._due, self._pending = path, None, None if publish else path
         self._last_time, self._last_step = time.monotonic(), trainer.global_step
+        if publish:
+            self._prune(trainer)
+        return path
+
+    def _publish(self, trainer: L.Trainer) -> None:
+        """Give the pending checkpoint its name, once the loggers have this step's rows on disk."""
+        if self._pending is None:
+            return
+        path, self._pending = self._pending, None
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.save()
+            os.replace(path.with_name(f".{path.name}{PENDING}"), path)
+            self._prune(trainer)
+
+    def _prune(self, trainer: L.Trainer) -> None:
         if trainer.is_global_zero:
             periodic = [f for f in checkpoint_files(self.dirpath) if f.name.startswith(PREFIX)]
             for old in sorted(periodic)[: -self.keep]:
                 old.unlink(missing_ok=True)
-        return path
