@@ -84,6 +84,27 @@ def test_validation_is_the_val_files_and_training_all_of_paths(files, tmp_path):
     assert dm.bytes_per_token("val") == pytest.approx(len((b1 + b2).encode()) / len(expected))
 
 
+def test_a_mixtures_source_validates_on_its_own_val_paths(files, tmp_path):
+    train, val = files
+    books = tmp_path / "books.txt"
+    books.write_text((STDLIB / "this.py").read_text() * 3)
+    sources = {"code": {"paths": [str(train)], "weight": 0.5, "val_paths": [str(val)]},
+               "books": {"paths": [str(books)], "weight": 0.5}}
+    dm = TextDataModule(paths=None, sources=sources, tokenizer=Bytes(), cache_dir=str(tmp_path / "cache"),
+                        block_size=32, batch_size=4, val_windows=8)
+    dm.prepare_data()
+    dm.setup()
+    code_train, code_val, meta = load_packed(dm.mixture.packed_dirs["code"])
+    assert meta["split"] == "files" and meta["val_docs"] == 2  # the source's own validation files, whole
+    assert MARK in bytes(code_val.astype(np.uint8)[code_val < 256]).decode()
+    assert MARK not in bytes(code_train.astype(np.uint8)[code_train < 256]).decode(errors="replace")
+    books_meta = load_packed(dm.mixture.packed_dirs["books"])[2]
+    assert books_meta["split"] != "files"  # the other source still holds out a part of its own text
+    with pytest.raises(UserError, match=r"data.sources.code.val_paths: .* is also in data.sources.code.paths"):
+        TextDataModule(paths=None, sources={"code": {**sources["code"], "val_paths": [str(train / "heapq.py")]}},
+                       tokenizer=Bytes(), cache_dir=str(tmp_path / "cache"))
+
+
 def test_the_cache_follows_the_val_files(files, tmp_path):
     train, val = files
     held_out = datamodule(train, None, tmp_path, tokenizer=Bytes())

@@ -271,17 +271,17 @@ def _has_text(path: Path, text_field: str, on_decode_error: str) -> bool:
 
 
 def check_val_sources(train: Sequence[Source], val: Sequence[Source], text_field: str = "text",
-                      on_decode_error: str = "error") -> None:
-    """One line naming data.val_paths for a validation file that training also reads (its text would
-    leak into training) or that holds no text to validate on."""
+                      on_decode_error: str = "error", key: str = "data") -> None:
+    """One line naming `<key>.val_paths` for a validation file that training also reads (its text would
+    leak into training) or that holds no text to validate on (`key`: data, or a mixture's source)."""
     trained = {_same_source(s) for s in train}
     for source in val:
         if _same_source(source) in trained:
-            raise UserError(f"data.val_paths: {source} is also in data.paths (training would read the validation "
-                            "text); keep it out of data.paths' files, folders and globs")
+            raise UserError(f"{key}.val_paths: {source} is also in {key}.paths (training would read the validation "
+                            f"text); keep it out of {key}.paths' files, folders and globs")
         if isinstance(source, Path) and not _has_text(source, text_field, on_decode_error):
             why = "is not UTF-8 text" if on_decode_error == "skip" and not _is_utf8(source) else "is empty or blank"
-            raise UserError(f"data.val_paths: {source} {why}: no text to validate on")
+            raise UserError(f"{key}.val_paths: {source} {why}: no text to validate on")
 
 
 def _doc_parts(doc: str | TextFile, held_out: bool) -> Iterator[Part]:
@@ -302,12 +302,12 @@ class Corpus:
     `in_holdout(i, val_fraction)`, which needs no count of the documents (streaming). Otherwise (one file, or a few) by position:
     the last `val_fraction` of each document's text is held out (see `tail_start`). All are
     deterministic and never put the same text in train and validation. `max_docs` caps the documents
-    of `sources` only.
+    of `sources` only. `key` names the config node in errors (data, or data.sources.<name>).
     """
 
     def __init__(self, sources: Sequence[Source], text_field: str = "text", on_decode_error: str = "error",
                  val_fraction: float = 0.05, max_docs: int | None = None,
-                 val_sources: Sequence[Source] | None = None) -> None:
+                 val_sources: Sequence[Source] | None = None, key: str = "data") -> None:
         if not 0.0 <= float(val_fraction) < 1.0:
             raise UserError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         check_decode_policy(on_decode_error)
@@ -315,7 +315,7 @@ class Corpus:
         self.val_fraction, self.max_docs = float(val_fraction), max_docs
         self.val_sources = list(val_sources) if val_sources else None
         if self.val_sources:
-            check_val_sources(self.sources, self.val_sources, text_field, on_decode_error)
+            check_val_sources(self.sources, self.val_sources, text_field, on_decode_error, key)
 
     @property
     def has_validation(self) -> bool:

@@ -37,17 +37,18 @@ from lmforge.data.windows import FixedWindows, Packed, as_samples, gather
 from lmforge.errors import UserError
 from lmforge.seeding import mix, sample_seeds
 
-SOURCE_KEYS = ("paths", "weight")
+SOURCE_KEYS = ("paths", "weight", "val_paths")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One named source of a mixture: its files and its weight."""
+    """One named source of a mixture: its files, its weight and (optional) validation files of its own."""
 
     name: str
     paths: tuple[str, ...]
     weight: float
+    val_paths: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -84,7 +85,10 @@ def parse_sources(sources: Mapping) -> list[SourceSpec]:
         if not paths:
             raise UserError(f"{key}.paths: missing: the source's files, folders or globs "
                             f"(+{key}.paths=[DIR])")
-        specs.append(SourceSpec(str(name), tuple(str(p) for p in paths), _weight(key, node.get("weight", 1.0))))
+        val_paths = node.get("val_paths") or ()
+        val_paths = [val_paths] if isinstance(val_paths, str) else val_paths
+        specs.append(SourceSpec(str(name), tuple(str(p) for p in paths), _weight(key, node.get("weight", 1.0)),
+                                tuple(str(p) for p in val_paths)))
     total = sum(s.weight for s in specs)
     if not total > 0:
         weights = ", ".join(f"{s.name}={s.weight:g}" for s in specs)
@@ -183,7 +187,9 @@ class Mixture:
                  max_docs: Optional[int]) -> None:
         self.specs = parse_sources(sources)
         self.corpora = {s.name: Corpus(resolve_corpus(list(s.paths), f"{s.key}.paths"), text_field,
-                                       on_decode_error, val_fraction, max_docs) for s in self.specs}
+                                       on_decode_error, val_fraction, max_docs,
+                                       resolve_corpus(list(s.val_paths), f"{s.key}.val_paths") if s.val_paths
+                                       else None, key=s.key) for s in self.specs}
         self.corpus = MixedCorpus(self.corpora)
         self.packed_dirs: dict[str, Path] = {}
         self.train: list[Packed] = []
@@ -234,8 +240,9 @@ class Mixture:
         for i, spec in enumerate(self.specs):
             parts.append(FixedWindows(self.val[i], block_size, n, eos_id=eos_id, source=i,
                                       what=f"{spec.key}: its validation part",
-                                      remedy=f"add text to {spec.key}.paths, raise data.val_fraction or lower "
-                                             "data.block_size"))
+                                      remedy=f"add text to {spec.key}.val_paths or lower data.block_size"
+                                      if spec.val_paths else f"add text to {spec.key}.paths, raise "
+                                      "data.val_fraction or lower data.block_size"))
             self._val_windows[spec.name] = len(parts[-1])
         return Interleaved(parts)
 
