@@ -1,8 +1,12 @@
 """`lmforge prepare` throughput and memory: MB of WARC per second (per worker) through the web preset
 (trafilatura extraction, language and quality filters, exact and MinHash dedup) with 1 and 2 worker
 processes, and the peak memory of a one-process prepare whose MinHash stages see 1x and 2x the corpus.
+`--big-mb N --cap-mb M`: instead, a one-process MinHash prepare (prepare=jsonl) of N MB of JSONL text
+inside a memory cgroup capped at M MB (N > M: a corpus bigger than the memory it may use; the kernel
+kills the process if it needs more; root and cgroup v1's memory controller).
 
     python benchmarks/prepare.py            # --mb 4: two gzipped WARC files of ~2 MB each
+    python benchmarks/prepare.py --big-mb 1000 --cap-mb 400
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import re
 import shutil
@@ -74,16 +79,48 @@ def write_warcs(folder: Path, mb: float, files: int, seed: int) -> float:
     return sum(p.stat().st_size for p in folder.glob("*.warc.gz")) / 1e6
 
 
+def write_jsonl(path: Path, mb: float, seed: int) -> float:
+    """Plain-text documents (the generated pages' paragraphs) as JSONL, ~`mb` MB, 1 in 20 a near copy of an
+    earlier one; returns the file's size in MB."""
+    rng, words, earlier = random.Random(seed), english_words(), []
+    with open(path, "w") as f:
+        i = 0
+        while f.tell() < mb * 1e6:
+            text = re.sub(r"<[^>]+>", "\n", page(rng, words, i)).strip()
+            if rng.random() < 0.05 and earlier:
+                text = rng.choice(earlier).replace(" the ", " a ", 3)
+            earlier = (earlier + [text])[-200:]
+            f.write(json.dumps({"text": text, "id": str(i)}) + "\n")
+            i += 1
+    return path.stat().st_size / 1e6
+
+
+# The capped run measures MinHash's memory: the other steps off (the filters would take most of the time).
+MINHASH_ONLY = ("prepare.exact_dedup=null", "prepare.gopher_repetition=null", "prepare.gopher_quality=null",
+                "prepare.fineweb_quality=null", "prepare.c4_quality=null")
+
+
+def capped(mb: int):
+    """A `preexec_fn` that moves the child into a new memory cgroup limited to `mb` MB (swap included)."""
+    group = Path(f"/sys/fs/cgroup/memory/lmforge-bench-{os.getpid()}")
+    group.mkdir(exist_ok=True)
+    (group / "memory.limit_in_bytes").write_text(str(mb << 20))
+    if (group / "memory.memsw.limit_in_bytes").exists():
+        (group / "memory.memsw.limit_in_bytes").write_text(str(mb << 20))
+    return lambda: (group / "cgroup.procs").write_text(str(os.getpid()))
+
+
 PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
 
 
-def prepare(inputs: Path, out: Path, *overrides: str) -> tuple[float, float, dict, dict]:
+def prepare(inputs: Path, out: Path, *overrides: str, cap_mb: int = 0) -> tuple[float, float, dict, dict]:
     """(wall seconds, peak resident MB of its largest process, stats.json, seconds spent in each stage's
-    steps over its tasks) of one prepare, started fresh."""
+    steps over its tasks) of one prepare, started fresh (in a memory cgroup of `cap_mb` MB if given)."""
     cmd = [sys.executable, "-c", PEAK, *lmforge_cmd(), "prepare", f"inputs=[{inputs}]", f"output_dir={out}", *overrides]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=bench_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=bench_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=capped(cap_mb) if cap_mb else None)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"prepare failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -100,9 +137,22 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=4, help="MB of gzipped WARC (two files)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument("--big-mb", type=float, default=0, help="MB of JSONL for the capped MinHash run")
+    parser.add_argument("--cap-mb", type=int, default=400, help="the memory cgroup's limit for --big-mb")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-bench-prepare-"))
     try:
+        if args.big_mb:
+            (tmp / "big").mkdir()
+            size = write_jsonl(tmp / "big" / "docs.jsonl", args.big_mb, args.seed)
+            wall, peak, stats, busy = prepare(tmp / "big", tmp / "out-big", "prepare=jsonl", *MINHASH_ONLY,
+                                              cap_mb=args.cap_mb)
+            print(f"one process, MinHash dedup, {size:.0f} MB of JSONL text in a {args.cap_mb} MB memory cgroup: "
+                  f"peak resident {peak:.0f} MB, {wall:.0f} s ({size / wall:.2f} MB/s), documents "
+                  f"{stats['documents_in']} -> {stats['documents_out']}")
+            print("  seconds in each stage's steps: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.05))
+            return
         size = write_warcs(tmp / "crawl", args.mb, 2, args.seed)
         print(f"corpus: {size:.1f} MB of gzipped WARC in 2 files")
         rates = {}

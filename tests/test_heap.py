@@ -38,9 +38,9 @@ class Faults(L.Callback):
         print("faults per step", statistics.median(b - a for a, b in zip(self.counts[3:], self.counts[4:])))
 
 torch.set_num_threads(1)
-rows = [torch.full((1 << 24,), 0.5)] * 16  # 16 M floats: 64 MB a batch
+rows = [torch.full((1 << 24,), 0.5)] * 10  # 16 M floats: 64 MB a batch
 callbacks = [Faults()] + ([KeepFreedMemory()] if sys.argv[1] == "keep" else [])
-L.Trainer(max_steps=16, accelerator="cpu", devices=1, logger=False, callbacks=callbacks, enable_checkpointing=False,
+L.Trainer(max_steps=10, accelerator="cpu", devices=1, logger=False, callbacks=callbacks, enable_checkpointing=False,
           enable_progress_bar=False, enable_model_summary=False).fit(Scale(), DataLoader(rows, batch_size=1))
 """
 
