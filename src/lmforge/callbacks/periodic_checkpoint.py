@@ -66,9 +66,6 @@ class PeriodicCheckpoint(L.Callback):
         elif lightning_compat.validation_follows_batch(trainer):
             self._due = "validation end"
         else:
-            # Lightning logs this step's metrics row after on_train_batch_end, so the state is written
-            # now and the file takes its name at the next hook, with the row on disk: a resume from it
-            # keeps every row (a kill in between resumes from the checkpoint before, as exactly).
             self.save(trainer, publish=False)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
@@ -79,16 +76,19 @@ class PeriodicCheckpoint(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._due == "validation end" and not trainer.sanity_checking:
-            self.save(trainer)
+            self.save(trainer, publish=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._publish(trainer)
         if self._due:
-            self.save(trainer)
+            self.save(trainer, publish=False)
 
     def save(self, trainer: L.Trainer, publish: bool = True) -> Path:
         """Save a checkpoint of the current step now (every rank must call it) and prune old ones;
-        `publish=False`: under a hidden name until `_publish`."""
+        `publish=False`: under a hidden name until `_publish` at the next hook. The hooks save that way:
+        what the step still writes after them (Lightning logs its metrics row after on_train_batch_end;
+        best.ckpt and last.ckpt are saved by callbacks Lightning runs after this one) is on disk before a
+        resume can take this checkpoint (a kill in between resumes from the one before, as exactly)."""
         path = self.dirpath / f"{PREFIX}{trainer.global_step:07d}.ckpt"
         trainer.save_checkpoint(path if publish else path.with_name(f".{path.name}{PENDING}"))
         self.saved, self._due, self._pending = path, None, None if publish else path
