@@ -282,13 +282,15 @@ def test_resuming_mid_epoch_the_data_position_is_restored_without_warning(tmp_pa
 
 
 def test_every_checkpoint_a_resume_could_take_has_its_steps_rows_on_disk(tmp_path: Path):
-    """A kill can come at any instant, the moment after a step's checkpoint is written included (Lightning
-    logs that step's metrics row later, after on_train_batch_end). At every batch's end, after the
-    checkpoint's hook, the newest checkpoint a resume would take must find each of its steps' rows in
-    metrics.csv: the rows of steps 0 .. N - 1 for global step N (see loggers/csv.py)."""
+    """A kill can come at any instant, the moment after a step's checkpoint is written included: Lightning
+    logs that step's metrics row later, after on_train_batch_end, and at an epoch's end saves last.ckpt
+    after our hook. At every batch's end the newest checkpoint a resume would take must find each of its
+    steps' rows in metrics.csv (steps 0 .. N - 1 for global step N, see loggers/csv.py); at the epoch's
+    end, before last.ckpt is written, it must be of an earlier step than the one ending."""
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
+    from lmforge.callbacks.last_checkpoint import LastCheckpoint
     from lmforge.callbacks.periodic_checkpoint import PeriodicCheckpoint
     from lmforge.loggers.csv import HistoryCSVLogger
     from lmforge.runs.checkpoints import checkpoint_files
@@ -309,21 +311,29 @@ def test_every_checkpoint_a_resume_could_take_has_its_steps_rows_on_disk(tmp_pat
     class Instant(L.Callback):
         """What a resume would find if the process died here."""
         def __init__(self):
-            self.seen = []
+            self.seen, self.at_epoch_end = [], []
 
         def on_train_batch_end(self, trainer, *args):
-            files = [f for f in checkpoint_files(tmp_path / "checkpoints") if f.name.startswith("step-")]
-            newest = max((int(f.stem.split("-")[1]) for f in files), default=0)
             history = tmp_path / "csv" / "metrics.csv"
             rows = {int(r["step"]) for r in csv.DictReader(open(history))} if history.is_file() else set()
-            self.seen.append((trainer.global_step, newest, set(range(newest)) <= rows))
+            self.seen.append((trainer.global_step, self.newest(), set(range(self.newest())) <= rows))
+
+        def on_train_epoch_end(self, trainer, *args):  # Lightning runs last.ckpt's save after this
+            self.at_epoch_end.append((trainer.global_step, self.newest()))
+
+        def newest(self) -> int:
+            files = [f for f in checkpoint_files(tmp_path / "checkpoints") if f.name.startswith("step-")]
+            return max((int(f.stem.split("-")[1]) for f in files), default=0)
 
     periodic = PeriodicCheckpoint(str(tmp_path / "checkpoints"), every_n_steps=2, every_n_minutes=None)
-    data = DataLoader(TensorDataset(torch.randn(16, 2), torch.randn(16, 1)), batch_size=2)
+    last = LastCheckpoint(dirpath=str(tmp_path / "checkpoints"), filename="last", monitor=None,
+                          enable_version_counter=False)
+    data = DataLoader(TensorDataset(torch.randn(12, 2), torch.randn(12, 1)), batch_size=2)  # 6 steps an epoch
     instant = Instant()
     L.Trainer(max_steps=7, log_every_n_steps=1, limit_val_batches=0, logger=HistoryCSVLogger(str(tmp_path)),
-              callbacks=[periodic, instant], enable_progress_bar=False, enable_model_summary=False,
-              enable_checkpointing=False, accelerator="cpu").fit(Line(), data)
+              callbacks=[periodic, instant, last], enable_progress_bar=False, enable_model_summary=False,
+              accelerator="cpu").fit(Line(), data)
     assert all(complete for *_, complete in instant.seen), instant.seen
+    assert instant.at_epoch_end[0] == (6, 4), instant.at_epoch_end  # step 6's waits for last.ckpt's save
     assert [newest for _, newest, _ in instant.seen] == [0, 0, 2, 2, 4, 4, 6]  # each published a hook later
     assert newest_step(tmp_path) == 6  # and the last one published at the end
