@@ -66,7 +66,7 @@ class PeriodicCheckpoint(L.Callback):
         elif lightning_compat.validation_follows_batch(trainer):
             self._due = "validation end"
         else:
-            self.save(trainer, publish=False)
+            self.save(trainer)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self._publish(trainer)
@@ -76,40 +76,40 @@ class PeriodicCheckpoint(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._due == "validation end" and not trainer.sanity_checking:
-            self.save(trainer, publish=False)
+            self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._publish(trainer)
         if self._due:
-            self.save(trainer, publish=False)
+            self.save(trainer)
 
-    def save(self, trainer: L.Trainer, publish: bool = True) -> Path:
-        """Save a checkpoint of the current step now (every rank must call it) and prune old ones;
-        `publish=False`: under a hidden name until `_publish` at the next hook. The hooks save that way:
-        what the step still writes after them (Lightning logs its metrics row after on_train_batch_end;
-        best.ckpt and last.ckpt are saved by callbacks Lightning runs after this one) is on disk before a
-        resume can take this checkpoint (a kill in between resumes from the one before, as exactly)."""
+    def save(self, trainer: L.Trainer) -> Path:
+        """Save a checkpoint of the current step now (every rank must call it) under a hidden name, which
+        `_publish` at the next hook turns into its own: what the step still writes after this hook
+        (Lightning logs its metrics row after on_train_batch_end; best.ckpt and last.ckpt are saved by
+        callbacks Lightning runs after this one) is on disk before a resume can take this checkpoint (a
+        kill in between resumes from the one before, as exactly)."""
         path = self.dirpath / f"{PREFIX}{trainer.global_step:07d}.ckpt"
-        trainer.save_checkpoint(path if publish else path.with_name(f".{path.name}{PENDING}"))
-        self.saved, self._due, self._pending = path, None, None if publish else path
+        trainer.save_checkpoint(_hidden(path))
+        self.saved, self._due, self._pending = path, None, path
         self._last_time, self._last_step = time.monotonic(), trainer.global_step
-        if publish:
-            self._prune(trainer)
         return path
 
     def _publish(self, trainer: L.Trainer) -> None:
-        """Give the pending checkpoint its name, once the loggers have this step's rows on disk."""
+        """Give the pending checkpoint its name, once the loggers have this step's rows on disk, and prune
+        old ones."""
         if self._pending is None:
             return
         path, self._pending = self._pending, None
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.save()
-            os.replace(path.with_name(f".{path.name}{PENDING}"), path)
-            self._prune(trainer)
-
-    def _prune(self, trainer: L.Trainer) -> None:
-        if trainer.is_global_zero:
+            os.replace(_hidden(path), path)
             periodic = [f for f in checkpoint_files(self.dirpath) if f.name.startswith(PREFIX)]
             for old in sorted(periodic)[: -self.keep]:
                 old.unlink(missing_ok=True)
+
+
+def _hidden(path: Path) -> Path:
+    """Where the checkpoint for `path` waits to be published (hidden: resume and pruning skip it)."""
+    return path.with_name(f".{path.name}{PENDING}")
