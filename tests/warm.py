@@ -14,6 +14,7 @@ Not emulated: module state read from the environment at import time (HOME, HF_HO
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -44,6 +45,7 @@ def serve(path: str) -> dict:
     import lmforge.app  # noqa: F401
     import lmforge.experiment.run  # noqa: F401
 
+    gc.freeze()  # the children's collections skip the imported heap instead of copying every page of it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)

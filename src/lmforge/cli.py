@@ -7,6 +7,7 @@ are those of `lmforge.config.schema.COMMANDS`.
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 import sys
 
@@ -69,4 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+    if argv is None:
+        # The process ends here and its heap (torch, Lightning, transformers: ~1M objects) goes back to
+        # the OS whole: frozen, it is skipped by the shutdown's garbage collections (1.2 s of CPU a run).
+        gc.freeze()
     sys.exit(status)
