@@ -1,4 +1,4 @@
-"""Object detection: COCO data (a file of one's own, the generated shapes, bad files), DETR trained by
+"""Object detection: COCO data (a file of one's own, the generated shapes, bad files), Conditional DETR trained by
 `experiment=coco_detect`, its mAP against pycocotools' COCOeval, `lmforge eval`'s detections.json and
 the exported model in transformers' object-detection pipeline. One short training run serves them all."""
 
@@ -60,7 +60,7 @@ def test_a_run_logs_map_and_eval_writes_coco_detections(detect):
     instances = json.loads((detect["shapes"] / "instances.json").read_text())
     sizes = {image["id"]: (image["width"], image["height"]) for image in instances["images"]}
     test_ids = {d["image_id"] for d in detections}
-    assert len(detections) == 8 * len(test_ids)  # one per query (model.num_queries) of each test image
+    assert len(detections) == 8 * 3 * len(test_ids)  # Conditional DETR: every (query, class) pair of each image
     assert {d["category_id"] for d in detections} <= {1, 3, 7}  # the file's own (non-contiguous) ids
     assert all(0.0 <= d["score"] <= 1.0 and len(d["bbox"]) == 4 for d in detections)
     # boxes are in the original image's pixels (images of 96-160 px, resized to 64 for the model)
@@ -73,6 +73,31 @@ def test_map_equals_pycocotools_cocoeval_of_the_detections_file(detect):
     got = metrics(detect["eval"])
     for name, value in zip(("test/map", "test/map_50", "test/map_75"), stats):
         assert got[name] == pytest.approx(value, abs=1e-6), name
+
+
+@pytest.mark.parametrize("family", ["detr", "conditional_detr"])
+def test_detections_are_what_the_familys_image_processor_post_processes(family: str):
+    """Each family's detections (DETR: a query's best class by softmax; Conditional DETR: the best (query,
+    class) pairs by sigmoid) equal what the image processor an export ships computes at no threshold."""
+    from lmforge.data.coco import detr_image_processor
+    from lmforge.models.detr import detections, detr, image_processor
+
+    torch.manual_seed(0)
+    model = detr(num_labels=3, family=family, d_model=32, ffn_dim=64, num_queries=8,
+                 backbone_hidden_sizes=(8, 16), backbone_depths=(1, 1)).eval()
+    with torch.no_grad():
+        out = model(pixel_values=torch.rand(2, 3, 64, 64))
+    sizes = torch.tensor([[48, 80], [64, 64]])
+    processor = image_processor(model, detr_image_processor(64))
+    assert type(processor).__name__ == {"detr": "DetrImageProcessorPil",
+                                        "conditional_detr": "ConditionalDetrImageProcessorPil"}[family]
+    theirs = processor.post_process_object_detection(out, threshold=0.0, target_sizes=sizes)
+    ours = detections(model, out.logits, out.pred_boxes, sizes)
+    assert [len(image["scores"]) for image in ours] == [8 if family == "detr" else 24] * 2  # 8 queries, 3 classes
+    for mine, expected in zip(ours, theirs):
+        torch.testing.assert_close(mine["boxes"], expected["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(mine["scores"], expected["scores"], atol=1e-6, rtol=0)
+        assert mine["labels"].tolist() == expected["labels"].tolist()
 
 
 def test_the_map_metric_equals_cocoeval_on_imperfect_detections(tmp_path: Path):
@@ -125,6 +150,17 @@ def test_the_map_metric_equals_cocoeval_on_imperfect_detections(tmp_path: Path):
         assert float(got[name]) == pytest.approx(expected[i], abs=1e-6), name
 
 
+def matched(ours: list[tuple], theirs: list[tuple], close) -> None:
+    """Every detection of `ours` pairs with its own one of `theirs` that `close` accepts, none left over: the
+    same detections, in an order that may differ where two scores are equal to rounding (best first)."""
+    left = list(theirs)
+    for mine in ours:
+        match = next((other for other in left if close(mine, other)), None)
+        assert match is not None, (mine, left[:3])
+        left.remove(match)
+    assert not left, left[:3]
+
+
 def test_the_exported_model_detects_in_the_transformers_pipeline_as_lmforge_eval(detect):
     from PIL import Image
     from transformers import pipeline
@@ -135,21 +171,24 @@ def test_the_exported_model_detects_in_the_transformers_pipeline_as_lmforge_eval
     instances = json.loads((detect["shapes"] / "instances.json").read_text())
     files = {image["id"]: detect["shapes"] / "images" / image["file_name"] for image in instances["images"]}
     for image_id in sorted({d["image_id"] for d in detections})[:3]:
-        ours = [d for d in detections if d["image_id"] == image_id]  # in query order
+        ours = [(names[d["category_id"]], [x, y, x + w, y + h], d["score"])
+                for d in detections if d["image_id"] == image_id for x, y, w, h in [d["bbox"]]]
         image = Image.open(files[image_id])
         inputs = detector.image_processor(images=[image], return_tensors="pt")
         with torch.no_grad():
             outputs = detector.model(**inputs)
         theirs = detector.image_processor.post_process_object_detection(
             outputs, threshold=0.0, target_sizes=[(image.height, image.width)])[0]
-        expected = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in ours)])
-        torch.testing.assert_close(theirs["boxes"], expected, atol=1e-4, rtol=0)
-        torch.testing.assert_close(theirs["scores"], torch.tensor([d["score"] for d in ours]), atol=1e-5, rtol=0)
-        answered = detector(image, threshold=0.0)  # the pipeline itself: labels by name, boxes in whole pixels
-        assert [a["label"] for a in answered] == [names[d["category_id"]] for d in ours]
-        for a, box in zip(answered, expected.tolist()):
-            got = [a["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]
-            assert all(abs(g - int(b)) <= (1 if abs(b - round(b)) < 1e-3 else 0) for g, b in zip(got, box)), (got, box)
+        labels = detector.model.config.id2label
+        processed = [(labels[int(label)], box.tolist(), float(score))
+                     for label, box, score in zip(theirs["labels"], theirs["boxes"], theirs["scores"])]
+        matched(ours, processed, lambda a, b: a[0] == b[0] and abs(a[2] - b[2]) <= 1e-5
+                and max(abs(p - q) for p, q in zip(a[1], b[1])) <= 1e-4)
+        # The pipeline itself: labels by name, boxes in whole pixels.
+        answered = [(a["label"], [a["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")], a["score"])
+                    for a in detector(image, threshold=0.0)]
+        matched(ours, answered, lambda a, b: a[0] == b[0] and abs(a[2] - b[2]) <= 1e-4 and all(
+            abs(g - int(p)) <= (1 if abs(p - round(p)) < 1e-3 else 0) for p, g in zip(a[1], b[1])))
 
 
 def write_instances(folder: Path, images: int = 12) -> Path:
@@ -258,5 +297,6 @@ def test_fine_tuning_a_detection_run_on_another_label_set(detect, tmp_path: Path
     assert {d["category_id"] for d in json.loads((run / "detections.json").read_text())} <= {20, 30}
     parent = torch.load(detect["run"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     child = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert child["state_dict"]["model.class_labels_classifier.weight"].shape[0] == 3  # 2 classes + no-object
-    assert parent["state_dict"]["model.class_labels_classifier.weight"].shape[0] == 4
+    # Conditional DETR scores each class with a sigmoid: one row a class, no no-object row.
+    assert child["state_dict"]["model.class_labels_classifier.weight"].shape[0] == 2
+    assert parent["state_dict"]["model.class_labels_classifier.weight"].shape[0] == 3

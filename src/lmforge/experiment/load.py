@@ -357,6 +357,10 @@ def load_model(path: str | Path, causal: bool = False, cache_dir: Optional[str |
 
         return model.eval(), processor(model, run_tokenizer(ckpt_path, required=False)), config
     processor = run_processor(ckpt_path)
+    if kind == "detector" and processor is not None:  # the family's class: the pipeline post-processes with it
+        from lmforge.models.detr import image_processor
+
+        processor = image_processor(model, processor)
     return model.eval(), processor if processor is not None else run_tokenizer(ckpt_path), config
 
 

@@ -1,17 +1,27 @@
-"""DETR (transformers' `DetrForObjectDetection`) on a small ResNet backbone of transformers' own: built from
-a config (no timm, nothing downloaded) or from a Hugging Face DETR directory (`init_from`, a new
-class head when the label set differs), and the image processor that an export ships beside it."""
+"""DETR-family detectors of transformers (`DetrForObjectDetection`, `ConditionalDetrForObjectDetection`) on
+a small ResNet backbone of transformers' own: built from a config (no timm, nothing downloaded) or from a
+Hugging Face directory of either (`init_from`, a new class head when the label set differs); their
+detections as the family's image processor computes them, and that processor for an export."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from torch import nn
 
 from lmforge.data.contract import FromData
 from lmforge.errors import UserError
+
+# model_type -> transformers' config, model and (Pillow) image processor classes. DETR scores each query's
+# classes with a softmax beside a no-object class; Conditional DETR (learns several times faster) scores each
+# class with a sigmoid (focal loss), and its detections are the best (query, class) pairs.
+FAMILIES = {
+    "detr": ("DetrConfig", "DetrForObjectDetection", "detr.image_processing_pil_detr.DetrImageProcessorPil"),
+    "conditional_detr": ("ConditionalDetrConfig", "ConditionalDetrForObjectDetection",
+                         "conditional_detr.image_processing_pil_conditional_detr.ConditionalDetrImageProcessorPil"),
+}
 
 
 def _label_names(num_labels: int, labels: Optional[list[str]]) -> dict[str, Any]:
@@ -19,17 +29,26 @@ def _label_names(num_labels: int, labels: Optional[list[str]]) -> dict[str, Any]
     return {"num_labels": num_labels, "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
+def _classes(family: str) -> tuple[Any, Any]:
+    import transformers
+
+    config, model, _ = FAMILIES[family]
+    return getattr(transformers, config), getattr(transformers, model)  # getattr: a name of the table above
+
+
 def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[list[str]]] = None,
-         path: Optional[str] = None, d_model: int = 64, encoder_layers: int = 2, decoder_layers: int = 2,
+         path: Optional[str] = None, family: Literal["detr", "conditional_detr"] = "detr",
+         d_model: int = 64, encoder_layers: int = 2, decoder_layers: int = 2,
          ffn_dim: int = 128, attention_heads: int = 4, num_queries: int = 16, dropout: float = 0.0,
          auxiliary_loss: bool = True, eos_coefficient: float = 0.1, backbone_embedding_size: int = 16,
          backbone_hidden_sizes: tuple[int, ...] = (32, 64, 128), backbone_depths: tuple[int, ...] = (1, 1, 1),
          backbone_layer_type: str = "basic") -> nn.Module:
-    """A DETR detector with `num_labels` classes (named `labels`, from the data). From scratch, its ResNet
-    backbone has one stage per entry of `backbone_hidden_sizes` (stride 4, then 2 per further stage), and
-    the transformer `encoder_layers`/`decoder_layers` of width `d_model` with `num_queries` object slots;
-    with `path` (a DETR model directory, e.g. from init_from) its weights, the class head new if needed."""
-    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+    """A detector of the DETR `family` with `num_labels` classes (named `labels`, from the data). From
+    scratch, its ResNet backbone has one stage per entry of `backbone_hidden_sizes` (stride 4, then 2 per
+    further stage), and the transformer `encoder_layers`/`decoder_layers` of width `d_model` with
+    `num_queries` object slots; with `path` (a model directory of either family, e.g. from init_from) its
+    family and weights, the class head new if needed. `eos_coefficient` weighs DETR's no-object class."""
+    from transformers import ResNetConfig
 
     if num_labels is None or num_labels < 1:
         raise UserError(f"model.num_labels must be >= 1 (it follows the data's categories), got {num_labels!r}")
@@ -38,14 +57,16 @@ def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[l
         if not (Path(path).expanduser() / "config.json").is_file():
             raise UserError(f"model.path: {path} is not a Hugging Face model directory (no config.json)")
         kind = json.loads((Path(path).expanduser() / "config.json").read_text()).get("model_type")
-        if kind != "detr":
-            raise UserError(f"model.path: {path} holds a {kind} model, not DETR (model=detr_tiny starts from a "
-                            "DETR directory, e.g. an exported detection run)")
+        if kind not in FAMILIES:
+            raise UserError(f"model.path: {path} holds a {kind} model, not one of {', '.join(FAMILIES)} (a "
+                            "detection model starts from a directory of its family, e.g. an exported detection run)")
         try:
-            return DetrForObjectDetection.from_pretrained(str(Path(path).expanduser()), trust_remote_code=False,
-                                                          ignore_mismatched_sizes=True, **names)
+            return _classes(kind)[1].from_pretrained(str(Path(path).expanduser()), trust_remote_code=False,
+                                                     ignore_mismatched_sizes=True, **names)
         except (OSError, ValueError) as exc:
-            raise UserError(f"model.path: cannot load a DETR detector from {path} ({str(exc).splitlines()[0]})") from exc
+            raise UserError(f"model.path: cannot load a {kind} detector from {path} ({str(exc).splitlines()[0]})") from exc
+    if family not in FAMILIES:
+        raise UserError(f"model.family: {family!r} is not one of {', '.join(FAMILIES)}")
     if len(backbone_hidden_sizes) != len(backbone_depths) or not backbone_depths:
         raise UserError("model.backbone_hidden_sizes and model.backbone_depths must have one entry per stage")
     if d_model % attention_heads:
@@ -53,12 +74,14 @@ def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[l
     backbone = ResNetConfig(num_channels=3, embedding_size=backbone_embedding_size,
                             hidden_sizes=list(backbone_hidden_sizes), depths=list(backbone_depths),
                             layer_type=backbone_layer_type, out_features=[f"stage{len(backbone_depths)}"])
-    config = DetrConfig(backbone_config=backbone, use_pretrained_backbone=False, d_model=d_model,
-                        encoder_layers=encoder_layers, decoder_layers=decoder_layers, encoder_ffn_dim=ffn_dim,
-                        decoder_ffn_dim=ffn_dim, encoder_attention_heads=attention_heads,
-                        decoder_attention_heads=attention_heads, num_queries=num_queries, dropout=dropout,
-                        auxiliary_loss=auxiliary_loss, eos_coefficient=eos_coefficient, **names)
-    model = DetrForObjectDetection(config)
+    config_class, model_class = _classes(family)
+    own = {"eos_coefficient": eos_coefficient} if family == "detr" else {}
+    config = config_class(backbone_config=backbone, use_pretrained_backbone=False, d_model=d_model,
+                          encoder_layers=encoder_layers, decoder_layers=decoder_layers, encoder_ffn_dim=ffn_dim,
+                          decoder_ffn_dim=ffn_dim, encoder_attention_heads=attention_heads,
+                          decoder_attention_heads=attention_heads, num_queries=num_queries, dropout=dropout,
+                          auxiliary_loss=auxiliary_loss, **own, **names)
+    model = model_class(config)
     model.model.unfreeze_backbone()  # DETR freezes a pretrained backbone's first stage; this one learns from zero
     learned_batch_norm(model.model.backbone)
     return model
@@ -82,7 +105,38 @@ def learned_batch_norm(module: nn.Module) -> None:
     made for pretrained weights). In eval mode a batch norm computes what the frozen one does with the same
     weight, bias and running statistics, so the saved weights load into the stock class unchanged."""
     for name, child in module.named_children():
-        if type(child).__name__ == "DetrFrozenBatchNorm2d":
+        if type(child).__name__.endswith("DetrFrozenBatchNorm2d"):  # either family's
             setattr(module, name, LearnedBatchNorm(child.weight.shape[0]))
         else:
             learned_batch_norm(child)
+
+
+def detections(model: nn.Module, logits: Any, pred_boxes: Any, sizes: Any, top_k: int = 100) -> list[dict[str, Any]]:
+    """Per image, the detections that the family's `post_process_object_detection` gives at no threshold,
+    as xyxy boxes in the original image's pixels (`sizes`: [B, 2] height, width). DETR: one a query, its
+    best real class (softmax without the no-object class). Conditional DETR: the `top_k` best (query,
+    class) pairs by sigmoid probability, best first."""
+    import torch
+
+    cx, cy, w, h = pred_boxes.float().unbind(-1)
+    corners = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+    height, width = sizes.float().unbind(-1)
+    corners = corners * torch.stack([width, height, width, height], -1)[:, None, :]
+    if model.config.model_type == "detr":
+        scores, labels = logits.float().softmax(-1)[..., :-1].max(-1)
+    else:
+        probabilities = logits.float().sigmoid().flatten(1)
+        scores, pairs = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+        queries, labels = pairs.div(logits.shape[-1], rounding_mode="floor"), pairs % logits.shape[-1]
+        corners = corners.gather(1, queries[..., None].expand(-1, -1, 4))
+    return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(corners, scores, labels)]
+
+
+def image_processor(model: nn.Module, processor: Any) -> Any:
+    """`processor` (the data's, DETR's class) as the model's family's class with the same settings: the
+    pipeline post-processes with it."""
+    import importlib
+
+    module, name = FAMILIES[model.config.model_type][2].rsplit(".", 1)
+    family_class = getattr(importlib.import_module(f"transformers.models.{module}"), name)  # getattr: the table's
+    return processor if isinstance(processor, family_class) else family_class(**processor.to_dict())

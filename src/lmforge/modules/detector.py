@@ -14,22 +14,11 @@ from torch import nn
 
 from lmforge.atomic import write_text
 from lmforge.errors import UserError
+from lmforge.models.detr import detections
 from lmforge.modules.base import TaskModule
 from lmforge.modules.coco_map import STATS, CocoMeanAveragePrecision, xywh
 
 DETECTIONS = "detections.json"
-
-
-def detections(logits: torch.Tensor, pred_boxes: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """Per image, one detection per query: the best real class (softmax without the no-object class),
-    its probability, and the box as xyxy in the original image's pixels (`sizes`: [B, 2] height, width)
-    — what transformers' `post_process_object_detection` computes, at no threshold."""
-    scores, labels = logits.float().softmax(-1)[..., :-1].max(-1)
-    cx, cy, w, h = pred_boxes.float().unbind(-1)
-    corners = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
-    height, width = sizes.float().unbind(-1)
-    corners = corners * torch.stack([width, height, width, height], -1)[:, None, :]
-    return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(corners, scores, labels)]
 
 
 class DetectorModule(TaskModule):
@@ -69,7 +58,7 @@ class DetectorModule(TaskModule):
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, torch.Tensor]]:
         _, out = self._step(batch, stage)
         sizes = torch.stack([t["orig_size"] for t in batch["labels"]])
-        found = detections(out.logits, out.pred_boxes, sizes)
+        found = detections(self.model, out.logits, out.pred_boxes, sizes)
         truth = [{"boxes": t["eval_boxes"], "labels": t["eval_labels"], "area": t["area"], "iscrowd": t["iscrowd"]}
                  for t in batch["labels"]]
         getattr(self, f"{stage}_map").update(found, truth)  # getattr: this module's own metric of the stage
