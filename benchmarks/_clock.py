@@ -35,6 +35,7 @@ class StepClock:
         self.stamps: list[float] = []
         self.tokens: list[int] = []
         self.pauses: list[tuple[float, float]] = []
+        self.started: Optional[float] = None  # when training started: the first step's time is stamps[0] - started
         self._paused_at: Optional[float] = None
 
     def step(self, tokens: int) -> None:
@@ -66,12 +67,14 @@ class StepClock:
         return sum(self.tokens[skip + 1:]) / busy
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"stamps": self.stamps, "tokens": self.tokens, "pauses": self.pauses}))
+        Path(path).write_text(json.dumps({"stamps": self.stamps, "tokens": self.tokens, "pauses": self.pauses,
+                                          "started": self.started}))
 
     @classmethod
     def load(cls, path: str | Path) -> "StepClock":
         clock, data = cls(), json.loads(Path(path).read_text())
         clock.stamps, clock.tokens, clock.pauses = data["stamps"], data["tokens"], [tuple(p) for p in data["pauses"]]
+        clock.started = data.get("started")
         return clock
 
 
@@ -93,6 +96,7 @@ def lightning_clock(path: str):
             self.clock = StepClock()
 
         def on_train_start(self, trainer, pl_module) -> None:
+            self.clock.started = time.perf_counter()
             if trainer.is_global_zero:
                 self.clock.announce(path)
 

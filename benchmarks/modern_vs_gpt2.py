@@ -59,8 +59,8 @@ def train_and_score(recipe: str, args, corpus: Path, cache: Path, run_dir: Path,
     steps = max(int(r["step"]) for r in rows) + 1
     rates = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
     run_checked(lmforge_cmd() + ["eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                                 f"hydra.run.dir={run_dir / 'eval'}"], cache)
-    scores = json.loads((run_dir / "eval" / "metrics.json").read_text())
+                                 f"hydra.run.dir={run_dir}-eval"], cache)  # beside the run: eval never writes into it
+    scores = json.loads((run_dir.parent / f"{run_dir.name}-eval" / "metrics.json").read_text())
     return {"bpb": scores["test/bpb"], "loss": scores["test/loss"], "steps": steps,
             "tokens_per_sec": median(rates) if rates else float("nan"), "wall": wall}
 
