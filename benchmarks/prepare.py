@@ -12,6 +12,7 @@ kills the process if it needs more; root and cgroup v1's memory controller).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -100,14 +101,22 @@ MINHASH_ONLY = ("prepare.exact_dedup=null", "prepare.gopher_repetition=null", "p
                 "prepare.fineweb_quality=null", "prepare.c4_quality=null")
 
 
+@contextlib.contextmanager
 def capped(mb: int):
-    """A `preexec_fn` that moves the child into a new memory cgroup limited to `mb` MB (swap included)."""
+    """A `preexec_fn` that moves the child into a new memory cgroup limited to `mb` MB (swap included);
+    the cgroup is removed when the child has ended (no-op for `mb` 0)."""
+    if not mb:
+        yield None
+        return
     group = Path(f"/sys/fs/cgroup/memory/lmforge-bench-{os.getpid()}")
     group.mkdir(exist_ok=True)
-    (group / "memory.limit_in_bytes").write_text(str(mb << 20))
-    if (group / "memory.memsw.limit_in_bytes").exists():
-        (group / "memory.memsw.limit_in_bytes").write_text(str(mb << 20))
-    return lambda: (group / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(mb << 20))
+        if (group / "memory.memsw.limit_in_bytes").exists():
+            (group / "memory.memsw.limit_in_bytes").write_text(str(mb << 20))
+        yield lambda: (group / "cgroup.procs").write_text(str(os.getpid()))
+    finally:
+        group.rmdir()  # empty once its processes have ended
 
 
 PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
@@ -119,8 +128,9 @@ def prepare(inputs: Path, out: Path, *overrides: str, cap_mb: int = 0) -> tuple[
     steps over its tasks) of one prepare, started fresh (in a memory cgroup of `cap_mb` MB if given)."""
     cmd = [sys.executable, "-c", PEAK, *lmforge_cmd(), "prepare", f"inputs=[{inputs}]", f"output_dir={out}", *overrides]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=bench_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=capped(cap_mb) if cap_mb else None)
+    with capped(cap_mb) as enter_cgroup:
+        proc = subprocess.run(cmd, env=bench_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=enter_cgroup)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"prepare failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")

@@ -316,7 +316,8 @@ def test_every_checkpoint_a_resume_could_take_has_its_steps_rows_on_disk(tmp_pat
         def on_train_batch_end(self, trainer, *args):
             history = tmp_path / "csv" / "metrics.csv"
             rows = {int(r["step"]) for r in csv.DictReader(open(history))} if history.is_file() else set()
-            self.seen.append((trainer.global_step, self.newest(), set(range(self.newest())) <= rows))
+            newest = self.newest()
+            self.seen.append((trainer.global_step, newest, set(range(newest)) <= rows))
 
         def on_train_epoch_end(self, trainer, *args):  # Lightning runs last.ckpt's save after this
             self.at_epoch_end.append((trainer.global_step, self.newest()))

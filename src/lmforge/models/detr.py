@@ -18,9 +18,9 @@ from lmforge.errors import UserError
 # classes with a softmax beside a no-object class; Conditional DETR (learns several times faster) scores each
 # class with a sigmoid (focal loss), and its detections are the best (query, class) pairs.
 FAMILIES = {
-    "detr": ("DetrConfig", "DetrForObjectDetection", "detr.image_processing_pil_detr.DetrImageProcessorPil"),
+    "detr": ("DetrConfig", "DetrForObjectDetection", "DetrImageProcessorPil"),
     "conditional_detr": ("ConditionalDetrConfig", "ConditionalDetrForObjectDetection",
-                         "conditional_detr.image_processing_pil_conditional_detr.ConditionalDetrImageProcessorPil"),
+                         "ConditionalDetrImageProcessorPil"),
 }
 
 
@@ -29,11 +29,11 @@ def _label_names(num_labels: int, labels: Optional[list[str]]) -> dict[str, Any]
     return {"num_labels": num_labels, "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
-def _classes(family: str) -> tuple[Any, Any]:
+def _classes(family: str) -> list[Any]:
+    """The family's config, model and image processor classes."""
     import transformers
 
-    config, model, _ = FAMILIES[family]
-    return getattr(transformers, config), getattr(transformers, model)  # getattr: a name of the table above
+    return [getattr(transformers, name) for name in FAMILIES[family]]  # getattr: the names of the table above
 
 
 def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[list[str]]] = None,
@@ -74,7 +74,7 @@ def detr(num_labels: FromData[Optional[int]] = None, labels: FromData[Optional[l
     backbone = ResNetConfig(num_channels=3, embedding_size=backbone_embedding_size,
                             hidden_sizes=list(backbone_hidden_sizes), depths=list(backbone_depths),
                             layer_type=backbone_layer_type, out_features=[f"stage{len(backbone_depths)}"])
-    config_class, model_class = _classes(family)
+    config_class, model_class, _ = _classes(family)
     own = {"eos_coefficient": eos_coefficient} if family == "detr" else {}
     config = config_class(backbone_config=backbone, use_pretrained_backbone=False, d_model=d_model,
                           encoder_layers=encoder_layers, decoder_layers=decoder_layers, encoder_ffn_dim=ffn_dim,
@@ -135,8 +135,5 @@ def detections(model: nn.Module, logits: Any, pred_boxes: Any, sizes: Any, top_k
 def image_processor(model: nn.Module, processor: Any) -> Any:
     """`processor` (the data's, DETR's class) as the model's family's class with the same settings: the
     pipeline post-processes with it."""
-    import importlib
-
-    module, name = FAMILIES[model.config.model_type][2].rsplit(".", 1)
-    family_class = getattr(importlib.import_module(f"transformers.models.{module}"), name)  # getattr: the table's
+    family_class = _classes(model.config.model_type)[2]
     return processor if isinstance(processor, family_class) else family_class(**processor.to_dict())
